@@ -1,0 +1,28 @@
+// Process-wide error counters per protected layer, readable from Python through a small C API
+// (OnnxEcc_CountersJson / OnnxEcc_ResetCounters) since the model's outputs stay unchanged.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "onnx_ecc/decode.h"
+
+namespace onnx_ecc {
+
+struct LayerCounters {
+  std::atomic<int64_t> runs{0}, vectors{0}, flagged{0}, corrected_blocks{0}, corrected_values{0}, uncorrectable{0};
+  void Add(const DecodeCounts& c) {
+    runs.fetch_add(1, std::memory_order_relaxed);
+    vectors.fetch_add(c.vectors, std::memory_order_relaxed);
+    flagged.fetch_add(c.flagged, std::memory_order_relaxed);
+    corrected_blocks.fetch_add(c.corrected_blocks, std::memory_order_relaxed);
+    corrected_values.fetch_add(c.corrected_values, std::memory_order_relaxed);
+    uncorrectable.fetch_add(c.uncorrectable, std::memory_order_relaxed);
+  }
+};
+
+// The counters of (model_id, layer, op); the pointer stays valid for the life of the process.
+LayerCounters* CountersFor(const std::string& model_id, const std::string& layer, const std::string& op);
+
+}  // namespace onnx_ecc

@@ -1,0 +1,35 @@
+// Check and repair of a depthwise convolution by per-row spatial sums.
+// For output row h of channel c: sum_w y[h, w] must equal b * W_out plus the filter applied to
+// the row sums of the input windows, which strided prefix sums give in one pass over x.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "onnx_ecc/decode.h"
+
+namespace onnx_ecc {
+
+struct DepthwiseConfig {
+  int64_t channels = 0, kh = 0, kw = 0;
+  std::vector<float> weights;      // [C, kh, kw] verified reference copy
+  std::vector<float> bias;         // [C]
+  std::vector<double> weight_sums; // per channel: sum of weights and bias
+  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0, dil_h = 1, dil_w = 1;
+  float tolerance = 64.f;
+  bool correct = true;
+  bool relu = false;
+
+  std::string Validate() const;
+  int64_t OutH(int64_t h) const { return (h + pad_t + pad_b - dil_h * (kh - 1) - 1) / stride_h + 1; }
+  int64_t OutW(int64_t w) const { return (w + pad_l + pad_r - dil_w * (kw - 1) - 1) / stride_w + 1; }
+  // True when channel c's reference weights still match their checksum.
+  bool ChannelVerified(int64_t c) const;
+};
+
+// Checks (and repairs) channel c of one sample: x is [H, W], y and z are [H_out, W_out].
+void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
+                           const float* y, float* z, bool verified, DecodeCounts& counts);
+
+}  // namespace onnx_ecc

@@ -1,0 +1,266 @@
+// Decoding of the output-channel code: a fast syndrome check, and a small exact solver for
+// the rare block whose checks fail.
+#include "onnx_ecc/decode.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+namespace onnx_ecc {
+namespace {
+
+constexpr double kEps32 = FLT_EPSILON;
+constexpr int kMaxParity = 16;
+constexpr int64_t kChunk = 256;
+
+// Solves the small dense system (a: rows x cols, row-major) in the least-squares sense with
+// normal equations and partial pivoting. Returns false when the columns are dependent.
+bool LeastSquares(const double* a, const double* rhs, int rows, int cols, double* z) {
+  double m[kMaxParity][kMaxParity + 1];
+  for (int i = 0; i < cols; ++i) {
+    for (int j = 0; j < cols; ++j) {
+      double s = 0;
+      for (int k = 0; k < rows; ++k) s += a[k * cols + i] * a[k * cols + j];
+      m[i][j] = s;
+    }
+    double s = 0;
+    for (int k = 0; k < rows; ++k) s += a[k * cols + i] * rhs[k];
+    m[i][cols] = s;
+  }
+  for (int c = 0; c < cols; ++c) {
+    int piv = c;
+    for (int i = c + 1; i < cols; ++i)
+      if (std::fabs(m[i][c]) > std::fabs(m[piv][c])) piv = i;
+    if (std::fabs(m[piv][c]) < 1e-12) return false;
+    if (piv != c)
+      for (int j = 0; j <= cols; ++j) std::swap(m[c][j], m[piv][j]);
+    for (int i = 0; i < cols; ++i) {
+      if (i == c) continue;
+      double f = m[i][c] / m[c][c];
+      for (int j = c; j <= cols; ++j) m[i][j] -= f * m[c][j];
+    }
+  }
+  for (int c = 0; c < cols; ++c) z[c] = m[c][cols] / m[c][c];
+  return true;
+}
+
+// Tries the hypothesis that exactly the positions in `unknown` (data < b <= parity) are wrong:
+// re-solves the wrong data values from the checks whose parity is trusted. Returns the
+// normalised residual, or -1 when a remaining check is violated.
+double SolveUnknown(const double* values, const float* g, const double* thr, int b, int r,
+                    const int* unknown, int nu, double* z) {
+  bool is_unknown[kMaxParity * 64 + kMaxParity] = {};
+  int data_u[kMaxParity], ndu = 0;
+  for (int i = 0; i < nu; ++i) {
+    is_unknown[unknown[i]] = true;
+    if (unknown[i] < b) data_u[ndu++] = unknown[i];
+  }
+  int rows[kMaxParity], nrows = 0;
+  for (int k = 0; k < r; ++k)
+    if (!is_unknown[b + k]) rows[nrows++] = k;
+  if (nrows < ndu) return -1;
+  double a[kMaxParity * kMaxParity], rhs[kMaxParity];
+  for (int q = 0; q < nrows; ++q) {
+    const int k = rows[q];
+    double c = values[b + k];
+    for (int j = 0; j < b; ++j)
+      if (!is_unknown[j]) c -= static_cast<double>(g[k * b + j]) * values[j];
+    rhs[q] = c;
+    for (int u = 0; u < ndu; ++u) a[q * ndu + u] = g[k * b + data_u[u]];
+  }
+  if (ndu > 0 && !LeastSquares(a, rhs, nrows, ndu, z)) return -1;
+  double norm = 0;
+  for (int q = 0; q < nrows; ++q) {
+    double res = rhs[q];
+    for (int u = 0; u < ndu; ++u) res -= a[q * ndu + u] * z[u];
+    if (!(std::fabs(res) <= thr[rows[q]])) return -1;
+    norm += (res / thr[rows[q]]) * (res / thr[rows[q]]);
+  }
+  return norm;
+}
+
+}  // namespace
+
+std::string CodeLayout::Init(int64_t c, int64_t g, int64_t b, int64_t r) {
+  if (c < 1 || g < 1 || b < 1 || r < 1) return "data_channels, groups, block and parity must be >= 1";
+  if (c % g) return "data_channels is not a multiple of groups";
+  if (r > kMaxParity) return "parity must be <= 16";
+  if (b > 1024) return "block must be <= 1024";
+  data_channels = c; groups = g; block = b; parity = r;
+  data_per_group = c / g;
+  block_sizes.clear(); block_starts.clear(); gen_offsets.clear();
+  int64_t off = 0;
+  for (int64_t s = 0; s < data_per_group; s += b) {
+    block_starts.push_back(s);
+    block_sizes.push_back(std::min(b, data_per_group - s));
+    gen_offsets.push_back(off);
+    off += r * block_sizes.back();
+  }
+  parity_per_group = r * num_blocks();
+  total_channels = g * (data_per_group + parity_per_group);
+  return "";
+}
+
+std::string DecodeConfig::Validate() const {
+  const auto& L = layout;
+  if (static_cast<int64_t>(generator.size()) != L.parity * L.data_per_group)
+    return "generator has " + std::to_string(generator.size()) + " values, expected parity * data_channels / groups = " +
+           std::to_string(L.parity * L.data_per_group);
+  const size_t n = static_cast<size_t>(L.groups * L.num_blocks() * L.parity);
+  if (gain.size() != n || offset.size() != n)
+    return "noise_gain and noise_offset must have groups * blocks * parity = " + std::to_string(n) + " values";
+  for (float v : generator) if (!std::isfinite(v)) return "generator has non-finite values";
+  if (!(tolerance > 0)) return "tolerance must be > 0";
+  return "";
+}
+
+int DecodeBlock(double* y, const double* p, const float* g, const double* thr, int b, int r, bool correct) {
+  const int n = b + r;
+  double values[1024 + kMaxParity];
+  int erased[kMaxParity + 1], ne = 0;
+  for (int i = 0; i < n; ++i) {
+    values[i] = i < b ? y[i] : p[i - b];
+    if (!std::isfinite(values[i])) {
+      if (ne == r) return -1;
+      erased[ne++] = i;
+    }
+  }
+  if (!correct) return -1;
+  int cand[1024 + kMaxParity], nc = 0;
+  for (int i = 0, e = 0; i < n; ++i) {
+    if (e < ne && erased[e] == i) { ++e; continue; }
+    cand[nc++] = i;
+  }
+  for (int i = 0; i < ne; ++i) if (erased[i] < b) values[erased[i]] = 0.0;
+  const int tmax = (r - ne) / 2;
+  int unknown[kMaxParity], best_unknown[kMaxParity], idx[kMaxParity];
+  double z[kMaxParity], best_z[kMaxParity];
+  for (int t = 0; t <= tmax; ++t) {
+    double best = -1;
+    int best_nu = 0;
+    // Iterate over all t-subsets of the candidate positions.
+    for (int i = 0; i < t; ++i) idx[i] = i;
+    if (t > nc) break;
+    while (true) {
+      int nu = 0;
+      for (int i = 0; i < ne; ++i) unknown[nu++] = erased[i];
+      for (int i = 0; i < t; ++i) unknown[nu++] = cand[idx[i]];
+      double res = SolveUnknown(values, g, thr, b, r, unknown, nu, z);
+      if (res >= 0 && (best < 0 || res < best)) {
+        best = res; best_nu = nu;
+        std::copy(unknown, unknown + nu, best_unknown);
+        std::copy(z, z + kMaxParity, best_z);
+      }
+      int i = t - 1;
+      while (i >= 0 && idx[i] == nc - t + i) --i;
+      if (i < 0) break;
+      ++idx[i];
+      for (int j = i + 1; j < t; ++j) idx[j] = idx[j - 1] + 1;
+    }
+    if (best >= 0) {
+      int u = 0;
+      for (int i = 0; i < best_nu; ++i)
+        if (best_unknown[i] < b) y[best_unknown[i]] = best_z[u++];
+      return best_nu;
+    }
+  }
+  return -1;
+}
+
+void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, int64_t chunk_end, float* out) {
+  const bool chunked = outer > 0 && n % outer == 0;
+  const int64_t len = chunked ? n / outer : n;
+  for (int64_t o = chunk_begin; o < chunk_end; ++o) {
+    const float* p = x + (chunked ? o * len : 0);
+    float m = 0.f;
+    for (int64_t i = 0; i < len; ++i) {
+      const float a = std::fabs(p[i]);
+      m = a > m ? a : m;  // NaN compares false and is skipped
+    }
+    out[o] = std::isfinite(m) ? m : FLT_MAX;
+  }
+}
+
+void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner, int64_t i0, int64_t i1,
+                float xmax, DecodeCounts& counts) {
+  const CodeLayout& L = cfg.layout;
+  const int r = static_cast<int>(L.parity);
+  float syn[kMaxParity][kChunk];
+  float thr_f[kMaxParity];
+  double thr[kMaxParity];
+  double yb[1024], pb[kMaxParity];
+  for (int64_t g = 0; g < L.groups; ++g) {
+    const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
+    const int64_t zbase = g * L.data_per_group;
+    for (int64_t k = 0; k < L.num_blocks(); ++k) {
+      const int b = static_cast<int>(L.block_sizes[k]);
+      const float* gen = cfg.generator.data() + L.gen_offsets[k];
+      const float* yd = y + (ybase + L.block_starts[k]) * inner;
+      const float* yp = y + (ybase + L.data_per_group + k * r) * inner;
+      float* zd = z + (zbase + L.block_starts[k]) * inner;
+      for (int q = 0; q < r; ++q) {
+        const size_t a = static_cast<size_t>((g * L.num_blocks() + k) * r + q);
+        thr[q] = cfg.tolerance * kEps32 * (static_cast<double>(cfg.gain[a]) * xmax + cfg.offset[a]);
+        thr_f[q] = static_cast<float>(thr[q]);
+      }
+      for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
+        const int64_t len = std::min(kChunk, i1 - c0);
+        for (int q = 0; q < r; ++q) {
+          float* s = syn[q];
+          const float* pq = yp + q * inner + c0;
+          for (int64_t i = 0; i < len; ++i) s[i] = -pq[i];
+          for (int j = 0; j < b; ++j) {
+            const float w = gen[q * b + j];
+            const float* yj = yd + j * inner + c0;
+            for (int64_t i = 0; i < len; ++i) s[i] += w * yj[i];
+          }
+        }
+        for (int j = 0; j < b; ++j) {
+          const float* src = yd + j * inner + c0;
+          float* dst = zd + j * inner + c0;
+          if (cfg.relu) {
+            for (int64_t i = 0; i < len; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
+          } else {
+            std::memcpy(dst, src, sizeof(float) * len);
+          }
+        }
+        counts.vectors += len;
+        for (int64_t i = 0; i < len; ++i) {
+          bool bad = false;
+          for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= thr_f[q]);
+          if (!bad) continue;
+          // Rare path: recheck in double and solve.
+          const int64_t pos = c0 + i;
+          for (int j = 0; j < b; ++j) yb[j] = yd[j * inner + pos];
+          for (int q = 0; q < r; ++q) pb[q] = yp[q * inner + pos];
+          bool finite = true, violated = false;
+          for (int j = 0; j < b; ++j) finite &= std::isfinite(yb[j]);
+          for (int q = 0; q < r; ++q) finite &= std::isfinite(pb[q]);
+          if (finite) {
+            for (int q = 0; q < r && !violated; ++q) {
+              double s = -pb[q];
+              for (int j = 0; j < b; ++j) s += static_cast<double>(gen[q * b + j]) * yb[j];
+              violated = !(std::fabs(s) <= thr[q]);
+            }
+            if (!violated) continue;  // float rounding of the fast check, not an error
+          }
+          ++counts.flagged;
+          const int fixed = DecodeBlock(yb, pb, gen, thr, b, r, cfg.correct);
+          if (fixed < 0) {
+            ++counts.uncorrectable;
+            continue;
+          }
+          ++counts.corrected_blocks;
+          counts.corrected_values += fixed;
+          for (int j = 0; j < b; ++j) {
+            const float v = static_cast<float>(yb[j]);
+            zd[j * inner + pos] = cfg.relu && v < 0.f ? 0.f : v;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace onnx_ecc

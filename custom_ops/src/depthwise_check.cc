@@ -1,0 +1,115 @@
+// Depthwise-convolution check: per output row, spatial sums against the filter applied to
+// summed input windows; a wrong row is recomputed from x with the verified reference weights.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <vector>
+
+#include "onnx_ecc/depthwise.h"
+
+namespace onnx_ecc {
+
+std::string DepthwiseConfig::Validate() const {
+  if (channels < 1 || kh < 1 || kw < 1) return "weights must be [C, 1, kh, kw] with C, kh, kw >= 1";
+  if (static_cast<int64_t>(weights.size()) != channels * kh * kw) return "weights size does not match [C, 1, kh, kw]";
+  if (static_cast<int64_t>(bias.size()) != channels) return "bias must have C values";
+  if (static_cast<int64_t>(weight_sums.size()) != channels) return "weight_sums must have C values";
+  if (stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1) return "strides and dilations must be >= 1";
+  if (pad_t < 0 || pad_l < 0 || pad_b < 0 || pad_r < 0) return "pads must be >= 0";
+  if (!(tolerance > 0)) return "tolerance must be > 0";
+  return "";
+}
+
+bool DepthwiseConfig::ChannelVerified(int64_t c) const {
+  double s = bias[c];
+  for (int64_t k = 0; k < kh * kw; ++k) s += weights[c * kh * kw + k];
+  const double scale = std::fabs(weight_sums[c]) + 1e-30;
+  return std::isfinite(s) && std::fabs(s - weight_sums[c]) <= 1e-6 * scale + 1e-30;
+}
+
+namespace {
+
+// Recomputes output row oh of the channel in double precision from the reference weights.
+void RecomputeRow(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w, int64_t oh,
+                  int64_t wout, float* zrow) {
+  const float* wt = cfg.weights.data() + c * cfg.kh * cfg.kw;
+  for (int64_t ow = 0; ow < wout; ++ow) {
+    double acc = cfg.bias[c];
+    for (int64_t i = 0; i < cfg.kh; ++i) {
+      const int64_t ih = oh * cfg.stride_h - cfg.pad_t + i * cfg.dil_h;
+      if (ih < 0 || ih >= h) continue;
+      for (int64_t j = 0; j < cfg.kw; ++j) {
+        const int64_t iw = ow * cfg.stride_w - cfg.pad_l + j * cfg.dil_w;
+        if (iw < 0 || iw >= w) continue;
+        acc += static_cast<double>(wt[i * cfg.kw + j]) * x[ih * w + iw];
+      }
+    }
+    const float v = static_cast<float>(acc);
+    zrow[ow] = cfg.relu && v < 0.f ? 0.f : v;
+  }
+}
+
+}  // namespace
+
+void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
+                           const float* y, float* z, bool verified, DecodeCounts& counts) {
+  const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b, wp = w + cfg.pad_l + cfg.pad_r;
+  const int64_t kh = cfg.kh, kw = cfg.kw;
+  // A[i][j]: sum over output columns of the padded input row i at the column of filter tap j.
+  thread_local std::vector<double> a, aabs, cum, cumabs;
+  a.assign(hp * kw, 0.0);
+  aabs.assign(hp * kw, 0.0);
+  cum.resize(wp);
+  cumabs.resize(wp);
+  for (int64_t i = 0; i < h; ++i) {
+    const float* row = x + i * w;
+    for (int64_t j = 0; j < wp; ++j) {
+      const int64_t src = j - cfg.pad_l;
+      const double v = (src >= 0 && src < w) ? row[src] : 0.0;
+      const double prev = j >= cfg.stride_w ? cum[j - cfg.stride_w] : 0.0;
+      const double prevabs = j >= cfg.stride_w ? cumabs[j - cfg.stride_w] : 0.0;
+      cum[j] = prev + v;
+      cumabs[j] = prevabs + std::fabs(v);
+    }
+    for (int64_t j = 0; j < kw; ++j) {
+      const int64_t first = j * cfg.dil_w, last = first + (wout - 1) * cfg.stride_w;
+      const int64_t before = first - cfg.stride_w;
+      a[(i + cfg.pad_t) * kw + j] = cum[last] - (before >= 0 ? cum[before] : 0.0);
+      aabs[(i + cfg.pad_t) * kw + j] = cumabs[last] - (before >= 0 ? cumabs[before] : 0.0);
+    }
+  }
+  const float* wt = cfg.weights.data() + c * kh * kw;
+  const double bias = cfg.bias[c];
+  for (int64_t oh = 0; oh < hout; ++oh) {
+    const float* yrow = y + oh * wout;
+    float* zrow = z + oh * wout;
+    ++counts.vectors;
+    double actual = 0.0;
+    for (int64_t ow = 0; ow < wout; ++ow) actual += yrow[ow];
+    double expected = bias * wout, bound = std::fabs(bias) * wout;
+    for (int64_t i = 0; i < kh; ++i) {
+      const int64_t r = oh * cfg.stride_h + i * cfg.dil_h;
+      for (int64_t j = 0; j < kw; ++j) {
+        expected += wt[i * kw + j] * a[r * kw + j];
+        bound += std::fabs(wt[i * kw + j]) * aabs[r * kw + j];
+      }
+    }
+    const bool ok = std::fabs(actual - expected) <= cfg.tolerance * FLT_EPSILON * bound;
+    if (ok || !verified || !cfg.correct) {
+      if (!ok) { ++counts.flagged; ++counts.uncorrectable; }
+      if (cfg.relu) {
+        for (int64_t ow = 0; ow < wout; ++ow) zrow[ow] = yrow[ow] > 0.f ? yrow[ow] : 0.f;
+      } else {
+        std::copy(yrow, yrow + wout, zrow);
+      }
+      continue;
+    }
+    ++counts.flagged;
+    RecomputeRow(cfg, c, x, h, w, oh, wout, zrow);
+    ++counts.corrected_blocks;
+    counts.corrected_values += wout;
+  }
+}
+
+}  // namespace onnx_ecc

@@ -1,0 +1,433 @@
+// Thin onnxruntime wrappers (CPU) around the maths in decode.cc, depthwise_check.cc and
+// inject_fault.cc, plus RegisterCustomOps. Every failure becomes an ORT error status.
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/counters.h"
+#include "onnx_ecc/decode.h"
+#include "onnx_ecc/depthwise.h"
+#include "onnx_ecc/inject.h"
+#include "onnx_ecc/ort_glue.h"
+
+namespace onnx_ecc {
+
+// ---- attribute helpers ------------------------------------------------------------------
+
+int64_t AttrInt(const Ort::ConstKernelInfo& info, const char* name, int64_t def) {
+  int64_t v = def;
+  OrtStatus* s = Ort::GetApi().KernelInfoGetAttribute_int64(info, name, &v);
+  if (s) { Ort::GetApi().ReleaseStatus(s); return def; }
+  return v;
+}
+
+float AttrFloat(const Ort::ConstKernelInfo& info, const char* name, float def) {
+  float v = def;
+  OrtStatus* s = Ort::GetApi().KernelInfoGetAttribute_float(info, name, &v);
+  if (s) { Ort::GetApi().ReleaseStatus(s); return def; }
+  return v;
+}
+
+std::string AttrString(const Ort::ConstKernelInfo& info, const char* name, const std::string& def) {
+  size_t len = 0;
+  OrtStatus* s = Ort::GetApi().KernelInfoGetAttribute_string(info, name, nullptr, &len);
+  if (s) { Ort::GetApi().ReleaseStatus(s); return def; }
+  std::string out(len, '\0');
+  Ort::ThrowOnError(Ort::GetApi().KernelInfoGetAttribute_string(info, name, out.data(), &len));
+  out.resize(len > 0 ? len - 1 : 0);
+  return out;
+}
+
+std::vector<float> AttrFloats(const Ort::ConstKernelInfo& info, const char* name, bool required) {
+  size_t len = 0;
+  OrtStatus* s = Ort::GetApi().KernelInfoGetAttributeArray_float(info, name, nullptr, &len);
+  if (s) {
+    Ort::GetApi().ReleaseStatus(s);
+    if (required) throw std::invalid_argument(std::string("missing attribute ") + name);
+    return {};
+  }
+  std::vector<float> out(len);
+  if (len) Ort::ThrowOnError(Ort::GetApi().KernelInfoGetAttributeArray_float(info, name, out.data(), &len));
+  return out;
+}
+
+std::vector<int64_t> AttrInts(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t> def) {
+  size_t len = 0;
+  OrtStatus* s = Ort::GetApi().KernelInfoGetAttributeArray_int64(info, name, nullptr, &len);
+  if (s) { Ort::GetApi().ReleaseStatus(s); return def; }
+  std::vector<int64_t> out(len);
+  if (len) Ort::ThrowOnError(Ort::GetApi().KernelInfoGetAttributeArray_int64(info, name, out.data(), &len));
+  return out;
+}
+
+std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t>* shape) {
+  Ort::AllocatorWithDefaultOptions alloc;
+  Ort::Value t = info.GetTensorAttribute(name, alloc);
+  auto ti = t.GetTensorTypeAndShapeInfo();
+  if (ti.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    throw std::invalid_argument(std::string("attribute ") + name + " must be a float32 tensor");
+  if (shape) *shape = ti.GetShape();
+  const float* p = t.GetTensorData<float>();
+  return std::vector<float>(p, p + ti.GetElementCount());
+}
+
+OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg) {
+  return Ort::GetApi().CreateStatus(code, ("onnx-ecc " + where + ": " + msg).c_str());
+}
+
+int64_t Numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+// ---- Decode -------------------------------------------------------------------------------
+
+struct DecodeKernel {
+  DecodeConfig cfg;
+  int64_t axis = 1;
+  bool fail_stop = false;
+  std::string name;
+  LayerCounters* counters = nullptr;
+
+  struct Job {
+    const DecodeKernel* k;
+    const float* y;
+    float* z;
+    const float* xmax;
+    int64_t inner, chunk, chunks_per_outer;
+    std::vector<DecodeCounts>* counts;
+  };
+
+  static void Run(void* data, size_t item) {
+    auto* j = static_cast<Job*>(data);
+    const auto& L = j->k->cfg.layout;
+    const int64_t o = static_cast<int64_t>(item) / j->chunks_per_outer;
+    const int64_t c = static_cast<int64_t>(item) % j->chunks_per_outer;
+    const int64_t i0 = c * j->chunk, i1 = std::min(j->inner, i0 + j->chunk);
+    DecodeSlab(j->k->cfg, j->y + o * L.total_channels * j->inner, j->z + o * L.data_channels * j->inner, j->inner, i0,
+               i1, j->xmax ? j->xmax[o] : 1.f, (*j->counts)[item]);
+  }
+
+  struct MaxJob {
+    const float* x;
+    int64_t n, outer;
+    float* out;
+  };
+  static void RunMax(void* data, size_t item) {
+    auto* j = static_cast<MaxJob*>(data);
+    ChunkMaxAbs(j->x, j->n, j->outer, static_cast<int64_t>(item), static_cast<int64_t>(item) + 1, j->out);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto y = ctx.GetInput(0);
+      auto yi = y.GetTensorTypeAndShapeInfo();
+      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return Error(ORT_INVALID_ARGUMENT, name, "Y must be float32");
+      auto shape = yi.GetShape();
+      const int64_t rank = static_cast<int64_t>(shape.size());
+      const int64_t ax = axis < 0 ? axis + rank : axis;
+      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis out of range for Y's rank");
+      const auto& L = cfg.layout;
+      if (shape[ax] != L.total_channels)
+        return Error(ORT_INVALID_ARGUMENT, name,
+                     "Y has " + std::to_string(shape[ax]) + " channels on axis " + std::to_string(ax) +
+                         ", the code expects " + std::to_string(L.total_channels));
+      int64_t outer = 1, inner = 1;
+      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
+      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
+      std::vector<float> xmax;
+      if (ctx.GetInputCount() > 1) {
+        auto x = ctx.GetInput(1);
+        if (static_cast<const OrtValue*>(x) != nullptr) {
+          auto xi = x.GetTensorTypeAndShapeInfo();
+          if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+            return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
+          xmax.resize(outer);
+          const int64_t n = static_cast<int64_t>(xi.GetElementCount());
+          if (n % std::max<int64_t>(outer, 1) == 0) {
+            MaxJob mj{x.GetTensorData<float>(), n, outer, xmax.data()};
+            ctx.ParallelFor(&RunMax, static_cast<size_t>(outer), 0, &mj);
+          } else {
+            ChunkMaxAbs(x.GetTensorData<float>(), n, outer, 0, 1, xmax.data());
+            std::fill(xmax.begin(), xmax.end(), xmax[0]);
+          }
+        }
+      }
+      shape[ax] = L.data_channels;
+      auto z = ctx.GetOutput(0, shape);
+      if (outer * inner == 0) return nullptr;
+      const int64_t chunk = inner <= 2048 ? inner : 1024;
+      const int64_t cpo = (inner + chunk - 1) / chunk;
+      std::vector<DecodeCounts> counts(static_cast<size_t>(outer * cpo));
+      Job job{this, y.GetTensorData<float>(), z.GetTensorMutableData<float>(), xmax.empty() ? nullptr : xmax.data(),
+              inner, chunk, cpo, &counts};
+      ctx.ParallelFor(&Run, counts.size(), 0, &job);
+      DecodeCounts total;
+      for (const auto& c : counts) total.Add(c);
+      counters->Add(total);
+      if (fail_stop && total.uncorrectable > 0)
+        return Error(ORT_FAIL, name,
+                     "uncorrectable error: " + std::to_string(total.uncorrectable) + " code block(s) failed their checks");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
+  const char* provider = nullptr;
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<DecodeKernel>();
+      k->name = "Decode(" + AttrString(info, "layer", "") + ")";
+      std::string err = k->cfg.layout.Init(AttrInt(info, "data_channels", 0), AttrInt(info, "groups", 1),
+                                           AttrInt(info, "block", 0), AttrInt(info, "parity", 0));
+      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+      k->cfg.generator = AttrFloats(info, "generator", true);
+      k->cfg.gain = AttrFloats(info, "noise_gain", true);
+      k->cfg.offset = AttrFloats(info, "noise_offset", true);
+      k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+      const std::string mode = AttrString(info, "mode", "correct");
+      if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
+      k->cfg.correct = mode == "correct";
+      const std::string act = AttrString(info, "activation", "");
+      if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
+      k->cfg.relu = act == "Relu";
+      err = k->cfg.Validate();
+      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+      k->axis = AttrInt(info, "axis", 1);
+      k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+      k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "Decode");
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "Decode", e.what());
+    }
+  }
+  const char* GetName() const { return "Decode"; }
+  const char* GetExecutionProviderType() const { return provider; }
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- DepthwiseCheck ---------------------------------------------------------------------
+
+struct DepthwiseKernel {
+  DepthwiseConfig cfg;
+  bool fail_stop = false;
+  std::string name;
+  LayerCounters* counters = nullptr;
+
+  struct Job {
+    const DepthwiseKernel* k;
+    const float* x;
+    const float* y;
+    float* z;
+    int64_t c, h, w, ho, wo;
+    const std::vector<char>* verified;
+    std::vector<DecodeCounts>* counts;
+  };
+  static void Run(void* data, size_t item) {
+    auto* j = static_cast<Job*>(data);
+    const int64_t c = static_cast<int64_t>(item) % j->c;
+    DepthwiseCheckChannel(j->k->cfg, c, j->x + item * j->h * j->w, j->h, j->w, j->y + item * j->ho * j->wo,
+                          j->z + item * j->ho * j->wo, (*j->verified)[c] != 0, (*j->counts)[item]);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto x = ctx.GetInput(0);
+      auto y = ctx.GetInput(1);
+      auto xs = x.GetTensorTypeAndShapeInfo().GetShape();
+      auto ys = y.GetTensorTypeAndShapeInfo().GetShape();
+      if (x.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          y.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be float32");
+      if (xs.size() != 4 || ys.size() != 4) return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be 4-D (N, C, H, W)");
+      if (xs[0] != ys[0] || xs[1] != cfg.channels || ys[1] != cfg.channels)
+        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must have N and C = " + std::to_string(cfg.channels) + " matching");
+      if (ys[2] != cfg.OutH(xs[2]) || ys[3] != cfg.OutW(xs[3]))
+        return Error(ORT_INVALID_ARGUMENT, name, "Y's spatial size does not follow from X's and the conv attributes");
+      auto z = ctx.GetOutput(0, ys);
+      std::vector<char> verified(cfg.channels);
+      for (int64_t c = 0; c < cfg.channels; ++c) verified[c] = cfg.ChannelVerified(c);
+      const int64_t items = xs[0] * xs[1];
+      std::vector<DecodeCounts> counts(static_cast<size_t>(items));
+      Job job{this, x.GetTensorData<float>(), y.GetTensorData<float>(), z.GetTensorMutableData<float>(), cfg.channels,
+              xs[2], xs[3], ys[2], ys[3], &verified, &counts};
+      if (items > 0) ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);
+      DecodeCounts total;
+      for (const auto& c : counts) total.Add(c);
+      counters->Add(total);
+      if (fail_stop && total.uncorrectable > 0)
+        return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " row(s) failed their checks");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct DepthwiseOp : Ort::CustomOpBase<DepthwiseOp, DepthwiseKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<DepthwiseKernel>();
+      k->name = "DepthwiseCheck(" + AttrString(info, "layer", "") + ")";
+      auto& c = k->cfg;
+      std::vector<int64_t> wshape, bshape;
+      c.weights = AttrTensorFloats(info, "weights", &wshape);
+      c.bias = AttrTensorFloats(info, "bias", &bshape);
+      if (wshape.size() != 4 || wshape[1] != 1) return Error(ORT_INVALID_ARGUMENT, k->name, "weights must be [C, 1, kh, kw]");
+      c.channels = wshape[0]; c.kh = wshape[2]; c.kw = wshape[3];
+      auto sums = AttrFloats(info, "weight_sums", true);
+      c.weight_sums.assign(sums.begin(), sums.end());
+      auto strides = AttrInts(info, "strides", {1, 1});
+      auto pads = AttrInts(info, "pads", {0, 0, 0, 0});
+      auto dil = AttrInts(info, "dilations", {1, 1});
+      if (strides.size() != 2 || pads.size() != 4 || dil.size() != 2)
+        return Error(ORT_INVALID_ARGUMENT, k->name, "strides/dilations need 2 values and pads 4");
+      c.stride_h = strides[0]; c.stride_w = strides[1];
+      c.pad_t = pads[0]; c.pad_l = pads[1]; c.pad_b = pads[2]; c.pad_r = pads[3];
+      c.dil_h = dil[0]; c.dil_w = dil[1];
+      c.tolerance = AttrFloat(info, "tolerance", 64.f);
+      const std::string mode = AttrString(info, "mode", "correct");
+      if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
+      c.correct = mode == "correct";
+      const std::string act = AttrString(info, "activation", "");
+      if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
+      c.relu = act == "Relu";
+      std::string err = c.Validate();
+      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+      k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+      k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "DepthwiseCheck");
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "DepthwiseCheck", e.what());
+    }
+  }
+  const char* GetName() const { return "DepthwiseCheck"; }
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- InjectFault --------------------------------------------------------------------------
+
+struct InjectKernel {
+  InjectConfig cfg;
+  std::string name;
+  LayerCounters* counters = nullptr;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto x = ctx.GetInput(0);
+      auto seed = ctx.GetInput(1);
+      auto rate = ctx.GetInput(2);
+      auto xi = x.GetTensorTypeAndShapeInfo();
+      if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
+      if (seed.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ||
+          seed.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+        return Error(ORT_INVALID_ARGUMENT, name, "Seed must be one int64");
+      if (rate.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          rate.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+        return Error(ORT_INVALID_ARGUMENT, name, "Rate must be one float32");
+      auto y = ctx.GetOutput(0, xi.GetShape());
+      const int64_t n = static_cast<int64_t>(xi.GetElementCount());
+      DecodeCounts c;
+      c.vectors = n;
+      c.flagged = InjectFaults(cfg, x.GetTensorData<float>(), y.GetTensorMutableData<float>(), n,
+                               static_cast<uint64_t>(seed.GetTensorData<int64_t>()[0]), rate.GetTensorData<float>()[0]);
+      counters->Add(c);
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct InjectOp : Ort::CustomOpBase<InjectOp, InjectKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<InjectKernel>();
+      const int64_t site = AttrInt(info, "site", 0);
+      k->name = "InjectFault(site " + std::to_string(site) + ")";
+      const std::string kind = AttrString(info, "kind", "bitflip");
+      if (kind == "bitflip") k->cfg.kind = FaultKind::kBitFlip;
+      else if (kind == "random") k->cfg.kind = FaultKind::kRandom;
+      else if (kind == "zero") k->cfg.kind = FaultKind::kZero;
+      else return Error(ORT_INVALID_ARGUMENT, k->name, "kind must be 'bitflip', 'random' or 'zero'");
+      std::vector<int64_t> all(32);
+      for (int i = 0; i < 32; ++i) all[i] = i;
+      k->cfg.bits = AttrInts(info, "bits", all);
+      k->cfg.count = AttrInt(info, "count", 0);
+      k->cfg.site = site;
+      std::string err = k->cfg.Validate();
+      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+      k->counters = CountersFor("", "site" + std::to_string(site), "InjectFault");
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "InjectFault", e.what());
+    }
+  }
+  const char* GetName() const { return "InjectFault"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- registration -------------------------------------------------------------------------
+
+const DecodeOp kDecodeCpu;
+const DepthwiseOp kDepthwiseCpu;
+const InjectOp kInjectCpu;
+
+std::vector<const OrtCustomOp*> CpuOps() { return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu}; }
+
+}  // namespace onnx_ecc
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                                              const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (!api) {
+    const OrtApi* old = api_base->GetApi(1);
+    return old ? old->CreateStatus(ORT_FAIL, "onnx-ecc needs onnxruntime >= 1.21 (C API version 21)") : nullptr;
+  }
+  Ort::InitApi(api);
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<Ort::CustomOpDomain>> domains;  // must outlive every session
+  try {
+    std::lock_guard<std::mutex> lock(mu);
+    auto domain = std::make_unique<Ort::CustomOpDomain>(onnx_ecc::kDomain);
+    for (const OrtCustomOp* op : onnx_ecc::CpuOps()) domain->Add(op);
+    for (const OrtCustomOp* op : onnx_ecc::GpuOps()) domain->Add(op);
+    Ort::UnownedSessionOptions(options).Add(*domain);
+    domains.push_back(std::move(domain));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_FAIL, (std::string("onnx-ecc: ") + e.what()).c_str());
+  }
+}

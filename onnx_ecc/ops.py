@@ -1,0 +1,165 @@
+"""The one place where onnx-ecc's custom ops are declared: domain, names, inputs, outputs, attributes.
+
+The graph pass emits nodes from these declarations, the ONNX schemas are registered from them
+(so ``onnx.checker`` and shape inference accept protected models), and the test suite checks
+that the C++ library implements exactly these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import onnx
+from onnx import defs, helper
+
+DOMAIN = "ai.onnx_ecc"
+OPSET_VERSION = 1
+
+_A = defs.OpSchema.AttrType
+
+
+@dataclasses.dataclass(frozen=True)
+class Attr:
+    """One attribute of an op: its name, ONNX type, whether it must be given, and what it means."""
+
+    name: str
+    kind: Any
+    doc: str
+    required: bool = False
+    default: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpDecl:
+    """One custom op: the name, its inputs and outputs (name, optional?) and attributes."""
+
+    name: str
+    doc: str
+    inputs: tuple[tuple[str, bool], ...]
+    outputs: tuple[tuple[str, bool], ...]
+    attrs: tuple[Attr, ...]
+
+    def attr(self, name: str) -> Attr:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        raise KeyError(f"{self.name} has no attribute {name!r}")
+
+    def check_attrs(self, attrs: dict) -> None:
+        """Raise ValueError for unknown attributes or missing required ones."""
+        known = {a.name for a in self.attrs}
+        unknown = set(attrs) - known
+        if unknown:
+            raise ValueError(f"{self.name}: unknown attribute(s) {sorted(unknown)}")
+        missing = [a.name for a in self.attrs if a.required and a.name not in attrs]
+        if missing:
+            raise ValueError(f"{self.name}: missing attribute(s) {missing}")
+
+    def make_node(self, inputs, outputs, name: str, **attrs) -> onnx.NodeProto:
+        """A NodeProto of this op; unknown or missing required attributes raise ValueError."""
+        self.check_attrs(attrs)
+        return helper.make_node(self.name, list(inputs), list(outputs), name=name, domain=DOMAIN, **attrs)
+
+
+DECODE = OpDecl(
+    name="Decode",
+    doc=(
+        "Checks the parity channels of a protected layer's output against its data channels, "
+        "corrects up to floor(parity/2) wrong values per block of each output vector, and "
+        "passes on only the (corrected) data channels."
+    ),
+    inputs=(("Y", False), ("X", True)),
+    outputs=(("Z", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of Y (1 for Conv, -1 for Gemm/MatMul)", default=1),
+        Attr("data_channels", _A.INT, "number of data channels C of the unprotected layer", required=True),
+        Attr("groups", _A.INT, "channel segments, each laid out as [C/groups data, parity/groups parity]", default=1),
+        Attr("block", _A.INT, "data channels per code block", required=True),
+        Attr("parity", _A.INT, "parity channels (checks) per block", required=True),
+        Attr("generator", _A.FLOATS, "row-major parity x block generator of every block of one group, concatenated", required=True),
+        Attr("noise_gain", _A.FLOATS, "per group, block and check: rounding-noise bound per unit of max|X|", required=True),
+        Attr("noise_offset", _A.FLOATS, "per group, block and check: rounding-noise bound independent of X", required=True),
+        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * max|X| + noise_offset)", default=64.0),
+        Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
+        Attr("fail_stop", _A.INT, "1: return an error when a block cannot be corrected", default=0),
+        Attr("activation", _A.STRING, "activation applied to the corrected data ('' or 'Relu')", default=""),
+        Attr("layer", _A.STRING, "name of the protected layer, for the error counters", default=""),
+        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+    ),
+)
+
+DEPTHWISE_CHECK = OpDecl(
+    name="DepthwiseCheck",
+    doc=(
+        "Checks a depthwise convolution per sample and channel: the sum of each output channel over "
+        "its spatial positions against the filter applied to summed input windows; a channel "
+        "found wrong is recomputed from X and a verified copy of the weights."
+    ),
+    inputs=(("X", False), ("Y", False)),
+    outputs=(("Z", False),),
+    attrs=(
+        Attr("weights", _A.TENSOR, "reference copy of the weights [C, 1, kh, kw]", required=True),
+        Attr("bias", _A.TENSOR, "reference copy of the bias [C] (zeros if the layer has none)", required=True),
+        Attr("weight_sums", _A.FLOATS, "per channel: checksum of weights and bias, to verify the copy", required=True),
+        Attr("strides", _A.INTS, "conv strides", default=[1, 1]),
+        Attr("pads", _A.INTS, "conv pads (top, left, bottom, right)", default=[0, 0, 0, 0]),
+        Attr("dilations", _A.INTS, "conv dilations", default=[1, 1]),
+        Attr("tolerance", _A.FLOAT, "threshold multiplier on eps32 * sum of |terms|", default=64.0),
+        Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
+        Attr("fail_stop", _A.INT, "1: return an error when a channel cannot be repaired", default=0),
+        Attr("activation", _A.STRING, "activation applied to the output ('' or 'Relu')", default=""),
+        Attr("layer", _A.STRING, "name of the protected layer, for the error counters", default=""),
+        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+    ),
+)
+
+INJECT_FAULT = OpDecl(
+    name="InjectFault",
+    doc=(
+        "Fault injection for campaigns: corrupts randomly chosen elements of X (bit flips or random "
+        "values) at a given rate, driven by a seed, so one model serves every trial."
+    ),
+    inputs=(("X", False), ("Seed", False), ("Rate", False)),
+    outputs=(("Y", False),),
+    attrs=(
+        Attr("kind", _A.STRING, "'bitflip', 'random' or 'zero'", default="bitflip"),
+        Attr("bits", _A.INTS, "bit positions to choose from for bitflip (0 = LSB of mantissa, 31 = sign)", default=list(range(32))),
+        Attr("count", _A.INT, "if > 0: exactly this many faults per run, ignoring Rate", default=0),
+        Attr("site", _A.INT, "index of this injection site; faults are drawn from (Seed, site)", default=0),
+    ),
+)
+
+ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT)
+
+
+def _schema(decl: OpDecl) -> defs.OpSchema:
+    inputs = [
+        defs.OpSchema.FormalParameter(
+            n, "T" if n not in ("Seed", "Rate") else ("I" if n == "Seed" else "T"),
+            param_option=defs.OpSchema.FormalParameterOption.Optional if opt else defs.OpSchema.FormalParameterOption.Single,
+        )
+        for n, opt in decl.inputs
+    ]
+    outputs = [defs.OpSchema.FormalParameter(n, "T") for n, _ in decl.outputs]
+    attrs = []
+    for a in decl.attrs:
+        if a.required or a.default is None:
+            attrs.append(defs.OpSchema.Attribute(a.name, a.kind, a.doc, required=a.required))
+        else:
+            attrs.append(defs.OpSchema.Attribute(a.name, helper.make_attribute(a.name, a.default), a.doc))
+    constraints = [("T", ["tensor(float)"], "float32 tensors")]
+    if any(n == "Seed" for n, _ in decl.inputs):
+        constraints.append(("I", ["tensor(int64)"], "seed"))
+    return defs.OpSchema(decl.name, DOMAIN, OPSET_VERSION, doc=decl.doc, inputs=inputs, outputs=outputs,
+                         type_constraints=constraints, attributes=attrs)
+
+
+def register_schemas() -> None:
+    """Register every op's schema with onnx (idempotent)."""
+    for decl in ALL_OPS:
+        if not defs.has(decl.name, DOMAIN):
+            defs.register_schema(_schema(decl))
+
+
+register_schemas()

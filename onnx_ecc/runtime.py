@@ -1,0 +1,149 @@
+"""Running protected models: sessions with the library registered, and per-layer error counts."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import json
+from typing import Any, Iterable
+
+import onnx
+import onnxruntime as ort
+
+from onnx_ecc import ops
+from onnx_ecc._library import library_path
+from onnx_ecc.metadata import read_protection
+
+
+@functools.lru_cache(maxsize=1)
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(library_path())
+    lib.OnnxEcc_CountersJson.restype = ctypes.c_size_t
+    lib.OnnxEcc_CountersJson.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.OnnxEcc_ResetCounters.restype = None
+    return lib
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCounts:
+    """Error counts of one protected layer (code blocks x output vectors)."""
+
+    layer: str
+    op: str
+    runs: int = 0
+    vectors: int = 0
+    flagged: int = 0
+    corrected_blocks: int = 0
+    corrected_values: int = 0
+    uncorrectable: int = 0
+
+    def __sub__(self, other: "LayerCounts") -> "LayerCounts":
+        fields = ("runs", "vectors", "flagged", "corrected_blocks", "corrected_values", "uncorrectable")
+        return dataclasses.replace(self, **{f: getattr(self, f) - getattr(other, f) for f in fields})
+
+
+def read_counters(model_id: str | None = None) -> dict[str, LayerCounts]:
+    """Cumulative counts per layer since load or reset, for one model id (or all)."""
+    lib = _lib()
+    size = lib.OnnxEcc_CountersJson(None, 0)
+    buf = ctypes.create_string_buffer(size + 256)
+    lib.OnnxEcc_CountersJson(buf, len(buf))
+    out = {}
+    for row in json.loads(buf.value.decode()):
+        if model_id is not None and row["model_id"] != model_id:
+            continue
+        key = row["layer"] if model_id is not None else f'{row["model_id"]}/{row["layer"]}'
+        out[key] = LayerCounts(**{k: v for k, v in row.items() if k != "model_id"})
+    return out
+
+
+def reset_counters() -> None:
+    """Set every counter of the library back to zero."""
+    _lib().OnnxEcc_ResetCounters()
+
+
+def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
+    """SessionOptions with onnx-ecc's custom-op library registered."""
+    options = options or ort.SessionOptions()
+    options.register_custom_ops_library(library_path())
+    return options
+
+
+@dataclasses.dataclass
+class RunReport:
+    """What the protected layers saw during one run."""
+
+    layers: dict[str, LayerCounts]
+
+    @property
+    def flagged(self) -> int:
+        return sum(c.flagged for c in self.layers.values())
+
+    @property
+    def corrected(self) -> int:
+        return sum(c.corrected_blocks for c in self.layers.values())
+
+    @property
+    def uncorrectable(self) -> int:
+        return sum(c.uncorrectable for c in self.layers.values())
+
+    @property
+    def clean(self) -> bool:
+        return self.flagged == 0
+
+    def summary(self) -> str:
+        return (f"{self.flagged} block(s) flagged, {self.corrected} corrected, "
+                f"{self.uncorrectable} uncorrectable")
+
+
+class ProtectedSession:
+    """An onnxruntime InferenceSession of a protected model, reporting errors per run.
+
+    ``fail_stop=True`` turns on every decoder's fail-stop attribute, so a run with an
+    uncorrectable block raises instead of returning outputs. Counters are process-wide per
+    (model id, layer); runs of one model from several threads at once share them.
+    """
+
+    def __init__(self, model: onnx.ModelProto | str, providers: Iterable[str] | None = None,
+                 fail_stop: bool | None = None, options: ort.SessionOptions | None = None):
+        if isinstance(model, (str, bytes)) and not isinstance(model, onnx.ModelProto):
+            model = onnx.load(model)
+        self.protection = read_protection(model)
+        self.model_id = self.protection.get("model_id", "") if self.protection else ""
+        if fail_stop is not None:
+            model = set_fail_stop(model, fail_stop)
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(options),
+                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.last_report: RunReport | None = None
+
+    def run(self, output_names, feeds: dict[str, Any], run_options=None):
+        before = read_counters(self.model_id)
+        try:
+            return self.session.run(output_names, feeds, run_options)
+        finally:
+            after = read_counters(self.model_id)
+            self.last_report = RunReport({k: v - before.get(k, dataclasses.replace(v, runs=0, vectors=0, flagged=0,
+                                                                                        corrected_blocks=0, corrected_values=0,
+                                                                                        uncorrectable=0))
+                                          for k, v in after.items()})
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+
+def set_fail_stop(model: onnx.ModelProto, enabled: bool) -> onnx.ModelProto:
+    """A copy of the model whose decoders all have fail_stop set to ``enabled``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.domain == ops.DOMAIN and node.op_type in (ops.DECODE.name, ops.DEPTHWISE_CHECK.name):
+            for a in node.attribute:
+                if a.name == "fail_stop":
+                    node.attribute.remove(a)
+                    break
+            node.attribute.append(onnx.helper.make_attribute("fail_stop", int(enabled)))
+    return out

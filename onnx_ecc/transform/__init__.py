@@ -1,0 +1,93 @@
+"""The protecting transform: rewrite Gemm / MatMul / Conv so that their outputs are decoded."""
+
+from __future__ import annotations
+
+import uuid
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnx_ecc import ops
+from onnx_ecc.metadata import write_protection
+from onnx_ecc.transform.common import Protected, Skip
+from onnx_ecc.transform.conv import protect_conv
+from onnx_ecc.transform.linear import protect_gemm, protect_matmul
+from onnx_ecc.transform.options import TransformOptions
+
+RULES = {"Gemm": protect_gemm, "MatMul": protect_matmul, "Conv": protect_conv}
+FORMAT_VERSION = 1
+
+
+class TransformError(ValueError):
+    """The model cannot be transformed (the message says why)."""
+
+
+def transform(model: onnx.ModelProto, options: TransformOptions | None = None, **kwargs) -> onnx.ModelProto:
+    """A protected copy of ``model``; options as a TransformOptions or as keyword arguments.
+
+    The model's inputs and outputs keep their names, shapes and types. Layers that cannot be
+    protected are left as they are and listed, with the reason, in the model's metadata.
+    """
+    from onnx_ecc.metadata import read_protection
+    from onnx_ecc.verify import verify_transformed
+
+    options = options or TransformOptions(**kwargs)
+    if kwargs and options is not None and not isinstance(options, TransformOptions):
+        raise TypeError("pass either a TransformOptions or keyword options")
+    if read_protection(model) is not None:
+        raise TransformError("the model is already protected by onnx-ecc")
+    if any(n.domain == ops.DOMAIN for n in model.graph.node):
+        raise TransformError(f"the model already uses the {ops.DOMAIN} domain")
+    model_id = uuid.uuid4().hex[:12]
+    graph = gs.import_onnx(model)
+    protected: list[Protected] = []
+    skipped: list[dict] = []
+    for node in list(graph.nodes):
+        rule = RULES.get(node.op)
+        if rule is None or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        if node.op not in options.ops:
+            skipped.append({"name": node.name, "op": node.op, "reason": "op type not selected (--ops)"})
+            continue
+        if not node.name:
+            node.name = f"{node.op}_{len(protected) + len(skipped)}"
+        try:
+            protected.append(rule(graph, node, options, model_id))
+        except Skip as why:
+            skipped.append({"name": node.name, "op": node.op, "reason": str(why)})
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    _restore_model_fields(model, out)
+    record = {
+        "format": FORMAT_VERSION, "model_id": model_id, "domain": ops.DOMAIN,
+        "options": {"parity": options.parity, "block": options.block, "mode": options.mode,
+                    "tolerance": options.tolerance, "ops": list(options.ops)},
+        "protected": [p.as_dict() for p in protected], "skipped": skipped,
+    }
+    write_protection(out, record)
+    if options.weight_checks:
+        from onnx_ecc.weights import add_weight_checks
+
+        names = [n.input[1] for n in out.graph.node if n.name in {p.name for p in protected}]
+        out = add_weight_checks(out, tensor_names=names, checks=options.weight_checks, seed=options.seed)
+    if options.verify:
+        verify_transformed(model, out)
+    return out
+
+
+def _restore_model_fields(original: onnx.ModelProto, out: onnx.ModelProto) -> None:
+    """Carry over what graph export drops: metadata, docs, producer, and the custom opset."""
+    out.ir_version = original.ir_version
+    out.producer_name, out.producer_version = original.producer_name, original.producer_version
+    out.doc_string, out.model_version, out.domain = original.doc_string, original.model_version, original.domain
+    del out.metadata_props[:]
+    out.metadata_props.extend(original.metadata_props)
+    if not any(o.domain == ops.DOMAIN for o in out.opset_import):
+        out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION))
+    known = {vi.name for vi in out.graph.value_info}
+    for vi in original.graph.value_info:
+        if vi.name not in known and any(vi.name in n.output for n in out.graph.node):
+            out.graph.value_info.append(vi)
+
+
+__all__ = ["transform", "TransformOptions", "TransformError", "RULES"]

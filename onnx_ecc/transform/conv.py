@@ -1,0 +1,87 @@
+"""Rules for Conv: parity output channels (plain and grouped), and a spatial check for depthwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnx_ecc import ops
+from onnx_ecc.transform.common import (Protected, Skip, constant_value, emit_decoder, emit_node, layout_for,
+                                       require_float32, single_relu_consumer)
+
+
+def _weights(node: gs.Node):
+    w = constant_value(node.inputs[1])
+    if w is None:
+        raise Skip("weight is not a constant")
+    bias_t = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    bias = constant_value(bias_t) if bias_t is not None else None
+    if bias_t is not None and bias is None:
+        raise Skip("bias is not a constant")
+    require_float32(node.name, w, bias)
+    return w, bias, bias_t
+
+
+def is_depthwise(node: gs.Node) -> bool:
+    w = constant_value(node.inputs[1])
+    g = int(node.attrs.get("group", 1))
+    return w is not None and g > 1 and w.shape[1] == 1 and w.shape[0] == g
+
+
+def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
+    """Dispatch: depthwise convolutions get the spatial check, all others parity channels."""
+    if is_depthwise(node):
+        return protect_depthwise(graph, node, options, model_id)
+    w, bias, bias_t = _weights(node)
+    groups = int(node.attrs.get("group", 1))
+    c_out = w.shape[0]
+    layout = layout_for(c_out, options, groups)
+    new_w = layout.augment_rows(w).astype(np.float32)
+    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", new_w)
+    if bias is not None:
+        node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(np.float32))
+    gains, offsets = layout.noise_bounds(w, bias)
+    act = emit_decoder(graph, node, node.inputs[0], layout, 1, gains, offsets, options, model_id)
+    per_out = int(np.prod(w.shape[1:]))
+    extra = layout.total_channels - c_out
+    return Protected(node.name, "Conv", "code", c_out, extra, layout.block, layout.parity, groups,
+                     params=w.size + (bias.size if bias is not None else 0),
+                     extra_params=extra * (per_out + (1 if bias is not None else 0)),
+                     macs_per_vector=c_out * per_out, extra_macs_per_vector=extra * (per_out + layout.block),
+                     activation=act)
+
+
+def protect_depthwise(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
+    """Depthwise conv: per-row spatial-sum checks; a wrong row is recomputed (DepthwiseCheck)."""
+    w, bias, _ = _weights(node)
+    if w.ndim != 4:
+        raise Skip("only 2-D depthwise convolutions are checked")
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        raise Skip("auto_pad is not supported for depthwise convolutions (use explicit pads)")
+    c = w.shape[0]
+    bias = np.zeros(c, np.float32) if bias is None else bias.astype(np.float32)
+    sums = (w.reshape(c, -1).astype(np.float64).sum(axis=1) + bias.astype(np.float64)).tolist()
+    out = node.outputs[0]
+    checked = gs.Variable(f"{out.name}__ecc_raw", dtype=out.dtype)
+    node.outputs[0] = checked
+    out.inputs.clear()
+    relu = single_relu_consumer(out, graph) if options.absorb_activation else None
+    target = out
+    if relu is not None:
+        target = relu.outputs[0]
+        relu.outputs.clear()
+        target.inputs.clear()
+    attrs = dict(
+        weights=gs.Constant(f"{node.name}__ecc_w", np.ascontiguousarray(w)),
+        bias=gs.Constant(f"{node.name}__ecc_b", bias),
+        weight_sums=[float(s) for s in sums],
+        strides=[int(v) for v in node.attrs.get("strides", [1, 1])],
+        pads=[int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])],
+        dilations=[int(v) for v in node.attrs.get("dilations", [1, 1])],
+        tolerance=float(options.depthwise_tolerance), mode=options.mode, fail_stop=int(options.fail_stop),
+        activation="Relu" if relu is not None else "", layer=node.name, model_id=model_id)
+    emit_node(graph, ops.DEPTHWISE_CHECK, [node.inputs[0], checked], [target], f"{node.name}__ecc_check", attrs)
+    k = w.shape[2] * w.shape[3]
+    return Protected(node.name, "Conv", "depthwise-check", c, 0, 0, 0, c, params=w.size + bias.size,
+                     extra_params=w.size + bias.size + c, macs_per_vector=c * k,
+                     extra_macs_per_vector=float(c * 3), activation="Relu" if relu is not None else "")

@@ -1,0 +1,69 @@
+"""Rules for Gemm and MatMul with a constant weight: parity columns appended to the weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnx_ecc.transform.common import Protected, Skip, constant_value, emit_decoder, layout_for, require_float32
+
+
+def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
+    """Y = alpha * A @ B + beta * C: parity features from B's columns (and C's)."""
+    if node.attrs.get("transA", 0):
+        raise Skip("transA=1 is not supported")
+    a, b_t = node.inputs[0], node.inputs[1]
+    c_t = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    b = constant_value(b_t)
+    if b is None:
+        raise Skip("weight B is not a constant")
+    c = constant_value(c_t) if c_t is not None else None
+    if c_t is not None and c is None:
+        raise Skip("bias C is not a constant")
+    require_float32(node.name, b, c)
+    if b.ndim != 2:
+        raise Skip(f"weight B has rank {b.ndim}")
+    trans_b = int(node.attrs.get("transB", 0))
+    rows = b if trans_b else b.T                                  # [N, K]: one row per output feature
+    n = rows.shape[0]
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    layout = layout_for(n, options)
+    new_rows = layout.augment_rows(rows).astype(np.float32)
+    node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_rows if trans_b else np.ascontiguousarray(new_rows.T))
+    bias_rows = None
+    if c is not None:
+        cb = np.broadcast_to(c, c.shape[:-1] + (n,)) if c.ndim >= 1 and c.shape[-1] in (1, n) else np.broadcast_to(c, (n,))
+        cb = np.moveaxis(np.asarray(cb, dtype=np.float64), -1, 0)  # [N, ...]
+        new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(np.float32)
+        node.inputs[2] = gs.Constant(f"{c_t.name}__ecc_{node.name}", np.ascontiguousarray(new_c))
+        bias_rows = beta * np.abs(cb).reshape(n, -1).max(axis=1)
+    gains, offsets = layout.noise_bounds(abs(alpha) * rows, bias_rows)
+    act = emit_decoder(graph, node, a, layout, -1, gains, offsets, options, model_id)
+    k = rows.shape[1]
+    return Protected(node.name, "Gemm", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
+                     params=b.size + (c.size if c is not None else 0),
+                     extra_params=(layout.total_channels - n) * (k + (1 if c is not None else 0)),
+                     macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),
+                     activation=act)
+
+
+def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
+    """Y = A @ B with B a constant matrix [K, N]: parity columns appended to B."""
+    a, b_t = node.inputs
+    b = constant_value(b_t)
+    if b is None:
+        raise Skip("second input is not a constant weight")
+    require_float32(node.name, b)
+    if b.ndim != 2:
+        raise Skip(f"constant weight has rank {b.ndim} (only 2-D weights are protected)")
+    rows = b.T
+    n, k = rows.shape
+    layout = layout_for(n, options)
+    new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(np.float32))
+    node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_b)
+    gains, offsets = layout.noise_bounds(rows, None)
+    act = emit_decoder(graph, node, a, layout, -1, gains, offsets, options, model_id)
+    return Protected(node.name, "MatMul", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
+                     params=b.size, extra_params=(layout.total_channels - n) * k,
+                     macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),
+                     activation=act)

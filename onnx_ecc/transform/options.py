@@ -1,0 +1,51 @@
+"""Options of the protecting transform, in one small dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+
+SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
+MODES = ("correct", "detect")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformOptions:
+    """How to protect a model.
+
+    parity: checks per block (2 corrects one wrong value per block and output vector).
+    block: output channels per block; short blocks locate errors better, long ones cost less.
+    mode: 'correct' (locate and repair) or 'detect' (report only).
+    ops: op types to protect.
+    tolerance: threshold multiplier over the float32 rounding bound of each check.
+    fail_stop: decoders return an error when a block cannot be corrected.
+    absorb_activation: fold a following Relu into the decoder (one pass less).
+    verify: refuse a result that does not reproduce the original outputs on random inputs.
+    weight_checks: l1-decodable checks per protected weight tensor (0: none).
+    """
+
+    parity: int = 2
+    block: int = 32
+    mode: str = "correct"
+    ops: tuple[str, ...] = SUPPORTED_OPS
+    tolerance: float = 64.0
+    depthwise_tolerance: float = 16.0
+    fail_stop: bool = False
+    absorb_activation: bool = True
+    verify: bool = True
+    weight_checks: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.parity < 1 or self.parity > 16:
+            raise ValueError(f"parity must be in [1, 16], got {self.parity}")
+        if self.block < 1 or self.block > 1024:
+            raise ValueError(f"block must be in [1, 1024], got {self.block}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        unknown = set(self.ops) - set(SUPPORTED_OPS)
+        if unknown:
+            raise ValueError(f"unsupported op type(s) {sorted(unknown)}; choose from {SUPPORTED_OPS}")
+        if self.tolerance <= 0 or self.depthwise_tolerance <= 0:
+            raise ValueError("tolerance must be > 0")
+        if self.weight_checks < 0:
+            raise ValueError("weight_checks must be >= 0")

@@ -1,0 +1,82 @@
+"""Check that a protected model reproduces the original: same outputs, no false alarms."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnx_ecc.metadata import read_protection
+
+_NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+             onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+             onnx.TensorProto.INT32: np.int32, onnx.TensorProto.BOOL: np.bool_}
+
+
+class VerificationError(RuntimeError):
+    """The protected model does not behave like the original."""
+
+
+def random_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every graph input (dynamic dimensions get ``batch``)."""
+    rng = np.random.default_rng(seed)
+    inits = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        t = inp.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in t.shape.dim]
+        dtype = _NP_TYPES.get(t.elem_type)
+        if dtype is None:
+            raise VerificationError(f"input {inp.name!r} has an unsupported type ({t.elem_type})")
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def run_model(model: onnx.ModelProto, feeds: dict, with_library: bool = False,
+              optimization: ort.GraphOptimizationLevel | None = None) -> list[np.ndarray]:
+    """Outputs of ``model`` for ``feeds`` on the CPU provider."""
+    from onnx_ecc.runtime import session_options
+
+    opts = session_options() if with_library else ort.SessionOptions()
+    if optimization is not None:
+        opts.graph_optimization_level = optimization
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def verify_transformed(original: onnx.ModelProto, protected: onnx.ModelProto, trials: int = 2,
+                       rtol: float = 1e-3) -> None:
+    """Raise VerificationError unless ``protected`` matches ``original`` on random inputs
+    with no block flagged (a flagged block on clean inputs would be a false alarm)."""
+    from onnx_ecc.runtime import read_counters
+
+    record = read_protection(protected) or {}
+    model_id = record.get("model_id", "")
+    for trial in range(trials):
+        feeds = random_feeds(original, seed=trial)
+        expected = run_model(original, feeds)
+        before = read_counters(model_id)
+        got = run_model(protected, feeds, with_library=True)
+        after = read_counters(model_id)
+        for out, e, g in zip(original.graph.output, expected, got):
+            if e.shape != g.shape or e.dtype != g.dtype:
+                raise VerificationError(f"output {out.name!r} changed: {g.dtype}{g.shape} instead of {e.dtype}{e.shape}")
+            if np.issubdtype(e.dtype, np.floating):
+                scale = float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)) + 1e-30
+                if not np.allclose(g, e, rtol=rtol, atol=rtol * scale, equal_nan=True):
+                    worst = float(np.max(np.abs(g - e)))
+                    raise VerificationError(f"output {out.name!r} differs from the original by up to {worst:.3g}")
+            elif not np.array_equal(e, g):
+                raise VerificationError(f"output {out.name!r} differs from the original")
+        for layer, counts in after.items():
+            flagged = counts.flagged - (before[layer].flagged if layer in before else 0)
+            if flagged:
+                raise VerificationError(f"layer {layer!r} flagged {flagged} block(s) on clean random inputs "
+                                        "(false alarm): raise the tolerance")
