@@ -17,8 +17,9 @@ class VerificationError(RuntimeError):
     """The protected model does not behave like the original."""
 
 
-def random_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs for every graph input (dynamic dimensions get ``batch``)."""
+def random_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0, positive: bool = False) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every graph input (dynamic dimensions get ``batch``);
+    floats are standard normal, or uniform in [0, 1) with ``positive`` (image-like)."""
     rng = np.random.default_rng(seed)
     inits = {i.name for i in model.graph.initializer}
     feeds = {}
@@ -31,7 +32,8 @@ def random_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[
         if dtype is None:
             raise VerificationError(f"input {inp.name!r} has an unsupported type ({t.elem_type})")
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+            values = rng.random(shape) if positive else rng.standard_normal(shape)
+            feeds[inp.name] = values.astype(dtype)
         elif dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, shape).astype(dtype)
         else:

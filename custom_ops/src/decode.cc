@@ -172,11 +172,19 @@ void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, 
   const bool chunked = outer > 0 && n % outer == 0;
   const int64_t len = chunked ? n / outer : n;
   for (int64_t o = chunk_begin; o < chunk_end; ++o) {
-    const float* p = x + (chunked ? o * len : 0);
+    const float* __restrict p = x + (chunked ? o * len : 0);
+    float lanes[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16)
+      for (int l = 0; l < 16; ++l) {
+        const float a = std::fabs(p[i + l]);
+        lanes[l] = a > lanes[l] ? a : lanes[l];  // NaN compares false and is skipped
+      }
     float m = 0.f;
-    for (int64_t i = 0; i < len; ++i) {
+    for (int l = 0; l < 16; ++l) m = lanes[l] > m ? lanes[l] : m;
+    for (; i < len; ++i) {
       const float a = std::fabs(p[i]);
-      m = a > m ? a : m;  // NaN compares false and is skipped
+      m = a > m ? a : m;
     }
     out[o] = std::isfinite(m) ? m : FLT_MAX;
   }
@@ -206,19 +214,31 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner
       }
       for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
         const int64_t len = std::min(kChunk, i1 - c0);
+        // One sweep over the block's channels: accumulate every check and copy the data.
         for (int q = 0; q < r; ++q) {
           float* s = syn[q];
           const float* pq = yp + q * inner + c0;
           for (int64_t i = 0; i < len; ++i) s[i] = -pq[i];
-          for (int j = 0; j < b; ++j) {
-            const float w = gen[q * b + j];
-            const float* yj = yd + j * inner + c0;
-            for (int64_t i = 0; i < len; ++i) s[i] += w * yj[i];
-          }
         }
         for (int j = 0; j < b; ++j) {
-          const float* src = yd + j * inner + c0;
-          float* dst = zd + j * inner + c0;
+          const float* __restrict src = yd + j * inner + c0;
+          float* __restrict dst = zd + j * inner + c0;
+          if (r == 2) {
+            const float w0 = gen[j], w1 = gen[b + j];
+            float* __restrict s0 = syn[0];
+            float* __restrict s1 = syn[1];
+            for (int64_t i = 0; i < len; ++i) {
+              const float v = src[i];
+              s0[i] += w0 * v;
+              s1[i] += w1 * v;
+            }
+          } else {
+            for (int q = 0; q < r; ++q) {
+              const float w = gen[q * b + j];
+              float* s = syn[q];
+              for (int64_t i = 0; i < len; ++i) s[i] += w * src[i];
+            }
+          }
           if (cfg.relu) {
             for (int64_t i = 0; i < len; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
           } else {

@@ -58,11 +58,18 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
+    tolerances = {}
+    if options.tolerance is None and protected:
+        from onnx_ecc.noise import calibrate_tolerances
+        from onnx_ecc.verify import random_feeds
+
+        feeds = [random_feeds(model, batch=4, seed=100 + i, positive=bool(i % 2)) for i in range(4)]
+        tolerances = calibrate_tolerances(out, feeds, options.margin)
     record = {
         "format": FORMAT_VERSION, "model_id": model_id, "domain": ops.DOMAIN,
         "options": {"parity": options.parity, "block": options.block, "mode": options.mode,
-                    "tolerance": options.tolerance, "ops": list(options.ops)},
-        "protected": [p.as_dict() for p in protected], "skipped": skipped,
+                    "tolerance": options.tolerance, "margin": options.margin, "ops": list(options.ops)},
+        "protected": [dict(p.as_dict(), tolerance=tolerances.get(p.name)) for p in protected], "skipped": skipped,
     }
     write_protection(out, record)
     if options.weight_checks:

@@ -82,7 +82,7 @@ def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout,
     attrs = dict(
         axis=axis, data_channels=layout.data_channels, groups=layout.groups, block=layout.block,
         parity=layout.parity, generator=layout.generator_attribute(), noise_gain=gains,
-        noise_offset=offsets, tolerance=float(options.tolerance), mode=options.mode,
+        noise_offset=offsets, tolerance=float(options.tolerance or 64.0), mode=options.mode,
         fail_stop=int(options.fail_stop), activation="Relu" if relu is not None else "",
         layer=node.name, model_id=model_id)
     _append(graph, ops.DECODE, [aug, x], [target], f"{node.name}__ecc_decode", attrs)

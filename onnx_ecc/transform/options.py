@@ -16,7 +16,9 @@ class TransformOptions:
     block: output channels per block; short blocks locate errors better, long ones cost less.
     mode: 'correct' (locate and repair) or 'detect' (report only).
     ops: op types to protect.
-    tolerance: threshold multiplier over the float32 rounding bound of each check.
+    tolerance: threshold multiplier over the float32 rounding bound of each check; None
+        calibrates it per layer to ``margin`` x the largest clean syndrome seen on random inputs.
+    margin: safety factor of the calibrated tolerance over the clean noise.
     fail_stop: decoders return an error when a block cannot be corrected.
     absorb_activation: fold a following Relu into the decoder (one pass less).
     verify: refuse a result that does not reproduce the original outputs on random inputs.
@@ -27,7 +29,8 @@ class TransformOptions:
     block: int = 32
     mode: str = "correct"
     ops: tuple[str, ...] = SUPPORTED_OPS
-    tolerance: float = 64.0
+    tolerance: float | None = None
+    margin: float = 32.0
     depthwise_tolerance: float = 16.0
     fail_stop: bool = False
     absorb_activation: bool = True
@@ -45,7 +48,7 @@ class TransformOptions:
         unknown = set(self.ops) - set(SUPPORTED_OPS)
         if unknown:
             raise ValueError(f"unsupported op type(s) {sorted(unknown)}; choose from {SUPPORTED_OPS}")
-        if self.tolerance <= 0 or self.depthwise_tolerance <= 0:
+        if (self.tolerance is not None and self.tolerance <= 0) or self.depthwise_tolerance <= 0 or self.margin <= 0:
             raise ValueError("tolerance must be > 0")
         if self.weight_checks < 0:
             raise ValueError("weight_checks must be >= 0")

@@ -1,0 +1,97 @@
+"""Latency of protected models relative to the originals, measured in one run (CPU).
+
+For each model and batch size: original, protected (correct and detect modes) and duplicated
+execution (the original run twice and compared, what users would otherwise do), with
+interleaved repeats and medians, at onnxruntime's default optimisation level unless
+--level says otherwise. Prints ratios to the original.
+
+    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+import onnx_ecc
+from onnx_ecc import zoo
+
+LEVELS = {"default": None, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+          "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+
+
+def _session(model, level, threads):
+    opts = onnx_ecc.session_options()
+    if LEVELS[level] is not None:
+        opts.graph_optimization_level = LEVELS[level]
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _feeds(model, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = [batch] + list(zoo.input_shape(model))[1:]
+    return {model.graph.input[0].name: rng.random(shape, dtype=np.float32)}
+
+
+def measure(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict) -> dict:
+    """Median latency of each variant, timed in interleaved rounds."""
+    model = getattr(zoo, model_name)()
+    variants = {"original": model,
+                "correct": onnx_ecc.transform(model, mode="correct", **extra),
+                "detect": onnx_ecc.transform(model, mode="detect", **extra)}
+    sessions = {k: _session(m, level, threads) for k, m in variants.items()}
+    feeds = _feeds(model, batch)
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, feeds)
+    times = {k: [] for k in list(sessions) + ["duplicated"]}
+    for _ in range(repeats):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            times[k].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        a = sessions["original"].run(None, feeds)
+        b = sessions["original"].run(None, feeds)
+        _ = all(np.array_equal(x, y) for x, y in zip(a, b))
+        times["duplicated"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"model": model_name, "batch": batch, "level": level,
+            "original_ms": 1e3 * med["original"],
+            **{f"{k}/original": med[k] / med["original"] for k in ("correct", "detect", "duplicated")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="mlp,cnn,resnet_style,depthwise_separable_cnn,transformer_encoder")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--level", choices=list(LEVELS), default="default")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--parity", type=int, default=2)
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    rows = []
+    print(f"{'model':26s} {'batch':>5s} {'orig ms':>8s} {'correct':>8s} {'detect':>8s} {'dup':>6s}")
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            row = measure(name, batch, args.repeats, args.level, args.threads,
+                          {"block": args.block, "parity": args.parity})
+            rows.append(row)
+            print(f"{name:26s} {batch:5d} {row['original_ms']:8.2f} {row['correct/original']:8.3f} "
+                  f"{row['detect/original']:8.3f} {row['duplicated/original']:6.2f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Two single-fault helpers used by the demo and tests: one weight bit, one faulty layer output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnx_ecc import ops
+
+
+def flip_weight_bit(model: onnx.ModelProto, tensor: str, index: tuple, bit: int):
+    """A copy of ``model`` with one bit of ``tensor[index]`` flipped; also the value before and after."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    init = next((i for i in out.graph.initializer if i.name == tensor), None)
+    if init is None:
+        raise KeyError(f"no initializer named {tensor!r}")
+    a = onnx.numpy_helper.to_array(init).copy()
+    before = float(a[index])
+    a[index] = (np.array(a[index], np.float32).view(np.uint32) ^ np.uint32(1 << bit)).view(np.float32)
+    init.CopyFrom(onnx.numpy_helper.from_array(a, tensor))
+    return out, before, float(a[index])
+
+
+def with_output_fault(model: onnx.ModelProto, tensor: str, seed: int, count: int = 1, bits=(30,),
+                      kind: str = "bitflip") -> onnx.ModelProto:
+    """A copy of ``model`` whose ``tensor`` passes through an InjectFault node (``count`` faults)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    faulty = f"{tensor}__faulty"
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name == tensor:
+                node.input[i] = faulty
+    g.initializer.extend([onnx.numpy_helper.from_array(np.array(seed, np.int64), f"{tensor}__seed"),
+                          onnx.numpy_helper.from_array(np.array(0.0, np.float32), f"{tensor}__rate")])
+    producer = next(i for i, n in enumerate(g.node) if tensor in n.output)
+    g.node.insert(producer + 1, ops.INJECT_FAULT.make_node([tensor, f"{tensor}__seed", f"{tensor}__rate"], [faulty],
+                                                          f"inject_{tensor}", kind=kind, bits=list(bits),
+                                                          count=count, site=0))
+    if not any(o.domain == ops.DOMAIN for o in out.opset_import):
+        out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION))
+    return out

@@ -1,0 +1,50 @@
+"""Tabulate a protected model's record: code per layer and what protection costs."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnx_ecc.metadata import read_protection
+
+
+def cost_summary(record: dict) -> dict[str, float]:
+    """Extra parameters and multiply-adds of the protection, in % of the protected layers."""
+    layers = record.get("protected", [])
+    params = sum(p["params"] for p in layers) or 1
+    macs = sum(p["macs_per_vector"] for p in layers) or 1
+    return {"extra_params_pct": 100.0 * sum(p["extra_params"] for p in layers) / params,
+            "extra_macs_pct": 100.0 * sum(p["extra_macs_per_vector"] for p in layers) / macs}
+
+
+def format_report(model: onnx.ModelProto) -> str:
+    """A plain-text table of the protection record (or a note that there is none)."""
+    record = read_protection(model)
+    if record is None:
+        return "not protected by onnx-ecc (no protection record in the metadata)"
+    opts = record["options"]
+    rows = [("layer", "op", "code", "act", "extra params %", "extra FLOPs %", "tolerance")]
+    for p in record["protected"]:
+        if p["kind"] == "code":
+            code = f"R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "")
+        else:
+            code = "row sums + recompute"
+        tol = p.get("tolerance")
+        rows.append((p["name"], p["op"], code, p.get("activation") or "-",
+                     f"{100.0 * p['extra_params'] / max(p['params'], 1):.1f}",
+                     f"{100.0 * p['extra_macs_per_vector'] / max(p['macs_per_vector'], 1):.1f}",
+                     f"{tol:.3g}" if tol else "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"onnx-ecc protection (model id {record['model_id']}): mode={opts['mode']}, "
+             f"parity={opts['parity']}, block={opts['block']}"]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    cost = cost_summary(record)
+    lines.append(f"{len(record['protected'])} layer(s) protected: +{cost['extra_params_pct']:.1f}% parameters, "
+                 f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the protected layers")
+    if record["skipped"]:
+        lines.append(f"{len(record['skipped'])} layer(s) left alone:")
+        for s in record["skipped"]:
+            lines.append(f"  {s['name']} ({s['op']}): {s['reason']}")
+    return "\n".join(lines)

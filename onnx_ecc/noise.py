@@ -1,0 +1,97 @@
+"""Measure how close the clean syndromes of a protected model come to their thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnx_ecc import ops
+from onnx_ecc.codes import EPS32, Layout
+from onnx_ecc.reference import chunk_max_abs
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[str, float]]:
+    """Per Decode layer: the largest and the median clean |syndrome| / (eps32 * bound).
+
+    A decoder flags a check when this ratio exceeds its ``tolerance``; the margin between
+    the two is the safety factor against false alarms, and tolerance * median is roughly how
+    many times the typical rounding noise an error must be to be noticed.
+    """
+    decoders = [n for n in protected.graph.node if n.domain == ops.DOMAIN and n.op_type == ops.DECODE.name]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(protected)
+    wanted = []
+    for n in decoders:
+        wanted += [t for t in n.input if t]
+    known = {o.name for o in probe.graph.output}
+    for name in dict.fromkeys(wanted):
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    from onnx_ecc.runtime import session_options
+
+    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(),
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, sess.run(None, feeds)))
+    out = {}
+    for n in decoders:
+        a = _attrs(n)
+        layout = Layout(a["data_channels"], a["block"], a["parity"], a.get("groups", 1))
+        y = values[n.input[0]].astype(np.float64)
+        ax = a.get("axis", 1) % y.ndim
+        outer = int(np.prod(y.shape[:ax]))
+        y3 = y.reshape(outer, layout.total_channels, -1)
+        xmax = chunk_max_abs(values[n.input[1]] if len(n.input) > 1 and n.input[1] else None, outer)
+        gains, offsets = np.array(a["noise_gain"]), np.array(a["noise_offset"])
+        gens = np.array(a["generator"])
+        ratios = []
+        r, nb = layout.parity, len(layout.block_sizes)
+        dpg, ppg = layout.data_per_group, layout.parity_per_group
+        for g in range(layout.groups):
+            base, goff, start = g * (dpg + ppg), 0, 0
+            for k, b in enumerate(layout.block_sizes):
+                gen = gens[goff:goff + r * b].reshape(r, b)
+                goff += r * b
+                idx = (g * nb + k) * r
+                syn = np.einsum("rb,obi->ori", gen, y3[:, base + start:base + start + b]) - y3[:, base + dpg + k * r: base + dpg + (k + 1) * r]
+                bound = EPS32 * (gains[idx:idx + r][None, :, None] * xmax[:, None, None] + offsets[idx:idx + r][None, :, None])
+                ratios.append((np.abs(syn) / bound).ravel())
+                start += b
+        allr = np.concatenate(ratios)
+        out[a.get("layer", n.name)] = {"max": float(allr.max()), "median": float(np.median(allr)),
+                                       "rms": float(np.sqrt(np.mean(allr ** 2))),
+                                       "p99": float(np.quantile(allr, 0.99))}
+    return out
+
+
+def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], margin: float,
+                         floor: float = 0.05) -> dict[str, float]:
+    """Set each Decode's tolerance to ``margin`` x the largest clean ratio seen (at least ``floor``).
+
+    Rounding noise depends on the data, so the bound in the attributes is deliberately
+    generous; calibrating on clean inputs brings the threshold down to a fixed safety
+    margin above the noise actually seen, which is what lets small errors be located.
+    """
+    worst: dict[str, float] = {}
+    for feeds in feeds_list:
+        for layer, stats in syndrome_ratios(protected, feeds).items():
+            worst[layer] = max(worst.get(layer, 0.0), stats["max"])
+    chosen = {}
+    for node in protected.graph.node:
+        if node.domain != ops.DOMAIN or node.op_type != ops.DECODE.name:
+            continue
+        layer = _attrs(node).get("layer", node.name)
+        tol = max(floor, margin * worst.get(layer, 0.0))
+        chosen[layer] = tol
+        for attr in node.attribute:
+            if attr.name == "tolerance":
+                node.attribute.remove(attr)
+                break
+        node.attribute.append(onnx.helper.make_attribute("tolerance", float(tol)))
+    return chosen

@@ -1,0 +1,159 @@
+"""Numpy reference implementations of onnx-ecc's ops: the oracle for the C++ and CUDA kernels.
+
+They follow the op declarations in ``onnx_ecc.ops`` and run inside
+``onnx.reference.ReferenceEvaluator(model, new_ops=REFERENCE_OPS)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx.reference.op_run import OpRun
+
+from onnx_ecc import ops
+from onnx_ecc.codes import EPS32, BlockResult, Layout, decode_block
+
+Counts = dict
+
+
+def _empty_counts() -> Counts:
+    return {"vectors": 0, "flagged": 0, "corrected_blocks": 0, "corrected_values": 0, "uncorrectable": 0}
+
+
+def _add(counts: Counts, result: BlockResult) -> None:
+    counts["flagged"] += int(result.flagged)
+    counts["uncorrectable"] += int(result.uncorrectable)
+    if result.flagged and not result.uncorrectable:
+        counts["corrected_blocks"] += 1
+        counts["corrected_values"] += result.corrected
+
+
+def chunk_max_abs(x: np.ndarray | None, outer: int) -> np.ndarray:
+    """max|x| per outer index (x split into ``outer`` equal chunks, else over all of x)."""
+    if x is None:
+        return np.ones(outer)
+    flat = np.abs(np.asarray(x, dtype=np.float32).ravel())
+    flat = np.where(np.isfinite(flat), flat, 0.0)
+    if outer > 0 and flat.size % outer == 0 and flat.size:
+        return flat.reshape(outer, -1).max(axis=1).astype(np.float64)
+    return np.full(outer, flat.max(initial=0.0), dtype=np.float64)
+
+
+def decode(y: np.ndarray, x: np.ndarray | None, *, axis=1, data_channels, groups=1, block, parity, generator,
+           noise_gain, noise_offset, tolerance=64.0, mode="correct", activation="", **_ignored):
+    """Reference Decode: returns (data channels, corrected; counts)."""
+    layout = Layout(int(data_channels), int(block), int(parity), int(groups))
+    y = np.asarray(y, dtype=np.float32)
+    ax = axis % y.ndim
+    if y.shape[ax] != layout.total_channels:
+        raise ValueError(f"Y has {y.shape[ax]} channels, the code expects {layout.total_channels}")
+    outer = int(np.prod(y.shape[:ax]))
+    inner = int(np.prod(y.shape[ax + 1:]))
+    y3 = y.reshape(outer, layout.total_channels, inner)
+    xmax = chunk_max_abs(x, outer)
+    z = np.empty((outer, layout.data_channels, inner), dtype=np.float32)
+    counts = _empty_counts()
+    gens = np.asarray(generator, dtype=np.float32)
+    gain = np.asarray(noise_gain, dtype=np.float64)
+    offset = np.asarray(noise_offset, dtype=np.float64)
+    r = layout.parity
+    nb = len(layout.block_sizes)
+    dpg, ppg = layout.data_per_group, layout.parity_per_group
+    for g in range(layout.groups):
+        ybase, zbase = g * (dpg + ppg), g * dpg
+        goff = 0
+        start = 0
+        for k, b in enumerate(layout.block_sizes):
+            gen = gens[goff:goff + r * b].reshape(r, b).astype(np.float64)
+            goff += r * b
+            a = (g * nb + k) * r
+            thr = tolerance * EPS32 * (gain[a:a + r][None, :] * xmax[:, None] + offset[a:a + r][None, :])  # [outer, r]
+            data = y3[:, ybase + start: ybase + start + b, :].astype(np.float64)          # [outer, b, inner]
+            par = y3[:, ybase + dpg + k * r: ybase + dpg + (k + 1) * r, :].astype(np.float64)
+            zd = data.copy()
+            with np.errstate(invalid="ignore", over="ignore"):
+                syn = np.einsum("rb,obi->ori", gen, data) - par
+                bad = ~(np.abs(syn) <= thr[:, :, None])
+            counts["vectors"] += outer * inner
+            flagged = np.argwhere(bad.any(axis=1))
+            for o, i in flagged:
+                fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, thr[o], correct=(mode == "correct"))
+                _add(counts, result)
+                zd[o, :, i] = fixed
+            z[:, zbase + start: zbase + start + b, :] = zd.astype(np.float32)
+            start += b
+    if activation == "Relu":
+        z = np.where(z > 0, z, np.float32(0))          # like the kernels: NaN becomes 0
+    out_shape = list(y.shape)
+    out_shape[ax] = layout.data_channels
+    return z.reshape(out_shape), counts
+
+
+def depthwise_check(x: np.ndarray, y: np.ndarray, *, weights, bias, weight_sums, strides=(1, 1), pads=(0, 0, 0, 0),
+                    dilations=(1, 1), tolerance=64.0, mode="correct", activation="", **_ignored):
+    """Reference DepthwiseCheck: per (sample, channel, output row) spatial-sum check and row recompute."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float64)
+    bvec = np.asarray(bias, dtype=np.float64)
+    n, c, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ho, wo = y.shape[2], y.shape[3]
+    # exact per-position recompute (the oracle), then the same row test as the kernel
+    cols = np.zeros((n, c, ho, wo))
+    cols_abs = np.zeros((n, c, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+            cols += w[None, :, 0, i, j, None, None] * patch
+            cols_abs += np.abs(w[None, :, 0, i, j, None, None] * patch)
+    exact = cols + bvec[None, :, None, None]
+    bound = (cols_abs + np.abs(bvec)[None, :, None, None]).sum(axis=3)
+    with np.errstate(invalid="ignore", over="ignore"):
+        actual = y.astype(np.float64).sum(axis=3)
+        bad = ~(np.abs(actual - exact.sum(axis=3)) <= tolerance * EPS32 * bound)
+    verified = np.isclose(w.reshape(c, -1).sum(axis=1) + bvec, np.asarray(weight_sums, dtype=np.float64), rtol=1e-6, atol=1e-30)
+    z = y.copy()
+    counts = _empty_counts()
+    counts["vectors"] = n * c * ho
+    for s, ch, row in np.argwhere(bad):
+        counts["flagged"] += 1
+        if mode != "correct" or not verified[ch]:
+            counts["uncorrectable"] += 1
+            continue
+        z[s, ch, row] = exact[s, ch, row].astype(np.float32)
+        counts["corrected_blocks"] += 1
+        counts["corrected_values"] += wo
+    if activation == "Relu":
+        z = np.where(z > 0, z, np.float32(0))
+    return z, counts
+
+
+class Decode(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, Y, X=None, **attrs):  # noqa: N803 (ONNX input names)
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        for key in ("mode", "activation"):
+            if isinstance(attrs.get(key), bytes):
+                attrs[key] = attrs[key].decode()
+        z, _ = decode(Y, X, **attrs)
+        return (z,)
+
+
+class DepthwiseCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, X, Y, **attrs):  # noqa: N803
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        for key in ("mode", "activation"):
+            if isinstance(attrs.get(key), bytes):
+                attrs[key] = attrs[key].decode()
+        z, _ = depthwise_check(X, Y, **attrs)
+        return (z,)
+
+
+REFERENCE_OPS = [Decode, DepthwiseCheck]

@@ -1,0 +1,44 @@
+"""Shared fixtures: zoo models built once per session, and small graph helpers."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx
+import pytest
+
+import onnx_ecc
+from onnx_ecc.faults_basic import flip_weight_bit, with_output_fault
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_model(name: str) -> onnx.ModelProto:
+    """A zoo model (built with torch), cached for the whole test session."""
+    pytest.importorskip("torch")
+    from onnx_ecc import zoo
+
+    return getattr(zoo, name)()
+
+
+@functools.lru_cache(maxsize=None)
+def protected_model(name: str, **kwargs) -> onnx.ModelProto:
+    return onnx_ecc.transform(zoo_model(name), **kwargs)
+
+
+def feeds_for(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Image-like random inputs in [0, 1) for the model's float inputs."""
+    from onnx_ecc.verify import random_feeds
+
+    return random_feeds(model, batch=batch, seed=seed, positive=True)
+
+
+def insert_output_fault(model: onnx.ModelProto, tensor: str, seed: int, kind: str = "bitflip",
+                        bits=(30,), count: int = 1) -> onnx.ModelProto:
+    """A copy of ``model`` with an InjectFault node corrupting ``count`` elements of ``tensor``."""
+    return with_output_fault(model, tensor, seed=seed, count=count, bits=bits, kind=kind)
+
+
+def corrupt_initializer(model: onnx.ModelProto, name: str, index: tuple, bit: int) -> onnx.ModelProto:
+    """A copy of ``model`` with one bit flipped in one element of initializer ``name``."""
+    return flip_weight_bit(model, name, index, bit)[0]
