@@ -141,6 +141,11 @@ class Layout:
             offsets += list(np.abs(m) @ np.abs(b_g) + np.abs(m @ b_g))
         return [float(v) for v in gains], [float(v) for v in offsets]
 
+    def output_noise_gains(self) -> list[float]:
+        """Per group, block and check: sum |G_q| + 1, the check's magnitude per unit of output."""
+        return [float(np.abs(g[q]).sum() + 1.0) for _ in range(self.groups) for g in self.generators()
+                for q in range(self.parity)]
+
 
 # ----------------------------------------------------------------------------------------------
 # Reference decoder (numpy): the oracle for the C++ and CUDA kernels.
@@ -155,9 +160,32 @@ class BlockResult:
     uncorrectable: bool = False
 
 
-def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, thr: np.ndarray,
+@dataclasses.dataclass(frozen=True)
+class BlockNoise:
+    """Noise model of one block's checks: threshold = tol_eps * (gain * scale + offset).
+
+    scale is ``xscale`` (max|x| of the layer input) when given, else the largest finite |value|
+    among the values trusted under the hypothesis being tested.
+    """
+
+    gain: np.ndarray
+    offset: np.ndarray
+    tol_eps: float
+    xscale: float | None = None
+
+    def thresholds(self, values: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+        if self.xscale is not None:
+            scale = self.xscale
+        else:
+            v = np.abs(values[trusted])
+            v = v[np.isfinite(v)]
+            scale = float(v.max(initial=0.0))
+        return self.tol_eps * (self.gain * scale + self.offset)
+
+
+def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, noise: BlockNoise,
                  correct: bool = True) -> tuple[np.ndarray, BlockResult]:
-    """Decode one block: data y (b), parity p (r), generator g (r x b), thresholds thr (r).
+    """Decode one block: data y (b), parity p (r), generator g (r x b), noise model.
 
     Returns the corrected data and what happened. Non-finite values are erasures (known
     positions); beyond them, the smallest set of wrong positions that leaves every remaining
@@ -169,12 +197,12 @@ def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, thr: np.ndarray,
     r, b = g.shape
     values = np.concatenate([y, p])
     erased = [i for i in range(b + r) if not np.isfinite(values[i])]
-    if not erased:
-        s = g @ y - p
-        if np.all(np.abs(s) <= thr):
-            return y, BlockResult()
+    if len(erased) > r:
+        return y, BlockResult(flagged=True, uncorrectable=True)
+    if not erased and _solve_unknown(values, g, [], noise) is not None:
+        return y, BlockResult()
     result = BlockResult(flagged=True)
-    if not correct or len(erased) > r:
+    if not correct:
         result.uncorrectable = True
         return y, result
     candidates = [i for i in range(b + r) if i not in erased]
@@ -182,7 +210,7 @@ def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, thr: np.ndarray,
         best = None
         for extra in itertools.combinations(candidates, t):
             unknown = sorted(erased + list(extra))
-            solved = _solve_unknown(values, g, unknown, thr)
+            solved = _solve_unknown(values, g, unknown, noise)
             if solved is not None and (best is None or solved[1] < best[1]):
                 best = (unknown, solved[1], solved[0])
         if best is not None:
@@ -196,12 +224,15 @@ def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, thr: np.ndarray,
     return y, result
 
 
-def _solve_unknown(values, g, unknown, thr):
+def _solve_unknown(values, g, unknown, noise: BlockNoise):
     """Least-squares solve of the unknown data values from the checks whose parity is known.
 
     Returns (data values, normalised residual) or None when a remaining check is violated.
     """
     r, b = g.shape
+    trusted = np.ones(b + r, dtype=bool)
+    trusted[list(unknown)] = False
+    thr_all = noise.thresholds(values, trusted)
     data_u = [i for i in unknown if i < b]
     rows = [k for k in range(r) if (b + k) not in unknown]
     if len(rows) < len(data_u):
@@ -214,7 +245,9 @@ def _solve_unknown(values, g, unknown, thr):
     else:
         z = np.zeros(0)
     residual = rhs - a @ z
-    t = thr[rows]
-    if np.any(np.abs(residual) > t):
+    t = thr_all[rows]
+    if np.any(~(np.abs(residual) <= t)):
         return None
-    return z, float(np.sum((residual / t) ** 2)) if rows else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.where(t > 0, (residual / np.where(t > 0, t, 1.0)) ** 2, 0.0)
+    return z, float(norm.sum())

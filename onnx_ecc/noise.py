@@ -47,7 +47,8 @@ def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[s
         ax = a.get("axis", 1) % y.ndim
         outer = int(np.prod(y.shape[:ax]))
         y3 = y.reshape(outer, layout.total_channels, -1)
-        xmax = chunk_max_abs(values[n.input[1]] if len(n.input) > 1 and n.input[1] else None, outer)
+        scale_input = a.get("scale", "output") == "input"
+        xmax = chunk_max_abs(values[n.input[1]], outer) if scale_input else None
         gains, offsets = np.array(a["noise_gain"]), np.array(a["noise_offset"])
         gens = np.array(a["generator"])
         ratios = []
@@ -59,8 +60,14 @@ def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[s
                 gen = gens[goff:goff + r * b].reshape(r, b)
                 goff += r * b
                 idx = (g * nb + k) * r
-                syn = np.einsum("rb,obi->ori", gen, y3[:, base + start:base + start + b]) - y3[:, base + dpg + k * r: base + dpg + (k + 1) * r]
-                bound = EPS32 * (gains[idx:idx + r][None, :, None] * xmax[:, None, None] + offsets[idx:idx + r][None, :, None])
+                data = y3[:, base + start:base + start + b]
+                par = y3[:, base + dpg + k * r: base + dpg + (k + 1) * r]
+                syn = np.einsum("rb,obi->ori", gen, data) - par
+                if scale_input:
+                    scale = xmax[:, None, None]
+                else:
+                    scale = np.concatenate([np.abs(data), np.abs(par)], axis=1).max(axis=1)[:, None, :]
+                bound = EPS32 * (gains[idx:idx + r][None, :, None] * scale + offsets[idx:idx + r][None, :, None])
                 ratios.append((np.abs(syn) / bound).ravel())
                 start += b
         allr = np.concatenate(ratios)

@@ -67,12 +67,15 @@ DECODE = OpDecl(
     doc=(
         "Checks the parity channels of a protected layer's output against its data channels, "
         "corrects up to floor(parity/2) wrong values per block of each output vector, and "
-        "passes on only the (corrected) data channels."
+        "passes on only the (corrected) data channels, plus the optional residual R, through "
+        "the optional activation."
     ),
-    inputs=(("Y", False), ("X", True)),
+    inputs=(("Y", False), ("X", True), ("R", True)),
     outputs=(("Z", False),),
     attrs=(
         Attr("axis", _A.INT, "channel axis of Y (1 for Conv, -1 for Gemm/MatMul)", default=1),
+        Attr("scale", _A.STRING, "threshold scale: 'output' (largest |value| of the block per vector) "
+             "or 'input' (max|X| per outer index)", default="output"),
         Attr("data_channels", _A.INT, "number of data channels C of the unprotected layer", required=True),
         Attr("groups", _A.INT, "channel segments, each laid out as [C/groups data, parity/groups parity]", default=1),
         Attr("block", _A.INT, "data channels per code block", required=True),
@@ -80,10 +83,10 @@ DECODE = OpDecl(
         Attr("generator", _A.FLOATS, "row-major parity x block generator of every block of one group, concatenated", required=True),
         Attr("noise_gain", _A.FLOATS, "per group, block and check: rounding-noise bound per unit of max|X|", required=True),
         Attr("noise_offset", _A.FLOATS, "per group, block and check: rounding-noise bound independent of X", required=True),
-        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * max|X| + noise_offset)", default=64.0),
+        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)", default=64.0),
         Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
         Attr("fail_stop", _A.INT, "1: return an error when a block cannot be corrected", default=0),
-        Attr("activation", _A.STRING, "activation applied to the corrected data ('' or 'Relu')", default=""),
+        Attr("activation", _A.STRING, "activation applied to the corrected data plus R ('' or 'Relu')", default=""),
         Attr("layer", _A.STRING, "name of the protected layer, for the error counters", default=""),
         Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
     ),

@@ -10,7 +10,7 @@ import numpy as np
 from onnx.reference.op_run import OpRun
 
 from onnx_ecc import ops
-from onnx_ecc.codes import EPS32, BlockResult, Layout, decode_block
+from onnx_ecc.codes import EPS32, BlockNoise, BlockResult, Layout, decode_block
 
 Counts = dict
 
@@ -38,9 +38,10 @@ def chunk_max_abs(x: np.ndarray | None, outer: int) -> np.ndarray:
     return np.full(outer, flat.max(initial=0.0), dtype=np.float64)
 
 
-def decode(y: np.ndarray, x: np.ndarray | None, *, axis=1, data_channels, groups=1, block, parity, generator,
-           noise_gain, noise_offset, tolerance=64.0, mode="correct", activation="", **_ignored):
-    """Reference Decode: returns (data channels, corrected; counts)."""
+def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | None = None, *, axis=1,
+           data_channels, groups=1, block, parity, generator, noise_gain, noise_offset, tolerance=64.0,
+           scale="output", mode="correct", activation="", **_ignored):
+    """Reference Decode: returns (act(corrected data channels + residual), counts)."""
     layout = Layout(int(data_channels), int(block), int(parity), int(groups))
     y = np.asarray(y, dtype=np.float32)
     ax = axis % y.ndim
@@ -49,38 +50,43 @@ def decode(y: np.ndarray, x: np.ndarray | None, *, axis=1, data_channels, groups
     outer = int(np.prod(y.shape[:ax]))
     inner = int(np.prod(y.shape[ax + 1:]))
     y3 = y.reshape(outer, layout.total_channels, inner)
-    xmax = chunk_max_abs(x, outer)
+    xmax = chunk_max_abs(x, outer) if scale == "input" else None
     z = np.empty((outer, layout.data_channels, inner), dtype=np.float32)
     counts = _empty_counts()
-    gens = np.asarray(generator, dtype=np.float32)
+    gens = np.asarray(generator, dtype=np.float32).astype(np.float64)
     gain = np.asarray(noise_gain, dtype=np.float64)
     offset = np.asarray(noise_offset, dtype=np.float64)
-    r = layout.parity
-    nb = len(layout.block_sizes)
+    tol_eps = float(tolerance) * EPS32
+    r, nb = layout.parity, len(layout.block_sizes)
     dpg, ppg = layout.data_per_group, layout.parity_per_group
     for g in range(layout.groups):
-        ybase, zbase = g * (dpg + ppg), g * dpg
-        goff = 0
-        start = 0
+        ybase, zbase, goff, start = g * (dpg + ppg), g * dpg, 0, 0
         for k, b in enumerate(layout.block_sizes):
-            gen = gens[goff:goff + r * b].reshape(r, b).astype(np.float64)
+            gen = gens[goff:goff + r * b].reshape(r, b)
             goff += r * b
             a = (g * nb + k) * r
-            thr = tolerance * EPS32 * (gain[a:a + r][None, :] * xmax[:, None] + offset[a:a + r][None, :])  # [outer, r]
             data = y3[:, ybase + start: ybase + start + b, :].astype(np.float64)          # [outer, b, inner]
             par = y3[:, ybase + dpg + k * r: ybase + dpg + (k + 1) * r, :].astype(np.float64)
-            zd = data.copy()
             with np.errstate(invalid="ignore", over="ignore"):
                 syn = np.einsum("rb,obi->ori", gen, data) - par
-                bad = ~(np.abs(syn) <= thr[:, :, None])
+                if xmax is None:
+                    mags = np.concatenate([np.abs(data), np.abs(par)], axis=1)
+                    mags = np.where(np.isfinite(mags), mags, 0.0).max(axis=1)              # [outer, inner]
+                else:
+                    mags = np.broadcast_to(xmax[:, None], (outer, inner))
+                thr = tol_eps * (gain[a:a + r][None, :, None] * mags[:, None, :] + offset[a:a + r][None, :, None])
+                bad = ~(np.abs(syn) <= thr)
             counts["vectors"] += outer * inner
-            flagged = np.argwhere(bad.any(axis=1))
-            for o, i in flagged:
-                fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, thr[o], correct=(mode == "correct"))
+            zd = data.copy()
+            for o, i in np.argwhere(bad.any(axis=1)):
+                noise = BlockNoise(gain[a:a + r], offset[a:a + r], tol_eps, None if xmax is None else float(xmax[o]))
+                fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, noise, correct=(mode == "correct"))
                 _add(counts, result)
                 zd[o, :, i] = fixed
             z[:, zbase + start: zbase + start + b, :] = zd.astype(np.float32)
             start += b
+    if residual is not None:
+        z = z + np.asarray(residual, dtype=np.float32).reshape(outer, layout.data_channels, inner)
     if activation == "Relu":
         z = np.where(z > 0, z, np.float32(0))          # like the kernels: NaN becomes 0
     out_shape = list(y.shape)
@@ -135,12 +141,12 @@ def depthwise_check(x: np.ndarray, y: np.ndarray, *, weights, bias, weight_sums,
 class Decode(OpRun):
     op_domain = ops.DOMAIN
 
-    def _run(self, Y, X=None, **attrs):  # noqa: N803 (ONNX input names)
+    def _run(self, Y, X=None, R=None, **attrs):  # noqa: N803 (ONNX input names)
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        for key in ("mode", "activation"):
+        for key in ("mode", "activation", "scale"):
             if isinstance(attrs.get(key), bytes):
                 attrs[key] = attrs[key].decode()
-        z, _ = decode(Y, X, **attrs)
+        z, _ = decode(Y, X, R, **attrs)
         return (z,)
 
 

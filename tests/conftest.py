@@ -13,8 +13,7 @@ from onnx_ecc.faults_basic import flip_weight_bit, with_output_fault
 
 
 @functools.lru_cache(maxsize=None)
-def zoo_model(name: str) -> onnx.ModelProto:
-    """A zoo model (built with torch), cached for the whole test session."""
+def _zoo_model(name: str) -> onnx.ModelProto:
     pytest.importorskip("torch")
     from onnx_ecc import zoo
 
@@ -22,8 +21,24 @@ def zoo_model(name: str) -> onnx.ModelProto:
 
 
 @functools.lru_cache(maxsize=None)
+def _protected_model(name: str, **kwargs) -> onnx.ModelProto:
+    return onnx_ecc.transform(_zoo_model(name), **kwargs)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def zoo_model(name: str) -> onnx.ModelProto:
+    """A fresh copy of a zoo model (built with torch once per test session)."""
+    return _copy(_zoo_model(name))
+
+
 def protected_model(name: str, **kwargs) -> onnx.ModelProto:
-    return onnx_ecc.transform(zoo_model(name), **kwargs)
+    """A fresh copy of a zoo model protected with the given options (transformed once)."""
+    return _copy(_protected_model(name, **kwargs))
 
 
 def feeds_for(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:

@@ -5,7 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-from onnx_ecc.codes import EPS32, Layout, decode_block, generator
+from onnx_ecc.codes import EPS32, BlockNoise, Layout, decode_block, generator
+
+
+def _fixed(r, thr=1e-9):
+    """A noise model with the same absolute threshold on every check."""
+    return BlockNoise(np.zeros(r), np.full(r, thr), 1.0, xscale=1.0)
 
 
 @pytest.mark.parametrize("block,parity", [(8, 2), (32, 2), (33, 2), (16, 3), (16, 4), (5, 5)])
@@ -32,7 +37,6 @@ def _codeword(rng, b, r):
 def test_any_pattern_of_floor_r_half_errors_is_corrected(b, r):
     rng = np.random.default_rng(b * r)
     g = generator(b, r)
-    thr = np.full(r, 1e-9)
     for _ in range(200):
         y, p = _codeword(rng, b, r)
         yw, pw = y.copy(), p.copy()
@@ -43,7 +47,7 @@ def test_any_pattern_of_floor_r_half_errors_is_corrected(b, r):
                 yw[q] += e
             else:
                 pw[q - b] += e
-        fixed, res = decode_block(yw, pw, g, thr)
+        fixed, res = decode_block(yw, pw, g, _fixed(r))
         assert res.flagged and not res.uncorrectable
         assert np.allclose(fixed, y, atol=1e-6)
 
@@ -57,7 +61,7 @@ def test_up_to_r_errors_are_detected(b, r):
         yw = y.copy()
         pos = rng.choice(b, size=rng.integers(1, r + 1), replace=False)
         yw[pos] += rng.uniform(0.5, 2.0, size=len(pos))
-        _, res = decode_block(yw, p, g, np.full(r, 1e-9), correct=False)
+        _, res = decode_block(yw, p, g, _fixed(r), correct=False)
         assert res.flagged and res.uncorrectable
 
 
@@ -67,7 +71,7 @@ def test_erasures_are_recovered_from_the_checks():
     y, p = _codeword(rng, 16, 4)
     yw = y.copy()
     yw[[2, 9, 11]] = [np.nan, np.inf, -np.inf]
-    fixed, res = decode_block(yw, p, g, np.full(4, 1e-9))
+    fixed, res = decode_block(yw, p, g, _fixed(4))
     assert res.corrected == 3 and np.allclose(fixed, y)
 
 
@@ -95,3 +99,17 @@ def test_noise_bound_covers_float32_rounding():
     syn = syn - y[:, 64:].reshape(-1, 2, 2)
     bound = EPS32 * np.array(gains).reshape(2, 2)[None] * np.abs(x).max(axis=1)[:, None, None]
     assert np.max(np.abs(syn) / bound) < 1.0
+
+
+def test_output_scaled_thresholds_ignore_the_suspected_values():
+    rng = np.random.default_rng(5)
+    g = generator(32, 2)
+    y, p = _codeword(rng, 32, 2)
+    yw = y.copy()
+    yw[7] = 3e37                                   # a flipped exponent bit, still finite
+    noise = BlockNoise(np.abs(g).sum(axis=1) + 1, np.zeros(2), 64 * EPS32)
+    fixed, res = decode_block(yw, p, g, noise)
+    assert res.corrected == 1 and np.allclose(fixed, y)
+    yw[9] = 2e37                                   # two gross errors: not mistaken for one
+    _, res = decode_block(yw, p, g, noise)
+    assert res.uncorrectable

@@ -17,7 +17,7 @@ from onnx_ecc.reference import decode, depthwise_check
 def _single_op_model(decl, inputs, attrs, input_types=None):
     input_types = input_types or [TensorProto.FLOAT] * len(inputs)
     node = decl.make_node(inputs, ["Z"], "op", **attrs)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in zip(inputs, input_types)],
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in zip(inputs, input_types) if n],
                           [helper.make_tensor_value_info("Z", TensorProto.FLOAT, None)])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)], ir_version=9)
 
@@ -192,3 +192,19 @@ def test_every_declared_op_is_implemented_by_the_library():
         except Exception as e:  # attributes are missing on purpose; the op itself must be known
             assert "onnx-ecc" in str(e) or "missing attribute" in str(e) or "input" in str(e).lower(), str(e)
             assert "not a registered function/op" not in str(e)
+
+
+@pytest.mark.parametrize("activation", ["", "Relu"])
+def test_decode_adds_the_residual_before_the_activation(activation):
+    layout = Layout(48, 16, 2)
+    rng = np.random.default_rng(4)
+    y, clean = _encoded(rng, layout, (3, 3), outer=2)
+    y[1, 5, 2, 2] = 7e30
+    res = rng.standard_normal(clean.shape).astype(np.float32)
+    attrs = _decode_attrs(layout, activation=activation)
+    got = _session(_single_op_model(ops.DECODE, ["Y", "", "R"], attrs)).run(None, {"Y": y, "R": res})[0]
+    want, counts = decode(y, None, res, **attrs)
+    assert counts["corrected_blocks"] == 1
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    expected = clean + res
+    np.testing.assert_allclose(got, np.maximum(expected, 0) if activation else expected, atol=1e-4)

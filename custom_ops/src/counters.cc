@@ -7,6 +7,8 @@
 #include <mutex>
 #include <sstream>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace onnx_ecc {
 namespace {
@@ -21,6 +23,22 @@ struct Registry {
 Registry& GetRegistry() {
   static Registry* r = new Registry();  // never destroyed: kernels may outlive static teardown
   return *r;
+}
+
+struct Flushers {
+  std::mutex mu;  // held while flushing, so that removal waits for a running flush
+  std::vector<std::pair<CountsFlusher, void*>> list;
+};
+
+Flushers& GetFlushers() {
+  static Flushers* f = new Flushers();
+  return *f;
+}
+
+void FlushPending() {
+  auto& f = GetFlushers();
+  std::lock_guard<std::mutex> lock(f.mu);
+  for (const auto& [fn, arg] : f.list) fn(arg);
 }
 
 void AppendJsonString(std::ostringstream& os, const std::string& s) {
@@ -43,12 +61,26 @@ LayerCounters* CountersFor(const std::string& model_id, const std::string& layer
   return slot.get();
 }
 
+void AddCountsFlusher(CountsFlusher fn, void* arg) {
+  auto& f = GetFlushers();
+  std::lock_guard<std::mutex> lock(f.mu);
+  f.list.emplace_back(fn, arg);
+}
+
+void RemoveCountsFlusher(CountsFlusher fn, void* arg) {
+  auto& f = GetFlushers();
+  std::lock_guard<std::mutex> lock(f.mu);
+  for (auto it = f.list.begin(); it != f.list.end(); ++it)
+    if (it->first == fn && it->second == arg) { f.list.erase(it); break; }
+}
+
 }  // namespace onnx_ecc
 
 extern "C" {
 
 // Writes all counters as a JSON list into buf (if it fits); returns the length needed incl. NUL.
 __attribute__((visibility("default"))) size_t OnnxEcc_CountersJson(char* buf, size_t len) {
+  onnx_ecc::FlushPending();
   auto& r = onnx_ecc::GetRegistry();
   std::ostringstream os;
   {
@@ -77,6 +109,7 @@ __attribute__((visibility("default"))) size_t OnnxEcc_CountersJson(char* buf, si
 
 // Sets every counter back to zero.
 __attribute__((visibility("default"))) void OnnxEcc_ResetCounters() {
+  onnx_ecc::FlushPending();  // pending counts belong before the reset
   auto& r = onnx_ecc::GetRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
   for (auto& kv : r.counters) {

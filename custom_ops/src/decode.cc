@@ -48,9 +48,9 @@ bool LeastSquares(const double* a, const double* rhs, int rows, int cols, double
 // Tries the hypothesis that exactly the positions in `unknown` (data < b <= parity) are wrong:
 // re-solves the wrong data values from the checks whose parity is trusted. Returns the
 // normalised residual, or -1 when a remaining check is violated.
-double SolveUnknown(const double* values, const float* g, const double* thr, int b, int r,
+double SolveUnknown(const double* values, const float* g, const BlockNoise& noise, int b, int r,
                     const int* unknown, int nu, double* z) {
-  bool is_unknown[kMaxParity * 64 + kMaxParity] = {};
+  bool is_unknown[1024 + kMaxParity] = {};
   int data_u[kMaxParity], ndu = 0;
   for (int i = 0; i < nu; ++i) {
     is_unknown[unknown[i]] = true;
@@ -60,6 +60,14 @@ double SolveUnknown(const double* values, const float* g, const double* thr, int
   for (int k = 0; k < r; ++k)
     if (!is_unknown[b + k]) rows[nrows++] = k;
   if (nrows < ndu) return -1;
+  double scale = noise.xscale;
+  if (scale < 0) {
+    scale = 0;
+    for (int i = 0; i < b + r; ++i)
+      if (!is_unknown[i] && std::isfinite(values[i])) scale = std::max(scale, std::fabs(values[i]));
+  }
+  double thr[kMaxParity];
+  for (int k = 0; k < r; ++k) thr[k] = noise.tol_eps * (noise.gain[k] * scale + noise.offset[k]);
   double a[kMaxParity * kMaxParity], rhs[kMaxParity];
   for (int q = 0; q < nrows; ++q) {
     const int k = rows[q];
@@ -75,7 +83,7 @@ double SolveUnknown(const double* values, const float* g, const double* thr, int
     double res = rhs[q];
     for (int u = 0; u < ndu; ++u) res -= a[q * ndu + u] * z[u];
     if (!(std::fabs(res) <= thr[rows[q]])) return -1;
-    norm += (res / thr[rows[q]]) * (res / thr[rows[q]]);
+    if (thr[rows[q]] > 0) norm += (res / thr[rows[q]]) * (res / thr[rows[q]]);
   }
   return norm;
 }
@@ -115,7 +123,7 @@ std::string DecodeConfig::Validate() const {
   return "";
 }
 
-int DecodeBlock(double* y, const double* p, const float* g, const double* thr, int b, int r, bool correct) {
+int DecodeBlock(double* y, const double* p, const float* g, const BlockNoise& noise, int b, int r, bool correct) {
   const int n = b + r;
   double values[1024 + kMaxParity];
   int erased[kMaxParity + 1], ne = 0;
@@ -126,6 +134,8 @@ int DecodeBlock(double* y, const double* p, const float* g, const double* thr, i
       erased[ne++] = i;
     }
   }
+  double z0[kMaxParity];
+  if (ne == 0 && SolveUnknown(values, g, noise, b, r, erased, 0, z0) >= 0) return 0;
   if (!correct) return -1;
   int cand[1024 + kMaxParity], nc = 0;
   for (int i = 0, e = 0; i < n; ++i) {
@@ -146,7 +156,7 @@ int DecodeBlock(double* y, const double* p, const float* g, const double* thr, i
       int nu = 0;
       for (int i = 0; i < ne; ++i) unknown[nu++] = erased[i];
       for (int i = 0; i < t; ++i) unknown[nu++] = cand[idx[i]];
-      double res = SolveUnknown(values, g, thr, b, r, unknown, nu, z);
+      double res = SolveUnknown(values, g, noise, b, r, unknown, nu, z);
       if (res >= 0 && (best < 0 || res < best)) {
         best = res; best_nu = nu;
         std::copy(unknown, unknown + nu, best_unknown);
@@ -190,13 +200,14 @@ void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, 
   }
 }
 
-void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner, int64_t i0, int64_t i1,
-                float xmax, DecodeCounts& counts) {
+void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, float* z, int64_t inner, int64_t i0,
+                int64_t i1, float xmax, DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
+  const double tol_eps = cfg.tolerance * kEps32;
   float syn[kMaxParity][kChunk];
-  float thr_f[kMaxParity];
-  double thr[kMaxParity];
+  float mag[kChunk];
+  float gain_f[kMaxParity], offset_f[kMaxParity];
   double yb[1024], pb[kMaxParity];
   for (int64_t g = 0; g < L.groups; ++g) {
     const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
@@ -206,23 +217,33 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner
       const float* gen = cfg.generator.data() + L.gen_offsets[k];
       const float* yd = y + (ybase + L.block_starts[k]) * inner;
       const float* yp = y + (ybase + L.data_per_group + k * r) * inner;
+      const float* rd = residual ? residual + (zbase + L.block_starts[k]) * inner : nullptr;
       float* zd = z + (zbase + L.block_starts[k]) * inner;
+      const size_t a0 = static_cast<size_t>((g * L.num_blocks() + k) * r);
+      const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
+                             cfg.scale_output ? -1.0 : static_cast<double>(xmax)};
       for (int q = 0; q < r; ++q) {
-        const size_t a = static_cast<size_t>((g * L.num_blocks() + k) * r + q);
-        thr[q] = cfg.tolerance * kEps32 * (static_cast<double>(cfg.gain[a]) * xmax + cfg.offset[a]);
-        thr_f[q] = static_cast<float>(thr[q]);
+        gain_f[q] = static_cast<float>(tol_eps * cfg.gain[a0 + q]);
+        offset_f[q] = static_cast<float>(tol_eps * cfg.offset[a0 + q]);
       }
       for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
         const int64_t len = std::min(kChunk, i1 - c0);
-        // One sweep over the block's channels: accumulate every check and copy the data.
+        // One sweep over the block's channels: every check, the magnitude, and the output.
+        for (int64_t i = 0; i < len; ++i) mag[i] = 0.f;
         for (int q = 0; q < r; ++q) {
-          float* s = syn[q];
-          const float* pq = yp + q * inner + c0;
-          for (int64_t i = 0; i < len; ++i) s[i] = -pq[i];
+          float* __restrict s = syn[q];
+          const float* __restrict pq = yp + q * inner + c0;
+          for (int64_t i = 0; i < len; ++i) {
+            s[i] = -pq[i];
+            const float av = std::fabs(pq[i]);
+            mag[i] = (av > mag[i] && av <= FLT_MAX) ? av : mag[i];  // non-finite values never raise it
+          }
         }
         for (int j = 0; j < b; ++j) {
           const float* __restrict src = yd + j * inner + c0;
+          const float* __restrict res = rd ? rd + j * inner + c0 : nullptr;
           float* __restrict dst = zd + j * inner + c0;
+          float* __restrict m = mag;
           if (r == 2) {
             const float w0 = gen[j], w1 = gen[b + j];
             float* __restrict s0 = syn[0];
@@ -231,42 +252,44 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner
               const float v = src[i];
               s0[i] += w0 * v;
               s1[i] += w1 * v;
+              const float av = std::fabs(v);
+              m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
             }
           } else {
             for (int q = 0; q < r; ++q) {
               const float w = gen[q * b + j];
-              float* s = syn[q];
+              float* __restrict s = syn[q];
               for (int64_t i = 0; i < len; ++i) s[i] += w * src[i];
             }
+            for (int64_t i = 0; i < len; ++i) {
+              const float av = std::fabs(src[i]);
+              m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
+            }
           }
-          if (cfg.relu) {
+          if (res && cfg.relu) {
+            for (int64_t i = 0; i < len; ++i) { const float v = src[i] + res[i]; dst[i] = v > 0.f ? v : 0.f; }
+          } else if (res) {
+            for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + res[i];
+          } else if (cfg.relu) {
             for (int64_t i = 0; i < len; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
           } else {
             std::memcpy(dst, src, sizeof(float) * len);
           }
         }
         counts.vectors += len;
+        const float scale_x = xmax;
         for (int64_t i = 0; i < len; ++i) {
+          const float scale = cfg.scale_output ? mag[i] : scale_x;
           bool bad = false;
-          for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= thr_f[q]);
+          for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= gain_f[q] * scale + offset_f[q]);
           if (!bad) continue;
-          // Rare path: recheck in double and solve.
+          // Rare path: recheck in double precision and solve.
           const int64_t pos = c0 + i;
           for (int j = 0; j < b; ++j) yb[j] = yd[j * inner + pos];
           for (int q = 0; q < r; ++q) pb[q] = yp[q * inner + pos];
-          bool finite = true, violated = false;
-          for (int j = 0; j < b; ++j) finite &= std::isfinite(yb[j]);
-          for (int q = 0; q < r; ++q) finite &= std::isfinite(pb[q]);
-          if (finite) {
-            for (int q = 0; q < r && !violated; ++q) {
-              double s = -pb[q];
-              for (int j = 0; j < b; ++j) s += static_cast<double>(gen[q * b + j]) * yb[j];
-              violated = !(std::fabs(s) <= thr[q]);
-            }
-            if (!violated) continue;  // float rounding of the fast check, not an error
-          }
+          const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
+          if (fixed == 0) continue;  // float rounding of the fast check, not an error
           ++counts.flagged;
-          const int fixed = DecodeBlock(yb, pb, gen, thr, b, r, cfg.correct);
           if (fixed < 0) {
             ++counts.uncorrectable;
             continue;
@@ -274,8 +297,9 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner
           ++counts.corrected_blocks;
           counts.corrected_values += fixed;
           for (int j = 0; j < b; ++j) {
-            const float v = static_cast<float>(yb[j]);
-            zd[j * inner + pos] = cfg.relu && v < 0.f ? 0.f : v;
+            float v = static_cast<float>(yb[j]);
+            if (rd) v += rd[j * inner + pos];
+            zd[j * inner + pos] = cfg.relu && !(v > 0.f) ? 0.f : v;
           }
         }
       }

@@ -12,6 +12,7 @@
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
+#include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
 
 namespace onnx_ecc {
@@ -85,18 +86,92 @@ int64_t Numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
+// ---- attribute parsing, shared with the CUDA wrappers (ort_attrs.h) ------------------------
+
+OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* k) {
+  k->name = "Decode(" + AttrString(info, "layer", "") + ")";
+  std::string err = k->cfg.layout.Init(AttrInt(info, "data_channels", 0), AttrInt(info, "groups", 1),
+                                       AttrInt(info, "block", 0), AttrInt(info, "parity", 0));
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->cfg.generator = AttrFloats(info, "generator", true);
+  k->cfg.gain = AttrFloats(info, "noise_gain", true);
+  k->cfg.offset = AttrFloats(info, "noise_offset", true);
+  k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+  const std::string mode = AttrString(info, "mode", "correct");
+  if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
+  k->cfg.correct = mode == "correct";
+  const std::string act = AttrString(info, "activation", "");
+  if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
+  k->cfg.relu = act == "Relu";
+  const std::string scale = AttrString(info, "scale", "output");
+  if (scale != "output" && scale != "input") return Error(ORT_INVALID_ARGUMENT, k->name, "scale must be 'output' or 'input'");
+  k->cfg.scale_output = scale == "output";
+  err = k->cfg.Validate();
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->axis = AttrInt(info, "axis", 1);
+  k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "Decode");
+  return nullptr;
+}
+
+OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttrs* k) {
+  k->name = "DepthwiseCheck(" + AttrString(info, "layer", "") + ")";
+  auto& c = k->cfg;
+  std::vector<int64_t> wshape, bshape;
+  c.weights = AttrTensorFloats(info, "weights", &wshape);
+  c.bias = AttrTensorFloats(info, "bias", &bshape);
+  if (wshape.size() != 4 || wshape[1] != 1) return Error(ORT_INVALID_ARGUMENT, k->name, "weights must be [C, 1, kh, kw]");
+  c.channels = wshape[0]; c.kh = wshape[2]; c.kw = wshape[3];
+  auto sums = AttrFloats(info, "weight_sums", true);
+  c.weight_sums.assign(sums.begin(), sums.end());
+  auto strides = AttrInts(info, "strides", {1, 1});
+  auto pads = AttrInts(info, "pads", {0, 0, 0, 0});
+  auto dil = AttrInts(info, "dilations", {1, 1});
+  if (strides.size() != 2 || pads.size() != 4 || dil.size() != 2)
+    return Error(ORT_INVALID_ARGUMENT, k->name, "strides/dilations need 2 values and pads 4");
+  c.stride_h = strides[0]; c.stride_w = strides[1];
+  c.pad_t = pads[0]; c.pad_l = pads[1]; c.pad_b = pads[2]; c.pad_r = pads[3];
+  c.dil_h = dil[0]; c.dil_w = dil[1];
+  c.tolerance = AttrFloat(info, "tolerance", 64.f);
+  const std::string mode = AttrString(info, "mode", "correct");
+  if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
+  c.correct = mode == "correct";
+  const std::string act = AttrString(info, "activation", "");
+  if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
+  c.relu = act == "Relu";
+  std::string err = c.Validate();
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "DepthwiseCheck");
+  return nullptr;
+}
+
+OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* k) {
+  const int64_t site = AttrInt(info, "site", 0);
+  k->name = "InjectFault(site " + std::to_string(site) + ")";
+  const std::string kind = AttrString(info, "kind", "bitflip");
+  if (kind == "bitflip") k->cfg.kind = FaultKind::kBitFlip;
+  else if (kind == "random") k->cfg.kind = FaultKind::kRandom;
+  else if (kind == "zero") k->cfg.kind = FaultKind::kZero;
+  else return Error(ORT_INVALID_ARGUMENT, k->name, "kind must be 'bitflip', 'random' or 'zero'");
+  std::vector<int64_t> all(32);
+  for (int i = 0; i < 32; ++i) all[i] = i;
+  k->cfg.bits = AttrInts(info, "bits", all);
+  k->cfg.count = AttrInt(info, "count", 0);
+  k->cfg.site = site;
+  std::string err = k->cfg.Validate();
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->counters = CountersFor("", "site" + std::to_string(site), "InjectFault");
+  return nullptr;
+}
+
 // ---- Decode -------------------------------------------------------------------------------
 
-struct DecodeKernel {
-  DecodeConfig cfg;
-  int64_t axis = 1;
-  bool fail_stop = false;
-  std::string name;
-  LayerCounters* counters = nullptr;
-
+struct DecodeKernel : DecodeAttrs {
   struct Job {
     const DecodeKernel* k;
     const float* y;
+    const float* residual;
     float* z;
     const float* xmax;
     int64_t inner, chunk, chunks_per_outer;
@@ -109,8 +184,9 @@ struct DecodeKernel {
     const int64_t o = static_cast<int64_t>(item) / j->chunks_per_outer;
     const int64_t c = static_cast<int64_t>(item) % j->chunks_per_outer;
     const int64_t i0 = c * j->chunk, i1 = std::min(j->inner, i0 + j->chunk);
-    DecodeSlab(j->k->cfg, j->y + o * L.total_channels * j->inner, j->z + o * L.data_channels * j->inner, j->inner, i0,
-               i1, j->xmax ? j->xmax[o] : 1.f, (*j->counts)[item]);
+    DecodeSlab(j->k->cfg, j->y + o * L.total_channels * j->inner,
+               j->residual ? j->residual + o * L.data_channels * j->inner : nullptr,
+               j->z + o * L.data_channels * j->inner, j->inner, i0, i1, j->xmax ? j->xmax[o] : 1.f, (*j->counts)[item]);
   }
 
   struct MaxJob {
@@ -143,7 +219,7 @@ struct DecodeKernel {
       for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
       for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
       std::vector<float> xmax;
-      if (ctx.GetInputCount() > 1) {
+      if (!cfg.scale_output && ctx.GetInputCount() > 1) {
         auto x = ctx.GetInput(1);
         if (static_cast<const OrtValue*>(x) != nullptr) {
           auto xi = x.GetTensorTypeAndShapeInfo();
@@ -160,14 +236,26 @@ struct DecodeKernel {
           }
         }
       }
+      if (!cfg.scale_output && xmax.empty())
+        return Error(ORT_INVALID_ARGUMENT, name, "scale='input' needs the layer input X");
       shape[ax] = L.data_channels;
+      const float* residual = nullptr;
+      if (ctx.GetInputCount() > 2) {
+        auto r = ctx.GetInput(2);
+        if (static_cast<const OrtValue*>(r) != nullptr) {
+          auto ri = r.GetTensorTypeAndShapeInfo();
+          if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != shape)
+            return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with the shape of the output");
+          residual = r.GetTensorData<float>();
+        }
+      }
       auto z = ctx.GetOutput(0, shape);
       if (outer * inner == 0) return nullptr;
       const int64_t chunk = inner <= 2048 ? inner : 1024;
       const int64_t cpo = (inner + chunk - 1) / chunk;
       std::vector<DecodeCounts> counts(static_cast<size_t>(outer * cpo));
-      Job job{this, y.GetTensorData<float>(), z.GetTensorMutableData<float>(), xmax.empty() ? nullptr : xmax.data(),
-              inner, chunk, cpo, &counts};
+      Job job{this, y.GetTensorData<float>(), residual, z.GetTensorMutableData<float>(),
+              xmax.empty() ? nullptr : xmax.data(), inner, chunk, cpo, &counts};
       ctx.ParallelFor(&Run, counts.size(), 0, &job);
       DecodeCounts total;
       for (const auto& c : counts) total.Add(c);
@@ -188,25 +276,7 @@ struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
     try {
       Ort::ConstKernelInfo info(info_ptr);
       auto k = std::make_unique<DecodeKernel>();
-      k->name = "Decode(" + AttrString(info, "layer", "") + ")";
-      std::string err = k->cfg.layout.Init(AttrInt(info, "data_channels", 0), AttrInt(info, "groups", 1),
-                                           AttrInt(info, "block", 0), AttrInt(info, "parity", 0));
-      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
-      k->cfg.generator = AttrFloats(info, "generator", true);
-      k->cfg.gain = AttrFloats(info, "noise_gain", true);
-      k->cfg.offset = AttrFloats(info, "noise_offset", true);
-      k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
-      const std::string mode = AttrString(info, "mode", "correct");
-      if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
-      k->cfg.correct = mode == "correct";
-      const std::string act = AttrString(info, "activation", "");
-      if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
-      k->cfg.relu = act == "Relu";
-      err = k->cfg.Validate();
-      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
-      k->axis = AttrInt(info, "axis", 1);
-      k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
-      k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "Decode");
+      if (OrtStatusPtr st = ParseDecodeAttrs(info, k.get())) return st;
       *kernel = k.release();
       return nullptr;
     } catch (const std::exception& e) {
@@ -215,7 +285,7 @@ struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
   }
   const char* GetName() const { return "Decode"; }
   const char* GetExecutionProviderType() const { return provider; }
-  size_t GetInputTypeCount() const { return 2; }
+  size_t GetInputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
     return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
@@ -226,12 +296,7 @@ struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
 
 // ---- DepthwiseCheck ---------------------------------------------------------------------
 
-struct DepthwiseKernel {
-  DepthwiseConfig cfg;
-  bool fail_stop = false;
-  std::string name;
-  LayerCounters* counters = nullptr;
-
+struct DepthwiseKernel : DepthwiseAttrs {
   struct Job {
     const DepthwiseKernel* k;
     const float* x;
@@ -288,34 +353,7 @@ struct DepthwiseOp : Ort::CustomOpBase<DepthwiseOp, DepthwiseKernel, true> {
     try {
       Ort::ConstKernelInfo info(info_ptr);
       auto k = std::make_unique<DepthwiseKernel>();
-      k->name = "DepthwiseCheck(" + AttrString(info, "layer", "") + ")";
-      auto& c = k->cfg;
-      std::vector<int64_t> wshape, bshape;
-      c.weights = AttrTensorFloats(info, "weights", &wshape);
-      c.bias = AttrTensorFloats(info, "bias", &bshape);
-      if (wshape.size() != 4 || wshape[1] != 1) return Error(ORT_INVALID_ARGUMENT, k->name, "weights must be [C, 1, kh, kw]");
-      c.channels = wshape[0]; c.kh = wshape[2]; c.kw = wshape[3];
-      auto sums = AttrFloats(info, "weight_sums", true);
-      c.weight_sums.assign(sums.begin(), sums.end());
-      auto strides = AttrInts(info, "strides", {1, 1});
-      auto pads = AttrInts(info, "pads", {0, 0, 0, 0});
-      auto dil = AttrInts(info, "dilations", {1, 1});
-      if (strides.size() != 2 || pads.size() != 4 || dil.size() != 2)
-        return Error(ORT_INVALID_ARGUMENT, k->name, "strides/dilations need 2 values and pads 4");
-      c.stride_h = strides[0]; c.stride_w = strides[1];
-      c.pad_t = pads[0]; c.pad_l = pads[1]; c.pad_b = pads[2]; c.pad_r = pads[3];
-      c.dil_h = dil[0]; c.dil_w = dil[1];
-      c.tolerance = AttrFloat(info, "tolerance", 64.f);
-      const std::string mode = AttrString(info, "mode", "correct");
-      if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
-      c.correct = mode == "correct";
-      const std::string act = AttrString(info, "activation", "");
-      if (act != "" && act != "Relu") return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '' or 'Relu'");
-      c.relu = act == "Relu";
-      std::string err = c.Validate();
-      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
-      k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
-      k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "DepthwiseCheck");
+      if (OrtStatusPtr st = ParseDepthwiseAttrs(info, k.get())) return st;
       *kernel = k.release();
       return nullptr;
     } catch (const std::exception& e) {
@@ -331,11 +369,7 @@ struct DepthwiseOp : Ort::CustomOpBase<DepthwiseOp, DepthwiseKernel, true> {
 
 // ---- InjectFault --------------------------------------------------------------------------
 
-struct InjectKernel {
-  InjectConfig cfg;
-  std::string name;
-  LayerCounters* counters = nullptr;
-
+struct InjectKernel : InjectAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
@@ -369,21 +403,7 @@ struct InjectOp : Ort::CustomOpBase<InjectOp, InjectKernel, true> {
     try {
       Ort::ConstKernelInfo info(info_ptr);
       auto k = std::make_unique<InjectKernel>();
-      const int64_t site = AttrInt(info, "site", 0);
-      k->name = "InjectFault(site " + std::to_string(site) + ")";
-      const std::string kind = AttrString(info, "kind", "bitflip");
-      if (kind == "bitflip") k->cfg.kind = FaultKind::kBitFlip;
-      else if (kind == "random") k->cfg.kind = FaultKind::kRandom;
-      else if (kind == "zero") k->cfg.kind = FaultKind::kZero;
-      else return Error(ORT_INVALID_ARGUMENT, k->name, "kind must be 'bitflip', 'random' or 'zero'");
-      std::vector<int64_t> all(32);
-      for (int i = 0; i < 32; ++i) all[i] = i;
-      k->cfg.bits = AttrInts(info, "bits", all);
-      k->cfg.count = AttrInt(info, "count", 0);
-      k->cfg.site = site;
-      std::string err = k->cfg.Validate();
-      if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
-      k->counters = CountersFor("", "site" + std::to_string(site), "InjectFault");
+      if (OrtStatusPtr st = ParseInjectAttrs(info, k.get())) return st;
       *kernel = k.release();
       return nullptr;
     } catch (const std::exception& e) {

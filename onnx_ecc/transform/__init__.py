@@ -39,7 +39,11 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     if any(n.domain == ops.DOMAIN for n in model.graph.node):
         raise TransformError(f"the model already uses the {ops.DOMAIN} domain")
     model_id = uuid.uuid4().hex[:12]
-    graph = gs.import_onnx(model)
+    try:
+        shaped = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shapes only enable absorbing residual Adds; go on without them
+        shaped = model
+    graph = gs.import_onnx(shaped)
     protected: list[Protected] = []
     skipped: list[dict] = []
     for node in list(graph.nodes):
@@ -67,7 +71,7 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         tolerances = calibrate_tolerances(out, feeds, options.margin)
     record = {
         "format": FORMAT_VERSION, "model_id": model_id, "domain": ops.DOMAIN,
-        "options": {"parity": options.parity, "block": options.block, "mode": options.mode,
+        "options": {"parity": options.parity, "block": options.block, "mode": options.mode, "scale": options.scale,
                     "tolerance": options.tolerance, "margin": options.margin, "ops": list(options.ops)},
         "protected": [dict(p.as_dict(), tolerance=tolerances.get(p.name)) for p in protected], "skipped": skipped,
     }

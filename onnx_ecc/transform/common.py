@@ -58,35 +58,78 @@ def require_float32(name: str, *arrays: np.ndarray | None) -> None:
             raise Skip(f"weights of type {a.dtype} are not supported (float32 only)")
 
 
-def single_relu_consumer(out: gs.Variable, graph: gs.Graph) -> gs.Node | None:
-    """The Relu that is the only consumer of ``out``, if the decoder may absorb it."""
+def single_consumer(out: gs.Variable, graph: gs.Graph, op: str) -> gs.Node | None:
+    """The node of type ``op`` that is the only consumer of ``out`` (never a graph output)."""
     if out in graph.outputs or len(out.outputs) != 1:
         return None
     node = out.outputs[0]
-    return node if node.op == "Relu" else None
+    return node if node.op == op else None
+
+
+def single_relu_consumer(out: gs.Variable, graph: gs.Graph) -> gs.Node | None:
+    """The Relu that is the only consumer of ``out``, if the decoder may absorb it."""
+    return single_consumer(out, graph, "Relu")
+
+
+def _same_static_shape(a: gs.Variable, b: gs.Variable) -> bool:
+    return a.shape is not None and b.shape is not None and len(a.shape) > 0 and list(a.shape) == list(b.shape) \
+        and all(d is not None and d != "" for d in a.shape)
+
+
+def absorbable_residual(out: gs.Variable, graph: gs.Graph):
+    """(Add node, its other input) when ``out`` only feeds an elementwise Add of the same shape."""
+    add = single_consumer(out, graph, "Add")
+    if add is None or len(add.inputs) != 2:
+        return None
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    if other is out or isinstance(other, gs.Constant) or not _same_static_shape(out, other) \
+            or not _same_static_shape(out, add.outputs[0]):
+        return None
+    return add, other
 
 
 def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout, axis: int,
-                 gains: list[float], offsets: list[float], options, model_id: str) -> str:
-    """Route ``node``'s output through a Decode node; returns the absorbed activation ('' or 'Relu')."""
+                 bounds: tuple[list[float], list[float]], options, model_id: str) -> str:
+    """Route ``node``'s output through a Decode node; returns what it absorbed ('', 'Relu', 'Add', 'Add+Relu').
+
+    The decoder absorbs a following residual Add and/or Relu when they are the only consumers,
+    so that the protected graph makes no more passes over memory than the original.
+    """
     out = node.outputs[0]
     aug = gs.Variable(f"{out.name}__ecc_aug", dtype=out.dtype)
     node.outputs[0] = aug
     out.inputs.clear()
-    relu = single_relu_consumer(out, graph) if options.absorb_activation else None
-    target = out
-    if relu is not None:
-        target = relu.outputs[0]
-        relu.outputs.clear()
-        target.inputs.clear()
+    target, absorbed, residual = out, [], None
+    if options.absorb_activation:
+        found = absorbable_residual(out, graph)
+        if found is not None:
+            add, residual = found
+            target = add.outputs[0]
+            add.inputs.clear()
+            add.outputs.clear()
+            absorbed.append("Add")
+        relu = single_relu_consumer(target, graph)
+        if relu is not None:
+            new_target = relu.outputs[0]
+            relu.inputs.clear()
+            relu.outputs.clear()
+            target = new_target
+            absorbed.append("Relu")
+    if options.scale == "output":
+        gains, offsets = layout.output_noise_gains(), bounds[1]
+    else:
+        gains, offsets = bounds
     attrs = dict(
-        axis=axis, data_channels=layout.data_channels, groups=layout.groups, block=layout.block,
+        axis=axis, scale=options.scale, data_channels=layout.data_channels, groups=layout.groups, block=layout.block,
         parity=layout.parity, generator=layout.generator_attribute(), noise_gain=gains,
         noise_offset=offsets, tolerance=float(options.tolerance or 64.0), mode=options.mode,
-        fail_stop=int(options.fail_stop), activation="Relu" if relu is not None else "",
+        fail_stop=int(options.fail_stop), activation="Relu" if "Relu" in absorbed else "",
         layer=node.name, model_id=model_id)
-    _append(graph, ops.DECODE, [aug, x], [target], f"{node.name}__ecc_decode", attrs)
-    return "Relu" if relu is not None else ""
+    inputs = [aug, x if options.scale == "input" else gs.Variable.empty()]
+    if residual is not None:
+        inputs.append(residual)
+    _append(graph, ops.DECODE, inputs, [target], f"{node.name}__ecc_decode", attrs)
+    return "+".join(absorbed)
 
 
 def _append(graph: gs.Graph, decl: ops.OpDecl, inputs, outputs, name: str, attrs: dict) -> gs.Node:

@@ -40,8 +40,8 @@ def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", new_w)
     if bias is not None:
         node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(np.float32))
-    gains, offsets = layout.noise_bounds(w, bias)
-    act = emit_decoder(graph, node, node.inputs[0], layout, 1, gains, offsets, options, model_id)
+    bounds = layout.noise_bounds(w, bias)
+    act = emit_decoder(graph, node, node.inputs[0], layout, 1, bounds, options, model_id)
     per_out = int(np.prod(w.shape[1:]))
     extra = layout.total_channels - c_out
     return Protected(node.name, "Conv", "code", c_out, extra, layout.block, layout.parity, groups,

@@ -37,8 +37,8 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
         new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(np.float32)
         node.inputs[2] = gs.Constant(f"{c_t.name}__ecc_{node.name}", np.ascontiguousarray(new_c))
         bias_rows = beta * np.abs(cb).reshape(n, -1).max(axis=1)
-    gains, offsets = layout.noise_bounds(abs(alpha) * rows, bias_rows)
-    act = emit_decoder(graph, node, a, layout, -1, gains, offsets, options, model_id)
+    bounds = layout.noise_bounds(abs(alpha) * rows, bias_rows)
+    act = emit_decoder(graph, node, a, layout, -1, bounds, options, model_id)
     k = rows.shape[1]
     return Protected(node.name, "Gemm", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size + (c.size if c is not None else 0),
@@ -61,8 +61,8 @@ def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Pr
     layout = layout_for(n, options)
     new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(np.float32))
     node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_b)
-    gains, offsets = layout.noise_bounds(rows, None)
-    act = emit_decoder(graph, node, a, layout, -1, gains, offsets, options, model_id)
+    bounds = layout.noise_bounds(rows, None)
+    act = emit_decoder(graph, node, a, layout, -1, bounds, options, model_id)
     return Protected(node.name, "MatMul", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size, extra_params=(layout.total_channels - n) * k,
                      macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),

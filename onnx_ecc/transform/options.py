@@ -19,6 +19,9 @@ class TransformOptions:
     tolerance: threshold multiplier over the float32 rounding bound of each check; None
         calibrates it per layer to ``margin`` x the largest clean syndrome seen on random inputs.
     margin: safety factor of the calibrated tolerance over the clean noise.
+    scale: what thresholds scale with: 'output' (the largest value of the block in each output
+        vector, found in the decoder's single pass) or 'input' (max|x| of each sample's layer input,
+        a rigorous bound that costs one more pass over the input).
     fail_stop: decoders return an error when a block cannot be corrected.
     absorb_activation: fold a following Relu into the decoder (one pass less).
     verify: refuse a result that does not reproduce the original outputs on random inputs.
@@ -31,6 +34,7 @@ class TransformOptions:
     ops: tuple[str, ...] = SUPPORTED_OPS
     tolerance: float | None = None
     margin: float = 32.0
+    scale: str = "output"
     depthwise_tolerance: float = 16.0
     fail_stop: bool = False
     absorb_activation: bool = True
@@ -50,5 +54,7 @@ class TransformOptions:
             raise ValueError(f"unsupported op type(s) {sorted(unknown)}; choose from {SUPPORTED_OPS}")
         if (self.tolerance is not None and self.tolerance <= 0) or self.depthwise_tolerance <= 0 or self.margin <= 0:
             raise ValueError("tolerance must be > 0")
+        if self.scale not in ("output", "input"):
+            raise ValueError(f"scale must be 'output' or 'input', got {self.scale!r}")
         if self.weight_checks < 0:
             raise ValueError("weight_checks must be >= 0")

@@ -25,4 +25,11 @@ struct LayerCounters {
 // The counters of (model_id, layer, op); the pointer stays valid for the life of the process.
 LayerCounters* CountersFor(const std::string& model_id, const std::string& layer, const std::string& op);
 
+// Hook for producers whose counts arrive asynchronously (the CUDA kernels keep theirs in device
+// memory): a registered flusher is called before the counters are read or reset, and folds
+// what it still holds into its LayerCounters. RemoveCountsFlusher waits for a running flush.
+using CountsFlusher = void (*)(void* arg);
+void AddCountsFlusher(CountsFlusher fn, void* arg);
+void RemoveCountsFlusher(CountsFlusher fn, void* arg);
+
 }  // namespace onnx_ecc

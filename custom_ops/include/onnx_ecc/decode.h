@@ -29,6 +29,9 @@ struct DecodeConfig {
   float tolerance = 64.f;
   bool correct = true;
   bool relu = false;
+  // Threshold scale: true = the largest |value| of the block in that output vector (taken in the
+  // same sweep as the checks), false = max|X| of the layer input per outer index.
+  bool scale_output = true;
 
   std::string Validate() const;
 };
@@ -47,14 +50,24 @@ struct DecodeCounts {
 
 // Decodes the inner positions [inner_begin, inner_end) of one outer index:
 // y points at that outer index's [total_channels, inner] slab, z at its [data_channels, inner]
-// slab; xmax bounds |x| of the layer input for that outer index.
-void DecodeSlab(const DecodeConfig& cfg, const float* y, float* z, int64_t inner,
+// slab, residual (or nullptr) at a [data_channels, inner] slab added before the activation;
+// xmax bounds |x| of the layer input for that outer index (unused when scale_output).
+void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, float* z, int64_t inner,
                 int64_t inner_begin, int64_t inner_end, float xmax, DecodeCounts& counts);
 
-// Decodes one block given as doubles: data y (b), parity p (r), generator g (r x b, row-major),
-// thresholds thr (r). On success writes the repaired data into y and returns the number of
-// values re-solved (>= 0); returns -1 when the block cannot be corrected (y untouched).
-int DecodeBlock(double* y, const double* p, const float* g, const double* thr, int b, int r,
+// Noise model of one block's checks: threshold_q = tol_eps * (gain[q] * scale + offset[q]), where
+// scale is xscale, or (xscale < 0) the largest finite |value| among the values trusted.
+struct BlockNoise {
+  const float* gain;
+  const float* offset;
+  double tol_eps;
+  double xscale;
+};
+
+// Decodes one block given as doubles: data y (b), parity p (r), generator g (r x b, row-major).
+// Returns 0 when the checks hold, the number of values re-solved (> 0) after a repair written into
+// y, or -1 when the block cannot be corrected (y untouched).
+int DecodeBlock(double* y, const double* p, const float* g, const BlockNoise& noise, int b, int r,
                 bool correct);
 
 // Largest |x| of each of `outer` equal contiguous chunks of x (or of all of x, if n is not a

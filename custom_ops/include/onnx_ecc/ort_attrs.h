@@ -1,0 +1,54 @@
+// Attribute parsing and validation of the custom ops, shared by the CPU wrappers (ort_ops.cc,
+// which defines these functions) and the CUDA wrappers (custom_ops/cuda/ort_cuda_ops.cc), so
+// that both accept and reject exactly the same nodes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/counters.h"
+#include "onnx_ecc/decode.h"
+#include "onnx_ecc/depthwise.h"
+#include "onnx_ecc/inject.h"
+
+namespace onnx_ecc {
+
+int64_t AttrInt(const Ort::ConstKernelInfo& info, const char* name, int64_t def);
+float AttrFloat(const Ort::ConstKernelInfo& info, const char* name, float def);
+std::string AttrString(const Ort::ConstKernelInfo& info, const char* name, const std::string& def);
+std::vector<float> AttrFloats(const Ort::ConstKernelInfo& info, const char* name, bool required);
+std::vector<int64_t> AttrInts(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t> def);
+std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t>* shape);
+
+// An ORT status "onnx-ecc <where>: <msg>".
+OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg);
+
+// The parsed and validated attributes of each op. Parse* return nullptr or an error status;
+// they may throw (callers catch).
+struct DecodeAttrs {
+  DecodeConfig cfg;
+  int64_t axis = 1;
+  bool fail_stop = false;
+  std::string name;
+  LayerCounters* counters = nullptr;
+};
+OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* out);
+
+struct DepthwiseAttrs {
+  DepthwiseConfig cfg;
+  bool fail_stop = false;
+  std::string name;
+  LayerCounters* counters = nullptr;
+};
+OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttrs* out);
+
+struct InjectAttrs {
+  InjectConfig cfg;
+  std::string name;
+  LayerCounters* counters = nullptr;
+};
+OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* out);
+
+}  // namespace onnx_ecc
