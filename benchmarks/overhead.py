@@ -27,6 +27,8 @@ LEVELS = {"default": None, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXT
 
 def _session(model, level, threads):
     opts = onnx_ecc.session_options()
+    # Sessions are timed in turns; spinning worker threads of one would steal the cores of the next.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if LEVELS[level] is not None:
         opts.graph_optimization_level = LEVELS[level]
     if threads:

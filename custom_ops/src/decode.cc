@@ -200,11 +200,98 @@ void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, 
   }
 }
 
-void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, float* z, int64_t inner, int64_t i0,
-                int64_t i1, float xmax, DecodeCounts& counts) {
+namespace {
+
+// Rows layout ([rows, C], channels contiguous): checks as short dot products per row.
+void DecodeRows(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
   const double tol_eps = cfg.tolerance * kEps32;
+  double yb[1024], pb[kMaxParity];
+  for (int64_t row = 0; row < n; ++row) {
+    const float* yrow = v.y + row * v.y_vector_stride;
+    const float* rrow = v.residual ? v.residual + row * v.z_vector_stride : nullptr;
+    float* zrow = v.z + row * v.z_vector_stride;
+    for (int64_t g = 0; g < L.groups; ++g) {
+      const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
+      const int64_t zbase = g * L.data_per_group;
+      for (int64_t k = 0; k < L.num_blocks(); ++k) {
+        const int b = static_cast<int>(L.block_sizes[k]);
+        const float* __restrict gen = cfg.generator.data() + L.gen_offsets[k];
+        const float* __restrict yd = yrow + ybase + L.block_starts[k];
+        const float* __restrict yp = yrow + ybase + L.data_per_group + k * r;
+        float* __restrict zd = zrow + zbase + L.block_starts[k];
+        const float* __restrict rd = rrow ? rrow + zbase + L.block_starts[k] : nullptr;
+        const size_t a0 = static_cast<size_t>((g * L.num_blocks() + k) * r);
+        float m = 0.f;
+        for (int j = 0; j < b; ++j) {
+          const float av = std::fabs(yd[j]);
+          m = (av > m && av <= FLT_MAX) ? av : m;
+        }
+        for (int q = 0; q < r; ++q) {
+          const float av = std::fabs(yp[q]);
+          m = (av > m && av <= FLT_MAX) ? av : m;
+        }
+        const float scale = cfg.scale_output ? m : v.xmax[row * v.xmax_stride];
+        bool bad = false;
+        for (int q = 0; q < r; ++q) {
+          float lanes[8] = {};
+          const float* gq = gen + q * b;
+          int j = 0;
+          for (; j + 8 <= b; j += 8)
+            for (int l = 0; l < 8; ++l) lanes[l] += gq[j + l] * yd[j + l];
+          float acc = -yp[q];
+          for (int l = 0; l < 8; ++l) acc += lanes[l];
+          for (; j < b; ++j) acc += gq[j] * yd[j];
+          const float thr = static_cast<float>(tol_eps * cfg.gain[a0 + q]) * scale + static_cast<float>(tol_eps * cfg.offset[a0 + q]);
+          bad |= !(std::fabs(acc) <= thr);
+        }
+        if (rd && cfg.relu) {
+          for (int j = 0; j < b; ++j) { const float x = yd[j] + rd[j]; zd[j] = x > 0.f ? x : 0.f; }
+        } else if (rd) {
+          for (int j = 0; j < b; ++j) zd[j] = yd[j] + rd[j];
+        } else if (cfg.relu) {
+          for (int j = 0; j < b; ++j) zd[j] = yd[j] > 0.f ? yd[j] : 0.f;
+        } else {
+          std::memcpy(zd, yd, sizeof(float) * b);
+        }
+        ++counts.vectors;
+        if (!bad) continue;
+        for (int j = 0; j < b; ++j) yb[j] = yd[j];
+        for (int q = 0; q < r; ++q) pb[q] = yp[q];
+        const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
+                               cfg.scale_output ? -1.0 : static_cast<double>(scale)};
+        const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
+        if (fixed == 0) continue;
+        ++counts.flagged;
+        if (fixed < 0) {
+          ++counts.uncorrectable;
+          continue;
+        }
+        ++counts.corrected_blocks;
+        counts.corrected_values += fixed;
+        for (int j = 0; j < b; ++j) {
+          float x = static_cast<float>(yb[j]);
+          if (rd) x += rd[j];
+          zd[j] = cfg.relu && !(x > 0.f) ? 0.f : x;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts) {
+  if (v.y_channel_stride == 1 && v.z_channel_stride == 1) {
+    DecodeRows(cfg, v, n, counts);
+    return;
+  }
+  const CodeLayout& L = cfg.layout;
+  const int r = static_cast<int>(L.parity);
+  const double tol_eps = cfg.tolerance * kEps32;
+  const int64_t ycs = v.y_channel_stride, yvs = v.y_vector_stride;
+  const int64_t zcs = v.z_channel_stride, zvs = v.z_vector_stride;
   float syn[kMaxParity][kChunk];
   float mag[kChunk];
   float gain_f[kMaxParity], offset_f[kMaxParity];
@@ -215,78 +302,81 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, 
     for (int64_t k = 0; k < L.num_blocks(); ++k) {
       const int b = static_cast<int>(L.block_sizes[k]);
       const float* gen = cfg.generator.data() + L.gen_offsets[k];
-      const float* yd = y + (ybase + L.block_starts[k]) * inner;
-      const float* yp = y + (ybase + L.data_per_group + k * r) * inner;
-      const float* rd = residual ? residual + (zbase + L.block_starts[k]) * inner : nullptr;
-      float* zd = z + (zbase + L.block_starts[k]) * inner;
+      const float* yd = v.y + (ybase + L.block_starts[k]) * ycs;
+      const float* yp = v.y + (ybase + L.data_per_group + k * r) * ycs;
+      const float* rd = v.residual ? v.residual + (zbase + L.block_starts[k]) * zcs : nullptr;
+      float* zd = v.z + (zbase + L.block_starts[k]) * zcs;
       const size_t a0 = static_cast<size_t>((g * L.num_blocks() + k) * r);
-      const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
-                             cfg.scale_output ? -1.0 : static_cast<double>(xmax)};
       for (int q = 0; q < r; ++q) {
         gain_f[q] = static_cast<float>(tol_eps * cfg.gain[a0 + q]);
         offset_f[q] = static_cast<float>(tol_eps * cfg.offset[a0 + q]);
       }
-      for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
-        const int64_t len = std::min(kChunk, i1 - c0);
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t len = std::min(kChunk, n - c0);
         // One sweep over the block's channels: every check, the magnitude, and the output.
         for (int64_t i = 0; i < len; ++i) mag[i] = 0.f;
         for (int q = 0; q < r; ++q) {
           float* __restrict s = syn[q];
-          const float* __restrict pq = yp + q * inner + c0;
+          const float* __restrict pq = yp + q * ycs + c0 * yvs;
           for (int64_t i = 0; i < len; ++i) {
-            s[i] = -pq[i];
-            const float av = std::fabs(pq[i]);
+            const float pv = pq[i * yvs];
+            s[i] = -pv;
+            const float av = std::fabs(pv);
             mag[i] = (av > mag[i] && av <= FLT_MAX) ? av : mag[i];  // non-finite values never raise it
           }
         }
         for (int j = 0; j < b; ++j) {
-          const float* __restrict src = yd + j * inner + c0;
-          const float* __restrict res = rd ? rd + j * inner + c0 : nullptr;
-          float* __restrict dst = zd + j * inner + c0;
+          const float* __restrict src = yd + j * ycs + c0 * yvs;
+          const float* __restrict res = rd ? rd + j * zcs + c0 * zvs : nullptr;
+          float* __restrict dst = zd + j * zcs + c0 * zvs;
           float* __restrict m = mag;
           if (r == 2) {
             const float w0 = gen[j], w1 = gen[b + j];
             float* __restrict s0 = syn[0];
             float* __restrict s1 = syn[1];
             for (int64_t i = 0; i < len; ++i) {
-              const float v = src[i];
-              s0[i] += w0 * v;
-              s1[i] += w1 * v;
-              const float av = std::fabs(v);
+              const float x = src[i * yvs];
+              s0[i] += w0 * x;
+              s1[i] += w1 * x;
+              const float av = std::fabs(x);
               m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
             }
           } else {
             for (int q = 0; q < r; ++q) {
               const float w = gen[q * b + j];
               float* __restrict s = syn[q];
-              for (int64_t i = 0; i < len; ++i) s[i] += w * src[i];
+              for (int64_t i = 0; i < len; ++i) s[i] += w * src[i * yvs];
             }
             for (int64_t i = 0; i < len; ++i) {
-              const float av = std::fabs(src[i]);
+              const float av = std::fabs(src[i * yvs]);
               m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
             }
           }
           if (res && cfg.relu) {
-            for (int64_t i = 0; i < len; ++i) { const float v = src[i] + res[i]; dst[i] = v > 0.f ? v : 0.f; }
+            for (int64_t i = 0; i < len; ++i) { const float x = src[i * yvs] + res[i * zvs]; dst[i * zvs] = x > 0.f ? x : 0.f; }
           } else if (res) {
-            for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + res[i];
+            for (int64_t i = 0; i < len; ++i) dst[i * zvs] = src[i * yvs] + res[i * zvs];
           } else if (cfg.relu) {
-            for (int64_t i = 0; i < len; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
-          } else {
+            for (int64_t i = 0; i < len; ++i) { const float x = src[i * yvs]; dst[i * zvs] = x > 0.f ? x : 0.f; }
+          } else if (yvs == 1 && zvs == 1) {
             std::memcpy(dst, src, sizeof(float) * len);
+          } else {
+            for (int64_t i = 0; i < len; ++i) dst[i * zvs] = src[i * yvs];
           }
         }
         counts.vectors += len;
-        const float scale_x = xmax;
         for (int64_t i = 0; i < len; ++i) {
-          const float scale = cfg.scale_output ? mag[i] : scale_x;
+          const int64_t pos = c0 + i;
+          const float xscale = cfg.scale_output ? 0.f : v.xmax[pos * v.xmax_stride];
+          const float scale = cfg.scale_output ? mag[i] : xscale;
           bool bad = false;
           for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= gain_f[q] * scale + offset_f[q]);
           if (!bad) continue;
           // Rare path: recheck in double precision and solve.
-          const int64_t pos = c0 + i;
-          for (int j = 0; j < b; ++j) yb[j] = yd[j * inner + pos];
-          for (int q = 0; q < r; ++q) pb[q] = yp[q * inner + pos];
+          for (int j = 0; j < b; ++j) yb[j] = yd[j * ycs + pos * yvs];
+          for (int q = 0; q < r; ++q) pb[q] = yp[q * ycs + pos * yvs];
+          const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
+                                 cfg.scale_output ? -1.0 : static_cast<double>(xscale)};
           const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
           if (fixed == 0) continue;  // float rounding of the fast check, not an error
           ++counts.flagged;
@@ -297,9 +387,9 @@ void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, 
           ++counts.corrected_blocks;
           counts.corrected_values += fixed;
           for (int j = 0; j < b; ++j) {
-            float v = static_cast<float>(yb[j]);
-            if (rd) v += rd[j * inner + pos];
-            zd[j * inner + pos] = cfg.relu && !(v > 0.f) ? 0.f : v;
+            float x = static_cast<float>(yb[j]);
+            if (rd) x += rd[j * zcs + pos * zvs];
+            zd[j * zcs + pos * zvs] = cfg.relu && !(x > 0.f) ? 0.f : x;
           }
         }
       }

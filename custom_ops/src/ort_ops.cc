@@ -174,7 +174,7 @@ struct DecodeKernel : DecodeAttrs {
     const float* residual;
     float* z;
     const float* xmax;
-    int64_t inner, chunk, chunks_per_outer;
+    int64_t outer, inner, chunk, chunks_per_outer;
     std::vector<DecodeCounts>* counts;
   };
 
@@ -183,10 +183,22 @@ struct DecodeKernel : DecodeAttrs {
     const auto& L = j->k->cfg.layout;
     const int64_t o = static_cast<int64_t>(item) / j->chunks_per_outer;
     const int64_t c = static_cast<int64_t>(item) % j->chunks_per_outer;
-    const int64_t i0 = c * j->chunk, i1 = std::min(j->inner, i0 + j->chunk);
-    DecodeSlab(j->k->cfg, j->y + o * L.total_channels * j->inner,
-               j->residual ? j->residual + o * L.data_channels * j->inner : nullptr,
-               j->z + o * L.data_channels * j->inner, j->inner, i0, i1, j->xmax ? j->xmax[o] : 1.f, (*j->counts)[item]);
+    VectorView v{};
+    int64_t n;
+    if (j->inner == 1) {  // [rows, C]: a chunk of rows, channels contiguous
+      const int64_t r0 = static_cast<int64_t>(item) * j->chunk;
+      n = std::min(j->chunk, j->outer - r0);
+      v = VectorView{j->y + r0 * L.total_channels, j->residual ? j->residual + r0 * L.data_channels : nullptr,
+                     j->z + r0 * L.data_channels, 1, L.total_channels, 1, L.data_channels,
+                     j->xmax ? j->xmax + r0 : nullptr, 1};
+    } else {              // [outer, C, inner]: a chunk of positions of one outer index
+      const int64_t i0 = c * j->chunk;
+      n = std::min(j->inner, i0 + j->chunk) - i0;
+      const int64_t yoff = o * L.total_channels * j->inner + i0, zoff = o * L.data_channels * j->inner + i0;
+      v = VectorView{j->y + yoff, j->residual ? j->residual + zoff : nullptr, j->z + zoff, j->inner, 1, j->inner, 1,
+                     j->xmax ? j->xmax + o : nullptr, 0};
+    }
+    DecodeVectors(j->k->cfg, v, n, (*j->counts)[item]);
   }
 
   struct MaxJob {
@@ -251,11 +263,13 @@ struct DecodeKernel : DecodeAttrs {
       }
       auto z = ctx.GetOutput(0, shape);
       if (outer * inner == 0) return nullptr;
-      const int64_t chunk = inner <= 2048 ? inner : 1024;
-      const int64_t cpo = (inner + chunk - 1) / chunk;
-      std::vector<DecodeCounts> counts(static_cast<size_t>(outer * cpo));
+      // Work items: chunks of rows when each row is one vector, else chunks of positions.
+      const int64_t chunk = inner == 1 ? 256 : (inner <= 2048 ? inner : 1024);
+      const int64_t cpo = inner == 1 ? 1 : (inner + chunk - 1) / chunk;
+      const int64_t items = inner == 1 ? (outer + chunk - 1) / chunk : outer * cpo;
+      std::vector<DecodeCounts> counts(static_cast<size_t>(items));
       Job job{this, y.GetTensorData<float>(), residual, z.GetTensorMutableData<float>(),
-              xmax.empty() ? nullptr : xmax.data(), inner, chunk, cpo, &counts};
+              xmax.empty() ? nullptr : xmax.data(), outer, inner, chunk, cpo, &counts};
       ctx.ParallelFor(&Run, counts.size(), 0, &job);
       DecodeCounts total;
       for (const auto& c : counts) total.Add(c);

@@ -48,12 +48,20 @@ struct DecodeCounts {
   }
 };
 
-// Decodes the inner positions [inner_begin, inner_end) of one outer index:
-// y points at that outer index's [total_channels, inner] slab, z at its [data_channels, inner]
-// slab, residual (or nullptr) at a [data_channels, inner] slab added before the activation;
-// xmax bounds |x| of the layer input for that outer index (unused when scale_output).
-void DecodeSlab(const DecodeConfig& cfg, const float* y, const float* residual, float* z, int64_t inner,
-                int64_t inner_begin, int64_t inner_end, float xmax, DecodeCounts& counts);
+// A run of output vectors laid out with strides: value (channel c, vector i) of Y is at
+// y[c * y_channel_stride + i * y_vector_stride]; Z and the residual R share the z strides.
+// NCHW tensors: channel stride = H*W, vector stride = 1; [rows, C] tensors: 1 and C.
+struct VectorView {
+  const float* y;
+  const float* residual;  // or nullptr; added to the decoded data before the activation
+  float* z;
+  int64_t y_channel_stride, y_vector_stride, z_channel_stride, z_vector_stride;
+  const float* xmax;      // scale='input': max|X| for vector i at xmax[i * xmax_stride]
+  int64_t xmax_stride;
+};
+
+// Checks, corrects and writes n output vectors.
+void DecodeVectors(const DecodeConfig& cfg, const VectorView& view, int64_t n, DecodeCounts& counts);
 
 // Noise model of one block's checks: threshold_q = tol_eps * (gain[q] * scale + offset[q]), where
 // scale is xscale, or (xscale < 0) the largest finite |value| among the values trusted.
