@@ -50,14 +50,16 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, inputs: list[str 
             raise ModelFileError(f"{out}: refusing to overwrite the input model; choose another output path")
     if not out.parent.exists():
         raise ModelFileError(f"{out.parent}: output directory does not exist")
-    large = model.ByteSize() >= TWO_GB if _can_measure(model) else True
+    large = is_large(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     data_name = f"{out.name}.data"
     tmp_data = out.parent / f".{data_name}.tmp"
     try:
         if large:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+            copy = onnx.ModelProto()      # saving with external data rewrites the proto in place
+            copy.CopyFrom(model)
+            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=tmp_data.name, size_threshold=1024)
             _rename_external_location(tmp, tmp_data.name, data_name)
             os.replace(tmp_data, out.parent / data_name)
@@ -72,6 +74,11 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike, inputs: list[str 
                 pass
         raise
     return out
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """True when the model cannot be serialised into one protobuf buffer (2 GB)."""
+    return not _can_measure(model) or model.ByteSize() >= TWO_GB
 
 
 def _can_measure(model: onnx.ModelProto) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from onnx_ecc import ops
 from onnx_ecc.codes import EPS32, Layout
@@ -33,10 +32,9 @@ def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[s
     for name in dict.fromkeys(wanted):
         if name not in known:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    from onnx_ecc.runtime import session_options
+    from onnx_ecc.runtime import inference_session, session_options
 
-    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(),
-                                providers=["CPUExecutionProvider"])
+    sess = inference_session(probe, session_options())
     names = [o.name for o in sess.get_outputs()]
     values = dict(zip(names, sess.run(None, feeds)))
     out = {}

@@ -63,6 +63,25 @@ def reset_counters() -> None:
     _lib().OnnxEcc_ResetCounters()
 
 
+def inference_session(model: onnx.ModelProto, options: ort.SessionOptions | None = None,
+                      providers: Iterable[str] | None = None) -> ort.InferenceSession:
+    """An InferenceSession of an in-memory model; models over 2 GB go through a temporary
+    file with external data, since protobuf cannot serialise them into one buffer."""
+    from onnx_ecc.io import is_large
+
+    providers = list(providers or ["CPUExecutionProvider"])
+    if not is_large(model):
+        return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)
+    import tempfile
+    from pathlib import Path
+
+    from onnx_ecc.io import save_model
+
+    with tempfile.TemporaryDirectory(prefix="onnx_ecc_") as tmp:
+        path = save_model(model, Path(tmp) / "model.onnx")
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
 def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
     """SessionOptions with onnx-ecc's custom-op library registered."""
     options = options or ort.SessionOptions()
@@ -113,8 +132,7 @@ class ProtectedSession:
         self.model_id = self.protection.get("model_id", "") if self.protection else ""
         if fail_stop is not None:
             model = set_fail_stop(model, fail_stop)
-        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(options),
-                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = inference_session(model, session_options(options), providers)
         self.last_report: RunReport | None = None
 
     def run(self, output_names, feeds: dict[str, Any], run_options=None):

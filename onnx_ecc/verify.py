@@ -44,12 +44,12 @@ def random_feeds(model: onnx.ModelProto, batch: int = 2, seed: int = 0, positive
 def run_model(model: onnx.ModelProto, feeds: dict, with_library: bool = False,
               optimization: ort.GraphOptimizationLevel | None = None) -> list[np.ndarray]:
     """Outputs of ``model`` for ``feeds`` on the CPU provider."""
-    from onnx_ecc.runtime import session_options
+    from onnx_ecc.runtime import inference_session, session_options
 
     opts = session_options() if with_library else ort.SessionOptions()
     if optimization is not None:
         opts.graph_optimization_level = optimization
-    sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = inference_session(model, opts)
     return sess.run(None, feeds)
 
 

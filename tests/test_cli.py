@@ -77,3 +77,22 @@ def test_demo_runs_and_corrects(tmp_path):
     r = _cli("demo", "--images", "64", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all faults corrected" in r.stdout
+
+
+def test_models_over_the_protobuf_limit_go_through_external_data(tmp_path, monkeypatch):
+    """Pretend the 2 GB limit is tiny: transform, verify and sessions must still work."""
+    import numpy as np
+
+    import onnx_ecc
+    from onnx_ecc import io
+    from onnx_ecc.verify import random_feeds, run_model
+
+    monkeypatch.setattr(io, "TWO_GB", 10_000)
+    model = zoo_model("cnn")
+    assert io.is_large(model)
+    protected = onnx_ecc.transform(model)
+    out = io.save_model(protected, tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").exists()
+    feeds = random_feeds(model, seed=1, positive=True)
+    got = onnx_ecc.ProtectedSession(io.load_model(out)).run(None, feeds)[0]
+    np.testing.assert_allclose(got, run_model(model, feeds)[0], rtol=1e-4, atol=1e-4)
