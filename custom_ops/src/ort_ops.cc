@@ -231,9 +231,11 @@ struct DecodeKernel : DecodeAttrs {
       for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
       for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
       std::vector<float> xmax;
+      bool have_x = false;
       if (!cfg.scale_output && ctx.GetInputCount() > 1) {
         auto x = ctx.GetInput(1);
         if (static_cast<const OrtValue*>(x) != nullptr) {
+          have_x = true;
           auto xi = x.GetTensorTypeAndShapeInfo();
           if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
             return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
@@ -248,7 +250,7 @@ struct DecodeKernel : DecodeAttrs {
           }
         }
       }
-      if (!cfg.scale_output && xmax.empty())
+      if (!cfg.scale_output && !have_x)
         return Error(ORT_INVALID_ARGUMENT, name, "scale='input' needs the layer input X");
       shape[ax] = L.data_channels;
       const float* residual = nullptr;

@@ -1,0 +1,92 @@
+// CUDA kernels of the onnx-ecc ops. This header sees only raw device pointers, sizes, small POD
+// configs and a cudaStream_t: no onnxruntime types (the ORT wrapper is ort_cuda_ops.cc).
+//
+// Counts: every launcher adds what it finds to `totals`, four cumulative device counters
+// [flagged, corrected_blocks, corrected_values, uncorrectable] that are never reset (the host
+// folds their growth into LayerCounters lazily), and, when `run_uncorrectable` is not null, adds
+// the uncorrectable count of this run to it (for fail_stop, which the host then reads back).
+// Every launcher only enqueues work on `stream` and returns the launch status.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace onnx_ecc {
+namespace cuda {
+
+enum TotalIndex { kFlagged = 0, kCorrectedBlocks = 1, kCorrectedValues = 2, kUncorrectable = 3, kNumTotals = 4 };
+
+// ---- Decode -------------------------------------------------------------------------------
+
+struct DecodeParams {
+  int64_t outer = 0, inner = 0;                  // Y is [outer, total_channels, inner]
+  int64_t groups = 1, data_per_group = 0, parity_per_group = 0, total_channels = 0, data_channels = 0;
+  int64_t num_blocks = 0, block = 0, parity = 0;  // blocks of a group: all `block` wide but the last
+  float tolerance = 64.f;
+  int correct = 1, relu = 0;
+  // Threshold scale: 1 = the largest finite |value| among the block's data and parity values of
+  // that vector (per hypothesis in the exact step: of the values it trusts), 0 = max|X| per
+  // outer index (xmax).
+  int scale_output = 1;
+  const float* generator = nullptr;  // device: per block of a group, parity x size, row-major
+  const float* gain = nullptr;       // device: per group, block, check
+  const float* offset = nullptr;     // device: per group, block, check
+};
+
+// Number of (outer, inner, group, block) code vectors: the capacity the flag list needs.
+inline int64_t DecodeVectors(const DecodeParams& p) { return p.outer * p.inner * p.groups * p.num_blocks; }
+// Threads of the exact-correction step and the device scratch they need, in bytes.
+int DecodeCorrectionThreads(const DecodeParams& p);
+size_t DecodeScratchBytes(const DecodeParams& p);
+
+// Largest |x| of each of `outer` contiguous chunks of x into out[outer] (out[0] only, of all
+// of x, when n is not a multiple of outer); non-finite values are skipped when finite_only,
+// otherwise NaN is skipped and an infinite maximum becomes FLT_MAX (as ChunkMaxAbs).
+cudaError_t LaunchMaxAbs(const float* x, int64_t n, int64_t outer, bool finite_only, float* out,
+                         cudaStream_t stream);
+
+// Decodes y into z = act(corrected data + residual), as DecodeVectors. residual: device, the shape
+// of z, or null. xmax (scale_output = 0 only; ignored otherwise): device, max|X| per outer index
+// (xmax_per_outer) or one for all; null means 1. flags: DecodeVectors(p) slots; flag_count: one
+// device counter (zeroed here, on the stream); scratch: DecodeScratchBytes(p) bytes.
+cudaError_t LaunchDecode(const DecodeParams& p, const float* y, const float* residual, float* z, const float* xmax,
+                         bool xmax_per_outer, unsigned long long* flags, unsigned long long* flag_count, void* scratch,
+                         unsigned long long* totals, unsigned long long* run_uncorrectable, cudaStream_t stream);
+
+// ---- DepthwiseCheck -----------------------------------------------------------------------
+
+struct DepthwiseParams {
+  int64_t n = 0, channels = 0, h = 0, w = 0, hout = 0, wout = 0, kh = 0, kw = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0, dil_h = 1, dil_w = 1;
+  float tolerance = 64.f;
+  int correct = 1, relu = 0;
+  const float* weights = nullptr;       // device [C, kh, kw], the verified reference copy
+  const float* bias = nullptr;          // device [C]
+  const double* weight_sums = nullptr;  // device [C]
+};
+
+size_t DepthwiseWorkspaceBytes(const DepthwiseParams& p);
+cudaError_t LaunchDepthwise(const DepthwiseParams& p, const float* x, const float* y, float* z, void* workspace,
+                            unsigned long long* totals, unsigned long long* run_uncorrectable, cudaStream_t stream);
+
+// ---- InjectFault --------------------------------------------------------------------------
+
+constexpr int kMaxInjectBits = 256;
+
+struct InjectParams {
+  int kind = 0;  // 0 bit flip, 1 random, 2 zero (FaultKind's order)
+  int nbits = 0;
+  unsigned char bits[kMaxInjectBits] = {};
+  int64_t count = 0;
+  int64_t site = 0;
+};
+
+// Copies x into y and corrupts y exactly as InjectFaults (inject_fault.cc) does for the same
+// seed and site. range_ws: one device float. The number of faults is added to totals[kFlagged].
+cudaError_t LaunchInject(const InjectParams& p, const float* x, float* y, int64_t n, uint64_t seed, double rate,
+                         float* range_ws, unsigned long long* totals, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace onnx_ecc

@@ -1,0 +1,458 @@
+// Thin onnxruntime wrappers of the CUDA kernels (kernels.cu): the same op names, attributes and
+// validation as the CPU ops (ort_attrs.h), registered for CUDAExecutionProvider, running on
+// onnxruntime's compute stream with inputs and outputs in device memory. Every failure becomes
+// an ORT status; nothing here touches the GPU before a kernel's first Compute, so registering
+// the ops works on machines without CUDA.
+//
+// Counts without a synchronisation: each kernel keeps four cumulative counters in device memory
+// that its CUDA kernels add to atomically. After its launches, Compute enqueues a copy of them
+// into pinned host memory and records an event; the next Compute (cudaEventQuery, no wait) or a
+// read/reset of the counters (through the flusher hook of counters.h, which waits on the event,
+// long complete by then in practice) folds their growth into LayerCounters. Runs and vectors are
+// known on the host and added at once. fail_stop needs this run's count before returning, so
+// only kernels with fail_stop=1 synchronise their stream.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.cuh"
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/counters.h"
+#include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
+
+namespace onnx_ecc {
+namespace {
+
+constexpr const char* kCudaProvider = "CUDAExecutionProvider";
+
+#define ECC_CUDA_TRY(expr)                                                                          \
+  do {                                                                                              \
+    const cudaError_t e_ = (expr);                                                                  \
+    if (e_ != cudaSuccess) return Error(ORT_FAIL, name, std::string(#expr) + ": " + cudaGetErrorString(e_)); \
+  } while (0)
+
+// A device buffer that grows on demand (growth is rare: the first run of a larger shape).
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
+  cudaError_t Reserve(size_t need, cudaStream_t stream) {
+    if (need <= bytes) return cudaSuccess;
+    if (ptr) {
+      cudaError_t e = cudaStreamSynchronize(stream);  // earlier launches may still use it
+      if (e != cudaSuccess) return e;
+      cudaFree(ptr);
+      ptr = nullptr;
+      bytes = 0;
+    }
+    cudaError_t e = cudaMalloc(&ptr, need);
+    if (e == cudaSuccess) bytes = need;
+    else ptr = nullptr;
+    return e;
+  }
+  template <typename T> T* as() const { return static_cast<T*>(ptr); }
+};
+
+// Per kernel: the cumulative device counters, their pinned host snapshot, the ordering event,
+// and the mutex that serialises the kernel's Compute calls (they share workspaces).
+class GpuKernelBase {
+ public:
+  std::mutex mu;
+  LayerCounters* counters_ = nullptr;  // where the device counts are folded
+
+  GpuKernelBase() { AddCountsFlusher(&FlushCallback, this); }
+  virtual ~GpuKernelBase() {
+    RemoveCountsFlusher(&FlushCallback, this);  // waits for a running flush
+    std::lock_guard<std::mutex> lock(mu);
+    FoldBlocking();
+    if (event_) cudaEventDestroy(event_);
+    if (host_) cudaFreeHost(host_);
+    if (dev_) cudaFree(dev_);
+  }
+
+ protected:
+  // Device: [0..3] cumulative totals, [4] this run's uncorrectable (fail_stop), [5] flag count.
+  unsigned long long* totals() const { return dev_; }
+  unsigned long long* run_uncorrectable() const { return dev_ + 4; }
+  unsigned long long* flag_count() const { return dev_ + 5; }
+
+  // Allocates the counters on the current device (first Compute) and orders this Compute after
+  // the previous one's work even if onnxruntime hands us another stream.
+  cudaError_t Begin(cudaStream_t stream) {
+    cudaError_t e;
+    if (!dev_) {
+      void* d = nullptr;
+      if ((e = cudaMalloc(&d, 6 * sizeof(unsigned long long))) != cudaSuccess) return e;
+      if ((e = cudaMemsetAsync(d, 0, 6 * sizeof(unsigned long long), stream)) != cudaSuccess) { cudaFree(d); return e; }
+      dev_ = static_cast<unsigned long long*>(d);
+    }
+    if (!host_) {
+      void* h = nullptr;
+      if ((e = cudaHostAlloc(&h, 5 * sizeof(unsigned long long), cudaHostAllocDefault)) != cudaSuccess) return e;
+      host_ = static_cast<unsigned long long*>(h);
+      std::fill(host_, host_ + 5, 0ull);
+    }
+    if (!event_ && (e = cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)) != cudaSuccess) {
+      event_ = nullptr;
+      return e;
+    }
+    return recorded_ ? cudaStreamWaitEvent(stream, event_, 0) : cudaSuccess;
+  }
+
+  // After the launches: folds a completed snapshot without waiting, then enqueues a new one.
+  // With fail_stop, also copies this run's uncorrectable count and waits for it (returned).
+  cudaError_t End(cudaStream_t stream, bool fail_stop, unsigned long long* run_unc) {
+    if (pending_ && cudaEventQuery(event_) == cudaSuccess) Fold();
+    cudaError_t e;
+    if (fail_stop && (e = cudaMemcpyAsync(host_ + 4, run_uncorrectable(), sizeof(unsigned long long),
+                                          cudaMemcpyDeviceToHost, stream)) != cudaSuccess)
+      return e;
+    if ((e = cudaMemcpyAsync(host_, totals(), 4 * sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream)) != cudaSuccess)
+      return e;
+    if ((e = cudaEventRecord(event_, stream)) != cudaSuccess) return e;
+    pending_ = recorded_ = true;
+    if (fail_stop) {
+      if ((e = cudaEventSynchronize(event_)) != cudaSuccess) return e;
+      Fold();
+      *run_unc = host_[4];
+    }
+    return cudaSuccess;
+  }
+
+ private:
+  unsigned long long* dev_ = nullptr;
+  unsigned long long* host_ = nullptr;  // pinned snapshot of totals, then run_uncorrectable
+  unsigned long long folded_[4] = {0, 0, 0, 0};
+  cudaEvent_t event_ = nullptr;
+  bool pending_ = false, recorded_ = false;
+
+  void Fold() {
+    pending_ = false;
+    if (!counters_) return;
+    std::atomic<int64_t>* dst[4] = {&counters_->flagged, &counters_->corrected_blocks, &counters_->corrected_values,
+                                    &counters_->uncorrectable};
+    for (int i = 0; i < 4; ++i) {
+      if (host_[i] > folded_[i]) {
+        dst[i]->fetch_add(static_cast<int64_t>(host_[i] - folded_[i]), std::memory_order_relaxed);
+        folded_[i] = host_[i];
+      }
+    }
+  }
+  void FoldBlocking() {
+    if (pending_ && cudaEventSynchronize(event_) == cudaSuccess) Fold();
+  }
+  static void FlushCallback(void* arg) {
+    auto* k = static_cast<GpuKernelBase*>(arg);
+    std::lock_guard<std::mutex> lock(k->mu);
+    k->FoldBlocking();
+  }
+};
+
+template <typename T>
+cudaError_t Upload(DeviceBuffer& buf, const std::vector<T>& v, cudaStream_t stream) {
+  cudaError_t e = buf.Reserve(std::max<size_t>(v.size(), 1) * sizeof(T), stream);
+  if (e != cudaSuccess || v.empty()) return e;
+  return cudaMemcpyAsync(buf.ptr, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, stream);
+}
+
+OrtStatusPtr UncorrectableError(const std::string& name, unsigned long long n, const char* what) {
+  return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(n) + " " + what + " failed their checks");
+}
+
+// ---- Decode -------------------------------------------------------------------------------
+
+struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
+  DeviceBuffer generator, gain, offset, xmax, flags, scratch;
+  bool uploaded = false;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto y = ctx.GetInput(0);
+      auto yi = y.GetTensorTypeAndShapeInfo();
+      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "Y must be float32");
+      auto shape = yi.GetShape();
+      const int64_t rank = static_cast<int64_t>(shape.size());
+      const int64_t ax = axis < 0 ? axis + rank : axis;
+      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis out of range for Y's rank");
+      const auto& L = cfg.layout;
+      if (shape[ax] != L.total_channels)
+        return Error(ORT_INVALID_ARGUMENT, name,
+                     "Y has " + std::to_string(shape[ax]) + " channels on axis " + std::to_string(ax) +
+                         ", the code expects " + std::to_string(L.total_channels));
+      int64_t outer = 1, inner = 1;
+      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
+      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
+      // X (input 1) only matters with scale='input'; as on the CPU it is not read otherwise.
+      const float* x = nullptr;
+      int64_t xn = 0;
+      if (!cfg.scale_output && ctx.GetInputCount() > 1) {
+        auto xv = ctx.GetInput(1);
+        if (static_cast<const OrtValue*>(xv) != nullptr) {
+          auto xi = xv.GetTensorTypeAndShapeInfo();
+          if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
+          x = xv.GetTensorData<float>();
+          xn = static_cast<int64_t>(xi.GetElementCount());
+        }
+      }
+      if (!cfg.scale_output && !x) return Error(ORT_INVALID_ARGUMENT, name, "scale='input' needs the layer input X");
+      shape[ax] = L.data_channels;
+      // R (input 2): added to the corrected data before the activation.
+      const float* residual = nullptr;
+      if (ctx.GetInputCount() > 2) {
+        auto rv = ctx.GetInput(2);
+        if (static_cast<const OrtValue*>(rv) != nullptr) {
+          auto ri = rv.GetTensorTypeAndShapeInfo();
+          if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != shape)
+            return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with the shape of the output");
+          residual = rv.GetTensorData<float>();
+        }
+      }
+      auto z = ctx.GetOutput(0, shape);
+      if (outer * inner == 0) return nullptr;
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      cuda::DecodeParams p;
+      p.outer = outer; p.inner = inner; p.groups = L.groups; p.data_per_group = L.data_per_group;
+      p.parity_per_group = L.parity_per_group; p.total_channels = L.total_channels; p.data_channels = L.data_channels;
+      p.num_blocks = L.num_blocks(); p.block = L.block; p.parity = L.parity;
+      p.tolerance = cfg.tolerance; p.correct = cfg.correct; p.relu = cfg.relu; p.scale_output = cfg.scale_output;
+      const int64_t vectors = cuda::DecodeVectors(p);
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream));
+      if (!uploaded) {
+        ECC_CUDA_TRY(Upload(generator, cfg.generator, stream));
+        ECC_CUDA_TRY(Upload(gain, cfg.gain, stream));
+        ECC_CUDA_TRY(Upload(offset, cfg.offset, stream));
+        uploaded = true;
+      }
+      p.generator = generator.as<float>(); p.gain = gain.as<float>(); p.offset = offset.as<float>();
+      ECC_CUDA_TRY(flags.Reserve(static_cast<size_t>(vectors) * sizeof(unsigned long long), stream));
+      ECC_CUDA_TRY(scratch.Reserve(cuda::DecodeScratchBytes(p), stream));
+      bool per_outer = false;
+      if (x) {
+        per_outer = xn % std::max<int64_t>(outer, 1) == 0;
+        ECC_CUDA_TRY(xmax.Reserve(static_cast<size_t>(per_outer ? outer : 1) * sizeof(float), stream));
+        ECC_CUDA_TRY(cuda::LaunchMaxAbs(x, xn, outer, false, xmax.as<float>(), stream));
+      }
+      if (fail_stop) ECC_CUDA_TRY(cudaMemsetAsync(run_uncorrectable(), 0, sizeof(unsigned long long), stream));
+      ECC_CUDA_TRY(cuda::LaunchDecode(p, y.GetTensorData<float>(), residual, z.GetTensorMutableData<float>(),
+                                      x ? xmax.as<float>() : nullptr, per_outer, flags.as<unsigned long long>(),
+                                      flag_count(), scratch.ptr, totals(), fail_stop ? run_uncorrectable() : nullptr,
+                                      stream));
+      DecodeCounts host;
+      host.vectors = vectors;
+      counters->Add(host);  // runs and vectors; the rest arrives from the device
+      unsigned long long unc = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &unc));
+      if (fail_stop && unc > 0) return UncorrectableError(name, unc, "code block(s)");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct DecodeCudaOp : Ort::CustomOpBase<DecodeCudaOp, DecodeCudaKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<DecodeCudaKernel>();
+      if (OrtStatusPtr st = ParseDecodeAttrs(info, k.get())) return st;
+      k->counters_ = k->counters;
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "Decode", e.what());
+    }
+  }
+  const char* GetName() const { return "Decode"; }
+  const char* GetExecutionProviderType() const { return kCudaProvider; }
+  size_t GetInputTypeCount() const { return 3; }  // Y, X (optional), R (optional)
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- DepthwiseCheck -----------------------------------------------------------------------
+
+struct DepthwiseCudaKernel : DepthwiseAttrs, GpuKernelBase {
+  DeviceBuffer weights, bias, sums, workspace;
+  bool uploaded = false;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto x = ctx.GetInput(0);
+      auto y = ctx.GetInput(1);
+      auto xs = x.GetTensorTypeAndShapeInfo().GetShape();
+      auto ys = y.GetTensorTypeAndShapeInfo().GetShape();
+      if (x.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          y.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be float32");
+      if (xs.size() != 4 || ys.size() != 4) return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be 4-D (N, C, H, W)");
+      if (xs[0] != ys[0] || xs[1] != cfg.channels || ys[1] != cfg.channels)
+        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must have N and C = " + std::to_string(cfg.channels) + " matching");
+      if (ys[2] != cfg.OutH(xs[2]) || ys[3] != cfg.OutW(xs[3]))
+        return Error(ORT_INVALID_ARGUMENT, name, "Y's spatial size does not follow from X's and the conv attributes");
+      auto z = ctx.GetOutput(0, ys);
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      cuda::DepthwiseParams p;
+      p.n = xs[0]; p.channels = cfg.channels; p.h = xs[2]; p.w = xs[3]; p.hout = ys[2]; p.wout = ys[3];
+      p.kh = cfg.kh; p.kw = cfg.kw; p.stride_h = cfg.stride_h; p.stride_w = cfg.stride_w;
+      p.pad_t = cfg.pad_t; p.pad_l = cfg.pad_l; p.pad_b = cfg.pad_b; p.pad_r = cfg.pad_r;
+      p.dil_h = cfg.dil_h; p.dil_w = cfg.dil_w; p.tolerance = cfg.tolerance; p.correct = cfg.correct; p.relu = cfg.relu;
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream));
+      if (!uploaded) {
+        ECC_CUDA_TRY(Upload(weights, cfg.weights, stream));
+        ECC_CUDA_TRY(Upload(bias, cfg.bias, stream));
+        ECC_CUDA_TRY(Upload(sums, cfg.weight_sums, stream));
+        uploaded = true;
+      }
+      p.weights = weights.as<float>(); p.bias = bias.as<float>(); p.weight_sums = sums.as<double>();
+      ECC_CUDA_TRY(workspace.Reserve(std::max<size_t>(cuda::DepthwiseWorkspaceBytes(p), 16), stream));
+      if (fail_stop) ECC_CUDA_TRY(cudaMemsetAsync(run_uncorrectable(), 0, sizeof(unsigned long long), stream));
+      ECC_CUDA_TRY(cuda::LaunchDepthwise(p, x.GetTensorData<float>(), y.GetTensorData<float>(),
+                                         z.GetTensorMutableData<float>(), workspace.ptr, totals(),
+                                         fail_stop ? run_uncorrectable() : nullptr, stream));
+      DecodeCounts host;
+      host.vectors = p.n * p.channels * p.hout;
+      counters->Add(host);
+      unsigned long long unc = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &unc));
+      if (fail_stop && unc > 0) return UncorrectableError(name, unc, "row(s)");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct DepthwiseCudaOp : Ort::CustomOpBase<DepthwiseCudaOp, DepthwiseCudaKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<DepthwiseCudaKernel>();
+      if (OrtStatusPtr st = ParseDepthwiseAttrs(info, k.get())) return st;
+      k->counters_ = k->counters;
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "DepthwiseCheck", e.what());
+    }
+  }
+  const char* GetName() const { return "DepthwiseCheck"; }
+  const char* GetExecutionProviderType() const { return kCudaProvider; }
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- InjectFault --------------------------------------------------------------------------
+
+struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
+  cuda::InjectParams params;
+  DeviceBuffer range;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto x = ctx.GetInput(0);
+      auto seed = ctx.GetInput(1);  // Seed and Rate live in host memory (GetInputMemoryType)
+      auto rate = ctx.GetInput(2);
+      auto xi = x.GetTensorTypeAndShapeInfo();
+      if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
+      if (seed.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ||
+          seed.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+        return Error(ORT_INVALID_ARGUMENT, name, "Seed must be one int64");
+      if (rate.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          rate.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+        return Error(ORT_INVALID_ARGUMENT, name, "Rate must be one float32");
+      auto y = ctx.GetOutput(0, xi.GetShape());
+      const int64_t n = static_cast<int64_t>(xi.GetElementCount());
+      const uint64_t s = static_cast<uint64_t>(seed.GetTensorData<int64_t>()[0]);
+      const double r = rate.GetTensorData<float>()[0];
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(range.Reserve(sizeof(float), stream));
+      ECC_CUDA_TRY(cuda::LaunchInject(params, x.GetTensorData<float>(), y.GetTensorMutableData<float>(), n, s, r,
+                                      range.as<float>(), totals(), stream));
+      DecodeCounts host;
+      host.vectors = n;
+      // rate >= 1 corrupts every element (known here); the sequential modes count on the device.
+      if (n > 0 && cfg.count == 0 && r >= 1) host.flagged = n;
+      counters->Add(host);
+      unsigned long long unused = 0;
+      ECC_CUDA_TRY(End(stream, false, &unused));
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct InjectCudaOp : Ort::CustomOpBase<InjectCudaOp, InjectCudaKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
+    try {
+      Ort::ConstKernelInfo info(info_ptr);
+      auto k = std::make_unique<InjectCudaKernel>();
+      if (OrtStatusPtr st = ParseInjectAttrs(info, k.get())) return st;
+      if (k->cfg.bits.size() > static_cast<size_t>(cuda::kMaxInjectBits))
+        return Error(ORT_INVALID_ARGUMENT, k->name,
+                     "the CUDA kernel takes at most " + std::to_string(cuda::kMaxInjectBits) + " bit positions");
+      auto& p = k->params;
+      p.kind = static_cast<int>(k->cfg.kind);
+      p.nbits = static_cast<int>(k->cfg.bits.size());
+      for (int i = 0; i < p.nbits; ++i) p.bits[i] = static_cast<unsigned char>(k->cfg.bits[i]);
+      p.count = k->cfg.count;
+      p.site = k->cfg.site;
+      k->counters_ = k->counters;
+      *kernel = k.release();
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_INVALID_ARGUMENT, "InjectFault", e.what());
+    }
+  }
+  const char* GetName() const { return "InjectFault"; }
+  const char* GetExecutionProviderType() const { return kCudaProvider; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtMemType GetInputMemoryType(size_t i) const { return i == 0 ? OrtMemTypeDefault : OrtMemTypeCPUInput; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+static_assert(static_cast<int>(FaultKind::kBitFlip) == 0 && static_cast<int>(FaultKind::kRandom) == 1 &&
+                  static_cast<int>(FaultKind::kZero) == 2,
+              "InjectParams::kind follows FaultKind");
+
+// The one registration list of the CUDA ops.
+const DecodeCudaOp kDecodeCuda;
+const DepthwiseCudaOp kDepthwiseCuda;
+const InjectCudaOp kInjectCuda;
+
+}  // namespace
+
+std::vector<const OrtCustomOp*> GpuOps() { return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda}; }
+
+}  // namespace onnx_ecc
+
+// Lets Python (tests, benchmarks) tell a CUDA build from a CPU-only one without loading CUDA.
+extern "C" __attribute__((visibility("default"))) int OnnxEcc_HasCuda() { return 1; }
