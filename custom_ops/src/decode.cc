@@ -202,12 +202,37 @@ void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, 
 
 namespace {
 
+// The rare path of one flagged vector: recheck in double precision and, if the checks really
+// fail, solve and write act(repaired + residual). Channel j of the vector is at y_data[j * ycs],
+// check q at y_par[q * ycs], output and residual at z[j * zcs], res[j * zcs].
+void RepairVector(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r, double tol_eps, double xscale,
+                  const float* y_data, const float* y_par, int64_t ycs, const float* res, float* z, int64_t zcs,
+                  DecodeCounts& counts) {
+  double yb[1024], pb[kMaxParity];
+  for (int j = 0; j < b; ++j) yb[j] = y_data[j * ycs];
+  for (int q = 0; q < r; ++q) pb[q] = y_par[q * ycs];
+  const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, cfg.scale_output ? -1.0 : xscale};
+  const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
+  if (fixed == 0) return;  // float rounding of the fast check, not an error
+  ++counts.flagged;
+  if (fixed < 0) {
+    ++counts.uncorrectable;
+    return;
+  }
+  ++counts.corrected_blocks;
+  counts.corrected_values += fixed;
+  for (int j = 0; j < b; ++j) {
+    float x = static_cast<float>(yb[j]);
+    if (res) x += res[j * zcs];
+    z[j * zcs] = cfg.relu && !(x > 0.f) ? 0.f : x;
+  }
+}
+
 // Rows layout ([rows, C], channels contiguous): checks as short dot products per row.
 void DecodeRows(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
   const double tol_eps = cfg.tolerance * kEps32;
-  double yb[1024], pb[kMaxParity];
   for (int64_t row = 0; row < n; ++row) {
     const float* yrow = v.y + row * v.y_vector_stride;
     const float* rrow = v.residual ? v.residual + row * v.z_vector_stride : nullptr;
@@ -256,25 +281,7 @@ void DecodeRows(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeC
           std::memcpy(zd, yd, sizeof(float) * b);
         }
         ++counts.vectors;
-        if (!bad) continue;
-        for (int j = 0; j < b; ++j) yb[j] = yd[j];
-        for (int q = 0; q < r; ++q) pb[q] = yp[q];
-        const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
-                               cfg.scale_output ? -1.0 : static_cast<double>(scale)};
-        const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
-        if (fixed == 0) continue;
-        ++counts.flagged;
-        if (fixed < 0) {
-          ++counts.uncorrectable;
-          continue;
-        }
-        ++counts.corrected_blocks;
-        counts.corrected_values += fixed;
-        for (int j = 0; j < b; ++j) {
-          float x = static_cast<float>(yb[j]);
-          if (rd) x += rd[j];
-          zd[j] = cfg.relu && !(x > 0.f) ? 0.f : x;
-        }
+        if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, scale, yd, yp, 1, rd, zd, 1, counts);
       }
     }
   }
@@ -295,7 +302,6 @@ void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, Deco
   float syn[kMaxParity][kChunk];
   float mag[kChunk];
   float gain_f[kMaxParity], offset_f[kMaxParity];
-  double yb[1024], pb[kMaxParity];
   for (int64_t g = 0; g < L.groups; ++g) {
     const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
     const int64_t zbase = g * L.data_per_group;
@@ -371,26 +377,9 @@ void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, Deco
           const float scale = cfg.scale_output ? mag[i] : xscale;
           bool bad = false;
           for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= gain_f[q] * scale + offset_f[q]);
-          if (!bad) continue;
-          // Rare path: recheck in double precision and solve.
-          for (int j = 0; j < b; ++j) yb[j] = yd[j * ycs + pos * yvs];
-          for (int q = 0; q < r; ++q) pb[q] = yp[q * ycs + pos * yvs];
-          const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps,
-                                 cfg.scale_output ? -1.0 : static_cast<double>(xscale)};
-          const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
-          if (fixed == 0) continue;  // float rounding of the fast check, not an error
-          ++counts.flagged;
-          if (fixed < 0) {
-            ++counts.uncorrectable;
-            continue;
-          }
-          ++counts.corrected_blocks;
-          counts.corrected_values += fixed;
-          for (int j = 0; j < b; ++j) {
-            float x = static_cast<float>(yb[j]);
-            if (rd) x += rd[j * zcs + pos * zvs];
-            zd[j * zcs + pos * zvs] = cfg.relu && !(x > 0.f) ? 0.f : x;
-          }
+          if (bad)
+            RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd + pos * yvs, yp + pos * yvs, ycs,
+                         rd ? rd + pos * zvs : nullptr, zd + pos * zvs, zcs, counts);
         }
       }
     }

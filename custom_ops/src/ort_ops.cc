@@ -165,6 +165,22 @@ OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* k) 
   return nullptr;
 }
 
+OrtStatusPtr CheckDepthwiseInputs(const DepthwiseAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& y,
+                                  std::vector<int64_t>* xs, std::vector<int64_t>* ys) {
+  const auto& cfg = k.cfg;
+  *xs = x.GetTensorTypeAndShapeInfo().GetShape();
+  *ys = y.GetTensorTypeAndShapeInfo().GetShape();
+  if (x.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+      y.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "X and Y must be float32");
+  if (xs->size() != 4 || ys->size() != 4) return Error(ORT_INVALID_ARGUMENT, k.name, "X and Y must be 4-D (N, C, H, W)");
+  if ((*xs)[0] != (*ys)[0] || (*xs)[1] != cfg.channels || (*ys)[1] != cfg.channels)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "X and Y must have N and C = " + std::to_string(cfg.channels) + " matching");
+  if ((*ys)[2] != cfg.OutH((*xs)[2]) || (*ys)[3] != cfg.OutW((*xs)[3]))
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Y's spatial size does not follow from X's and the conv attributes");
+  return nullptr;
+}
+
 // ---- Decode -------------------------------------------------------------------------------
 
 struct DecodeKernel : DecodeAttrs {
@@ -334,16 +350,8 @@ struct DepthwiseKernel : DepthwiseAttrs {
       Ort::KernelContext ctx(context);
       auto x = ctx.GetInput(0);
       auto y = ctx.GetInput(1);
-      auto xs = x.GetTensorTypeAndShapeInfo().GetShape();
-      auto ys = y.GetTensorTypeAndShapeInfo().GetShape();
-      if (x.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
-          y.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be float32");
-      if (xs.size() != 4 || ys.size() != 4) return Error(ORT_INVALID_ARGUMENT, name, "X and Y must be 4-D (N, C, H, W)");
-      if (xs[0] != ys[0] || xs[1] != cfg.channels || ys[1] != cfg.channels)
-        return Error(ORT_INVALID_ARGUMENT, name, "X and Y must have N and C = " + std::to_string(cfg.channels) + " matching");
-      if (ys[2] != cfg.OutH(xs[2]) || ys[3] != cfg.OutW(xs[3]))
-        return Error(ORT_INVALID_ARGUMENT, name, "Y's spatial size does not follow from X's and the conv attributes");
+      std::vector<int64_t> xs, ys;
+      if (OrtStatusPtr st = CheckDepthwiseInputs(*this, x, y, &xs, &ys)) return st;
       auto z = ctx.GetOutput(0, ys);
       std::vector<char> verified(cfg.channels);
       for (int64_t c = 0; c < cfg.channels; ++c) verified[c] = cfg.ChannelVerified(c);

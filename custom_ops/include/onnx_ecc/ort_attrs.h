@@ -44,6 +44,11 @@ struct DepthwiseAttrs {
 };
 OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttrs* out);
 
+// Checks DepthwiseCheck's inputs (types and shapes); returns nullptr or an error status, and
+// the shapes of X and Y.
+OrtStatusPtr CheckDepthwiseInputs(const DepthwiseAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& y,
+                                  std::vector<int64_t>* xs, std::vector<int64_t>* ys);
+
 struct InjectAttrs {
   InjectConfig cfg;
   std::string name;
