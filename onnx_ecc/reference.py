@@ -52,6 +52,7 @@ def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | No
     y3 = y.reshape(outer, layout.total_channels, inner)
     xmax = chunk_max_abs(x, outer) if scale == "input" else None
     z = np.empty((outer, layout.data_channels, inner), dtype=np.float32)
+    keep_nan = np.zeros(z.shape, dtype=bool)          # values of uncorrectable blocks
     counts = _empty_counts()
     gens = np.asarray(generator, dtype=np.float32).astype(np.float64)
     gain = np.asarray(noise_gain, dtype=np.float64)
@@ -83,12 +84,14 @@ def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | No
                 fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, noise, correct=(mode == "correct"))
                 _add(counts, result)
                 zd[o, :, i] = fixed
+                keep_nan[o, zbase + start: zbase + start + b, i] = result.uncorrectable
             z[:, zbase + start: zbase + start + b, :] = zd.astype(np.float32)
             start += b
     if residual is not None:
         z = z + np.asarray(residual, dtype=np.float32).reshape(outer, layout.data_channels, inner)
     if activation == "Relu":
-        z = np.where(z > 0, z, np.float32(0))          # like the kernels: NaN becomes 0
+        # like the kernels: NaN becomes 0, except in blocks beyond correction, where it stays visible
+        z = np.where((z > 0) | (keep_nan & np.isnan(z)), z, np.float32(0))
     out_shape = list(y.shape)
     out_shape[ax] = layout.data_channels
     return z.reshape(out_shape), counts

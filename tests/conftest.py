@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import onnx_ecc
-from onnx_ecc.faults_basic import flip_weight_bit, with_output_fault
+from onnx_ecc.faults.single import flip_weight_bit, with_output_fault
 
 
 @functools.lru_cache(maxsize=None)

@@ -208,3 +208,15 @@ def test_decode_adds_the_residual_before_the_activation(activation):
     np.testing.assert_allclose(got, want, atol=1e-5)
     expected = clean + res
     np.testing.assert_allclose(got, np.maximum(expected, 0) if activation else expected, atol=1e-4)
+
+
+def test_nan_in_an_uncorrectable_block_stays_visible_through_relu():
+    layout = Layout(16, 16, 2)
+    y, _ = _encoded(np.random.default_rng(8), layout, (2,), outer=1)
+    y[0, [1, 2, 3], 0] = [np.nan, 5.0, -7.0]     # three wrong values: beyond correction
+    attrs = _decode_attrs(layout, activation="Relu")
+    got = _session(_single_op_model(ops.DECODE, ["Y"], attrs)).run(None, {"Y": y})[0]
+    want, counts = decode(y, None, **attrs)
+    assert counts["uncorrectable"] == 1
+    assert np.isnan(got[0, 1, 0]) and np.isnan(want[0, 1, 0])
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -443,7 +443,14 @@ HD inline void CorrectVector(const DecodeParams& p, const float* y, const float*
   if (fixed == 0) return;  // float rounding of the fast check, not an error
   ++c.flagged;
   if (fixed < 0) {
+    // Beyond correction: as on the CPU, NaN passes the activation so it stays visible.
     ++c.uncorrectable;
+    if (p.relu)
+      for (int j = 0; j < v.b; ++j) {
+        float val = v.yd[j * p.inner];
+        if (v.rd) val = FAdd(val, v.rd[j * p.inner]);
+        v.zd[j * p.inner] = (val > 0.f || val != val) ? val : 0.f;
+      }
     return;
   }
   ++c.corrected_blocks;

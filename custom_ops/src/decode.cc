@@ -216,7 +216,15 @@ void RepairVector(const DecodeConfig& cfg, size_t a0, const float* gen, int b, i
   if (fixed == 0) return;  // float rounding of the fast check, not an error
   ++counts.flagged;
   if (fixed < 0) {
+    // Beyond correction: pass the values on, but let NaN through the activation, so that a
+    // destroyed value stays visible downstream instead of becoming a plausible 0.
     ++counts.uncorrectable;
+    if (cfg.relu)
+      for (int j = 0; j < b; ++j) {
+        float x = y_data[j * ycs];
+        if (res) x += res[j * zcs];
+        z[j * zcs] = (x > 0.f || x != x) ? x : 0.f;
+      }
     return;
   }
   ++counts.corrected_blocks;

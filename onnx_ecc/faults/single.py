@@ -1,4 +1,4 @@
-"""Two single-fault helpers used by the demo and tests: one weight bit, one faulty layer output."""
+"""Single faults for demos and tests: one weight bit flipped, faults baked into one tensor."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ from onnx_ecc import ops
 
 def flip_weight_bit(model: onnx.ModelProto, tensor: str, index: tuple, bit: int):
     """A copy of ``model`` with one bit of ``tensor[index]`` flipped; also the value before and after."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    init = next((i for i in out.graph.initializer if i.name == tensor), None)
+    from onnx_ecc.faults.records import Fault, corrupt
+    from onnx_ecc.faults.weights import apply_weight_faults
+
+    init = next((i for i in model.graph.initializer if i.name == tensor), None)
     if init is None:
         raise KeyError(f"no initializer named {tensor!r}")
-    a = onnx.numpy_helper.to_array(init).copy()
-    before = float(a[index])
-    a[index] = (np.array(a[index], np.float32).view(np.uint32) ^ np.uint32(1 << bit)).view(np.float32)
-    init.CopyFrom(onnx.numpy_helper.from_array(a, tensor))
-    return out, before, float(a[index])
+    fault = Fault(target=tensor, index=tuple(int(i) for i in index), kind="bitflip", bit=bit, site="weight")
+    before = float(onnx.numpy_helper.to_array(init)[tuple(index)])
+    return apply_weight_faults(model, [fault]), before, float(corrupt(before, fault))
 
 
 def with_output_fault(model: onnx.ModelProto, tensor: str, seed: int, count: int = 1, bits=(30,),
                       kind: str = "bitflip") -> onnx.ModelProto:
-    """A copy of ``model`` whose ``tensor`` passes through an InjectFault node (``count`` faults)."""
+    """A copy of ``model`` whose ``tensor`` passes through an InjectFault node with ``count``
+    faults and its seed baked in (campaigns use ``instrument``, which takes the seed as an input)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
