@@ -8,12 +8,15 @@ from onnx_ecc.metadata import read_protection
 
 
 def cost_summary(record: dict) -> dict[str, float]:
-    """Extra parameters and multiply-adds of the protection, in % of the protected layers."""
+    """Extra parameters and multiply-adds of the protection, in % of the original model
+    (its parameters, and the multiply-adds of its Conv/Gemm/MatMul layers per sample)."""
     layers = record.get("protected", [])
-    params = sum(p["params"] for p in layers) or 1
-    macs = sum(p["macs_per_vector"] for p in layers) or 1
+    original = record.get("original") or {}
+    params = original.get("params") or sum(p["params"] for p in layers) or 1
+    extra_macs = sum(p["extra_macs_per_vector"] * max(p.get("vectors_per_sample", 1), 1) for p in layers)
+    macs = original.get("macs") or sum(p["macs_per_vector"] * max(p.get("vectors_per_sample", 1), 1) for p in layers) or 1
     return {"extra_params_pct": 100.0 * sum(p["extra_params"] for p in layers) / params,
-            "extra_macs_pct": 100.0 * sum(p["extra_macs_per_vector"] for p in layers) / macs}
+            "extra_macs_pct": 100.0 * extra_macs / macs}
 
 
 def format_report(model: onnx.ModelProto) -> str:
@@ -42,7 +45,7 @@ def format_report(model: onnx.ModelProto) -> str:
             lines.append("  ".join("-" * w for w in widths))
     cost = cost_summary(record)
     lines.append(f"{len(record['protected'])} layer(s) protected: +{cost['extra_params_pct']:.1f}% parameters, "
-                 f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the protected layers")
+                 f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the original model (Conv/Gemm/MatMul, per sample)")
     if record["skipped"]:
         lines.append(f"{len(record['skipped'])} layer(s) left alone:")
         for s in record["skipped"]:

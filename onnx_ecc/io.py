@@ -36,20 +36,25 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = ()) -> Path:
+    """Refuse an output path that is one of the inputs or lies in a missing directory."""
+    out = Path(out)
+    for src in inputs:
+        same = Path(src).exists() and out.exists() and os.path.samefile(src, out)
+        if same or Path(src).resolve() == out.resolve():
+            raise ModelFileError(f"{out}: refusing to overwrite the input model; choose another output path")
+    if not out.parent.exists():
+        raise ModelFileError(f"{out.parent}: output directory does not exist")
+    return out
+
+
 def save_model(model: onnx.ModelProto, out: str | os.PathLike, inputs: list[str | os.PathLike] = ()) -> Path:
     """Write ``model`` to ``out`` atomically; refuse to overwrite any of ``inputs``.
 
     Models over 2 GB are written with their tensors in one external data file beside ``out``.
     A failure leaves no partial file behind.
     """
-    out = Path(out)
-    for src in inputs:
-        if Path(src).exists() and out.exists() and os.path.samefile(src, out):
-            raise ModelFileError(f"{out}: refusing to overwrite the input model; choose another output path")
-        if Path(src).resolve() == out.resolve():
-            raise ModelFileError(f"{out}: refusing to overwrite the input model; choose another output path")
-    if not out.parent.exists():
-        raise ModelFileError(f"{out.parent}: output directory does not exist")
+    out = check_output_path(out, inputs)
     large = is_large(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)

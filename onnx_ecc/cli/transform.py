@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from onnx_ecc.io import ModelFileError, load_model, save_model
+from onnx_ecc.io import ModelFileError, check_output_path, load_model, save_model
 from onnx_ecc.transform.options import SUPPORTED_OPS
 
 
@@ -41,6 +41,7 @@ def run(args) -> int:
                                    tolerance=args.tolerance, margin=args.margin, fail_stop=args.fail_stop,
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
                                    weight_checks=args.weight_checks)
+        check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)
         save_model(protected, args.output, inputs=[args.model])

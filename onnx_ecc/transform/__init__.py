@@ -69,8 +69,15 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
 
         feeds = [random_feeds(model, batch=4, seed=100 + i, positive=bool(i % 2)) for i in range(4)]
         tolerances = calibrate_tolerances(out, feeds, options.margin)
+    from onnx_ecc.flops import layer_macs, model_cost
+
+    macs = layer_macs(model)
+    for p in protected:
+        # per sample: the layer's multiply-adds scale to the cost of its extra channels
+        p.vectors_per_sample = macs.get(p.name, 0) // max(p.macs_per_vector, 1)
     record = {
         "format": FORMAT_VERSION, "model_id": model_id, "domain": ops.DOMAIN,
+        "original": model_cost(model),
         "options": {"parity": options.parity, "block": options.block, "mode": options.mode, "scale": options.scale,
                     "tolerance": options.tolerance, "margin": options.margin, "ops": list(options.ops)},
         "protected": [dict(p.as_dict(), tolerance=tolerances.get(p.name)) for p in protected], "skipped": skipped,

@@ -33,6 +33,7 @@ class Protected:
     macs_per_vector: int      # multiply-adds per output vector of the original layer
     extra_macs_per_vector: float
     activation: str = ""
+    vectors_per_sample: int = 0   # output vectors per sample (spatial positions, tokens), from shapes
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,51 @@
+"""Parameter and multiply-add counts of a model's Conv / Gemm / MatMul layers at batch 1."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Static shapes of every tensor, dynamic dimensions taken as 1 (batch 1)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in t.shape.dim]
+    for init in inferred.graph.initializer:
+        out[init.name] = list(init.dims)
+    return out
+
+
+def layer_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-adds per sample of each Conv, Gemm and MatMul node (by node name)."""
+    shapes = _shapes(model)
+    macs = {}
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        ins = [shapes.get(t) for t in node.input]
+        out = shapes.get(node.output[0])
+        if out is None or any(s is None for s in ins[:2]):
+            continue
+        if node.op_type == "Conv":
+            w = ins[1]
+            macs[name] = int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type == "Gemm":
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            k = ins[0][0] if trans_a else ins[0][-1]
+            macs[name] = int(np.prod(out)) * int(k)
+        elif node.op_type == "MatMul":
+            macs[name] = int(np.prod(out)) * int(ins[0][-1])
+    return macs
+
+
+def model_cost(model: onnx.ModelProto) -> dict[str, int]:
+    """Float parameters and Conv/Gemm/MatMul multiply-adds per sample of the whole model."""
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer
+                 if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE))
+    return {"params": params, "macs": sum(layer_macs(model).values())}
