@@ -54,29 +54,43 @@ void RecomputeRow(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t
 void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
                            const float* y, float* z, bool verified, DecodeCounts& counts) {
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
-  const int64_t hp = h + cfg.pad_t + cfg.pad_b, wp = w + cfg.pad_l + cfg.pad_r;
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b;
   const int64_t kh = cfg.kh, kw = cfg.kw;
-  // A[i][j]: sum over output columns of the padded input row i at the column of filter tap j.
-  thread_local std::vector<double> a, aabs, cum, cumabs;
+  // A[i][j]: sum over the output columns of input row i at filter tap j, i.e. of x[i][c] for
+  // c = j*dil - pad_l + w*stride, w < W_out. That is the total of the row's residue class of c
+  // modulo the stride, less the few elements of that class outside the window at either end.
+  thread_local std::vector<double> a, aabs, cls, clsabs;
   a.assign(hp * kw, 0.0);
   aabs.assign(hp * kw, 0.0);
-  cum.resize(wp);
-  cumabs.resize(wp);
+  const int64_t sw = cfg.stride_w;
+  cls.resize(sw);
+  clsabs.resize(sw);
   for (int64_t i = 0; i < h; ++i) {
     const float* row = x + i * w;
-    for (int64_t j = 0; j < wp; ++j) {
-      const int64_t src = j - cfg.pad_l;
-      const double v = (src >= 0 && src < w) ? row[src] : 0.0;
-      const double prev = j >= cfg.stride_w ? cum[j - cfg.stride_w] : 0.0;
-      const double prevabs = j >= cfg.stride_w ? cumabs[j - cfg.stride_w] : 0.0;
-      cum[j] = prev + v;
-      cumabs[j] = prevabs + std::fabs(v);
+    std::fill(cls.begin(), cls.end(), 0.0);
+    std::fill(clsabs.begin(), clsabs.end(), 0.0);
+    if (sw == 1) {
+      float s0[8] = {}, s1[8] = {};
+      int64_t q = 0;
+      for (; q + 8 <= w; q += 8)
+        for (int l = 0; l < 8; ++l) { s0[l] += row[q + l]; s1[l] += std::fabs(row[q + l]); }
+      double t0 = 0, t1 = 0;
+      for (int l = 0; l < 8; ++l) { t0 += s0[l]; t1 += s1[l]; }
+      for (; q < w; ++q) { t0 += row[q]; t1 += std::fabs(row[q]); }
+      cls[0] = t0;
+      clsabs[0] = t1;
+    } else {
+      for (int64_t q = 0; q < w; ++q) { cls[q % sw] += row[q]; clsabs[q % sw] += std::fabs(row[q]); }
     }
     for (int64_t j = 0; j < kw; ++j) {
-      const int64_t first = j * cfg.dil_w, last = first + (wout - 1) * cfg.stride_w;
-      const int64_t before = first - cfg.stride_w;
-      a[(i + cfg.pad_t) * kw + j] = cum[last] - (before >= 0 ? cum[before] : 0.0);
-      aabs[(i + cfg.pad_t) * kw + j] = cumabs[last] - (before >= 0 ? cumabs[before] : 0.0);
+      const int64_t first = j * cfg.dil_w - cfg.pad_l, last = first + (wout - 1) * sw;
+      const int64_t r = ((first % sw) + sw) % sw;
+      double v = cls[r], va = clsabs[r];
+      for (int64_t q = r; q < std::min(first, w); q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
+      const int64_t after = last + sw;
+      for (int64_t q = std::max<int64_t>(after, r); q < w; q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
+      a[(i + cfg.pad_t) * kw + j] = v;
+      aabs[(i + cfg.pad_t) * kw + j] = va;
     }
   }
   const float* wt = cfg.weights.data() + c * kh * kw;
@@ -85,8 +99,13 @@ void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x
     const float* yrow = y + oh * wout;
     float* zrow = z + oh * wout;
     ++counts.vectors;
+    float lanes[8] = {};
+    int64_t ow = 0;
+    for (; ow + 8 <= wout; ow += 8)
+      for (int l = 0; l < 8; ++l) lanes[l] += yrow[ow + l];
     double actual = 0.0;
-    for (int64_t ow = 0; ow < wout; ++ow) actual += yrow[ow];
+    for (int l = 0; l < 8; ++l) actual += lanes[l];
+    for (; ow < wout; ++ow) actual += yrow[ow];
     double expected = bias * wout, bound = std::fabs(bias) * wout;
     for (int64_t i = 0; i < kh; ++i) {
       const int64_t r = oh * cfg.stride_h + i * cfg.dil_h;
