@@ -168,3 +168,10 @@ def test_pure_float16_layers_are_left_alone_with_a_clear_reason():
     record = read_protection(onnx_ecc.transform(model))
     assert record["skipped"] == [{"name": "mm16", "op": "MatMul",
                                   "reason": "float16 weights are not supported yet (convert the model to float32)"}]
+
+
+def test_depthwise_convolutions_can_be_left_alone():
+    record = read_protection(onnx_ecc.transform(zoo_model("depthwise_separable_cnn"), depthwise=False))
+    reasons = [s["reason"] for s in record["skipped"]]
+    assert len(reasons) == 4 and all("depthwise" in r for r in reasons)
+    assert all(p["kind"] == "code" for p in record["protected"])

@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
                         help="fixed threshold multiplier (default: calibrated per layer)")
     parser.add_argument("--margin", type=float, default=32.0, help="safety factor of calibrated thresholds")
     parser.add_argument("--fail-stop", action="store_true", help="raise an error on uncorrectable blocks")
+    parser.add_argument("--no-depthwise", action="store_true",
+                        help="leave depthwise convolutions alone (their check costs about as much as the layer)")
     parser.add_argument("--no-absorb", action="store_true", help="do not fold a following Relu into the decoder")
     parser.add_argument("--weight-checks", type=int, default=0,
                         help="l1-decodable checks per protected weight tensor (0: none)")
@@ -40,7 +42,7 @@ def run(args) -> int:
                                    ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()),
                                    tolerance=args.tolerance, margin=args.margin, fail_stop=args.fail_stop,
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
-                                   weight_checks=args.weight_checks)
+                                   weight_checks=args.weight_checks, depthwise=not args.no_depthwise)
         check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)

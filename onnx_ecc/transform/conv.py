@@ -31,6 +31,8 @@ def is_depthwise(node: gs.Node) -> bool:
 def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
     """Dispatch: depthwise convolutions get the spatial check, all others parity channels."""
     if is_depthwise(node):
+        if not options.depthwise:
+            raise Skip("depthwise convolution left alone (--no-depthwise)")
         return protect_depthwise(graph, node, options, model_id)
     w, bias, bias_t = _weights(node)
     groups = int(node.attrs.get("group", 1))

@@ -26,6 +26,7 @@ class TransformOptions:
     absorb_activation: fold a following Relu into the decoder (one pass less).
     verify: refuse a result that does not reproduce the original outputs on random inputs.
     weight_checks: l1-decodable checks per protected weight tensor (0: none).
+    depthwise: check depthwise convolutions too (their check costs about as much as the layer).
     """
 
     parity: int = 2
@@ -40,6 +41,7 @@ class TransformOptions:
     absorb_activation: bool = True
     verify: bool = True
     weight_checks: int = 0
+    depthwise: bool = True
     seed: int = 0
 
     def __post_init__(self):
