@@ -173,47 +173,14 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto y = ctx.GetInput(0);
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "Y must be float32");
-      auto shape = yi.GetShape();
-      const int64_t rank = static_cast<int64_t>(shape.size());
-      const int64_t ax = axis < 0 ? axis + rank : axis;
-      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis out of range for Y's rank");
+      DecodeInputs in;
+      if (OrtStatusPtr st = ReadDecodeInputs(*this, ctx, &in)) return st;
       const auto& L = cfg.layout;
-      if (shape[ax] != L.total_channels)
-        return Error(ORT_INVALID_ARGUMENT, name,
-                     "Y has " + std::to_string(shape[ax]) + " channels on axis " + std::to_string(ax) +
-                         ", the code expects " + std::to_string(L.total_channels));
-      int64_t outer = 1, inner = 1;
-      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
-      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
-      // X (input 1) only matters with scale='input'; as on the CPU it is not read otherwise.
-      const float* x = nullptr;
-      int64_t xn = 0;
-      if (!cfg.scale_output && ctx.GetInputCount() > 1) {
-        auto xv = ctx.GetInput(1);
-        if (static_cast<const OrtValue*>(xv) != nullptr) {
-          auto xi = xv.GetTensorTypeAndShapeInfo();
-          if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
-          x = xv.GetTensorData<float>();
-          xn = static_cast<int64_t>(xi.GetElementCount());
-        }
-      }
-      if (!cfg.scale_output && !x) return Error(ORT_INVALID_ARGUMENT, name, "scale='input' needs the layer input X");
-      shape[ax] = L.data_channels;
-      // R (input 2): added to the corrected data before the activation.
-      const float* residual = nullptr;
-      if (ctx.GetInputCount() > 2) {
-        auto rv = ctx.GetInput(2);
-        if (static_cast<const OrtValue*>(rv) != nullptr) {
-          auto ri = rv.GetTensorTypeAndShapeInfo();
-          if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != shape)
-            return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with the shape of the output");
-          residual = rv.GetTensorData<float>();
-        }
-      }
-      auto z = ctx.GetOutput(0, shape);
+      const int64_t outer = in.outer, inner = in.inner;
+      const float* x = in.x;
+      const int64_t xn = in.x_count;
+      const float* residual = in.residual;
+      auto z = ctx.GetOutput(0, in.out_shape);
       if (outer * inner == 0) return nullptr;
       auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
 
@@ -242,7 +209,7 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
         ECC_CUDA_TRY(cuda::LaunchMaxAbs(x, xn, outer, false, xmax.as<float>(), stream));
       }
       if (fail_stop) ECC_CUDA_TRY(cudaMemsetAsync(run_uncorrectable(), 0, sizeof(unsigned long long), stream));
-      ECC_CUDA_TRY(cuda::LaunchDecode(p, y.GetTensorData<float>(), residual, z.GetTensorMutableData<float>(),
+      ECC_CUDA_TRY(cuda::LaunchDecode(p, in.y, residual, z.GetTensorMutableData<float>(),
                                       x ? xmax.as<float>() : nullptr, per_outer, flags.as<unsigned long long>(),
                                       flag_count(), scratch.ptr, totals(), fail_stop ? run_uncorrectable() : nullptr,
                                       stream));

@@ -181,6 +181,47 @@ OrtStatusPtr CheckDepthwiseInputs(const DepthwiseAttrs& k, const Ort::ConstValue
   return nullptr;
 }
 
+OrtStatusPtr ReadDecodeInputs(const DecodeAttrs& k, Ort::KernelContext& ctx, DecodeInputs* in) {
+  const auto& L = k.cfg.layout;
+  auto y = ctx.GetInput(0);
+  auto yi = y.GetTensorTypeAndShapeInfo();
+  if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, k.name, "Y must be float32");
+  auto shape = yi.GetShape();
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t ax = k.axis < 0 ? k.axis + rank : k.axis;
+  if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, k.name, "axis out of range for Y's rank");
+  if (shape[ax] != L.total_channels)
+    return Error(ORT_INVALID_ARGUMENT, k.name,
+                 "Y has " + std::to_string(shape[ax]) + " channels on axis " + std::to_string(ax) +
+                     ", the code expects " + std::to_string(L.total_channels));
+  in->y = y.GetTensorData<float>();
+  in->outer = in->inner = 1;
+  for (int64_t i = 0; i < ax; ++i) in->outer *= shape[i];
+  for (int64_t i = ax + 1; i < rank; ++i) in->inner *= shape[i];
+  if (!k.cfg.scale_output && ctx.GetInputCount() > 1) {  // X is read only with scale='input'
+    auto x = ctx.GetInput(1);
+    if (static_cast<const OrtValue*>(x) != nullptr) {
+      auto xi = x.GetTensorTypeAndShapeInfo();
+      if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, k.name, "X must be float32");
+      in->x = x.GetTensorData<float>();
+      in->x_count = static_cast<int64_t>(xi.GetElementCount());
+    }
+  }
+  if (!k.cfg.scale_output && !in->x) return Error(ORT_INVALID_ARGUMENT, k.name, "scale='input' needs the layer input X");
+  shape[ax] = L.data_channels;
+  in->out_shape = shape;
+  if (ctx.GetInputCount() > 2) {
+    auto r = ctx.GetInput(2);
+    if (static_cast<const OrtValue*>(r) != nullptr) {
+      auto ri = r.GetTensorTypeAndShapeInfo();
+      if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != shape)
+        return Error(ORT_INVALID_ARGUMENT, k.name, "R must be float32 with the shape of the output");
+      in->residual = r.GetTensorData<float>();
+    }
+  }
+  return nullptr;
+}
+
 // ---- Decode -------------------------------------------------------------------------------
 
 struct DecodeKernel : DecodeAttrs {
@@ -230,63 +271,29 @@ struct DecodeKernel : DecodeAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto y = ctx.GetInput(0);
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-        return Error(ORT_INVALID_ARGUMENT, name, "Y must be float32");
-      auto shape = yi.GetShape();
-      const int64_t rank = static_cast<int64_t>(shape.size());
-      const int64_t ax = axis < 0 ? axis + rank : axis;
-      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis out of range for Y's rank");
-      const auto& L = cfg.layout;
-      if (shape[ax] != L.total_channels)
-        return Error(ORT_INVALID_ARGUMENT, name,
-                     "Y has " + std::to_string(shape[ax]) + " channels on axis " + std::to_string(ax) +
-                         ", the code expects " + std::to_string(L.total_channels));
-      int64_t outer = 1, inner = 1;
-      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
-      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
+      DecodeInputs in;
+      if (OrtStatusPtr st = ReadDecodeInputs(*this, ctx, &in)) return st;
+      const int64_t outer = in.outer, inner = in.inner;
       std::vector<float> xmax;
-      bool have_x = false;
-      if (!cfg.scale_output && ctx.GetInputCount() > 1) {
-        auto x = ctx.GetInput(1);
-        if (static_cast<const OrtValue*>(x) != nullptr) {
-          have_x = true;
-          auto xi = x.GetTensorTypeAndShapeInfo();
-          if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-            return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
-          xmax.resize(outer);
-          const int64_t n = static_cast<int64_t>(xi.GetElementCount());
-          if (n % std::max<int64_t>(outer, 1) == 0) {
-            MaxJob mj{x.GetTensorData<float>(), n, outer, xmax.data()};
-            ctx.ParallelFor(&RunMax, static_cast<size_t>(outer), 0, &mj);
-          } else {
-            ChunkMaxAbs(x.GetTensorData<float>(), n, outer, 0, 1, xmax.data());
-            std::fill(xmax.begin(), xmax.end(), xmax[0]);
-          }
+      if (in.x) {
+        xmax.resize(outer);
+        if (outer > 0 && in.x_count % outer == 0) {
+          MaxJob mj{in.x, in.x_count, outer, xmax.data()};
+          ctx.ParallelFor(&RunMax, static_cast<size_t>(outer), 0, &mj);
+        } else if (outer > 0) {
+          ChunkMaxAbs(in.x, in.x_count, outer, 0, 1, xmax.data());
+          std::fill(xmax.begin(), xmax.end(), xmax[0]);
         }
       }
-      if (!cfg.scale_output && !have_x)
-        return Error(ORT_INVALID_ARGUMENT, name, "scale='input' needs the layer input X");
-      shape[ax] = L.data_channels;
-      const float* residual = nullptr;
-      if (ctx.GetInputCount() > 2) {
-        auto r = ctx.GetInput(2);
-        if (static_cast<const OrtValue*>(r) != nullptr) {
-          auto ri = r.GetTensorTypeAndShapeInfo();
-          if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != shape)
-            return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with the shape of the output");
-          residual = r.GetTensorData<float>();
-        }
-      }
-      auto z = ctx.GetOutput(0, shape);
+      const float* residual = in.residual;
+      auto z = ctx.GetOutput(0, in.out_shape);
       if (outer * inner == 0) return nullptr;
       // Work items: chunks of rows when each row is one vector, else chunks of positions.
       const int64_t chunk = inner == 1 ? 256 : (inner <= 2048 ? inner : 1024);
       const int64_t cpo = inner == 1 ? 1 : (inner + chunk - 1) / chunk;
       const int64_t items = inner == 1 ? (outer + chunk - 1) / chunk : outer * cpo;
       std::vector<DecodeCounts> counts(static_cast<size_t>(items));
-      Job job{this, y.GetTensorData<float>(), residual, z.GetTensorMutableData<float>(),
+      Job job{this, in.y, residual, z.GetTensorMutableData<float>(),
               xmax.empty() ? nullptr : xmax.data(), outer, inner, chunk, cpo, &counts};
       ctx.ParallelFor(&Run, counts.size(), 0, &job);
       DecodeCounts total;

@@ -36,6 +36,17 @@ struct DecodeAttrs {
 };
 OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* out);
 
+// Decode's inputs, checked (types, channel count, R's shape) and laid out as [outer, C, inner].
+struct DecodeInputs {
+  const float* y = nullptr;
+  int64_t outer = 1, inner = 1;
+  std::vector<int64_t> out_shape;  // Y's shape with data_channels on the channel axis
+  const float* x = nullptr;        // only with scale='input'
+  int64_t x_count = 0;
+  const float* residual = nullptr; // or nullptr
+};
+OrtStatusPtr ReadDecodeInputs(const DecodeAttrs& k, Ort::KernelContext& ctx, DecodeInputs* in);
+
 struct DepthwiseAttrs {
   DepthwiseConfig cfg;
   bool fail_stop = false;
