@@ -31,9 +31,10 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     from onnx_ecc.metadata import read_protection
     from onnx_ecc.verify import verify_transformed
 
-    options = options or TransformOptions(**kwargs)
-    if kwargs and options is not None and not isinstance(options, TransformOptions):
-        raise TypeError("pass either a TransformOptions or keyword options")
+    if options is None:
+        options = TransformOptions(**kwargs)
+    elif kwargs:
+        raise TypeError("pass either a TransformOptions or keyword options, not both")
     if read_protection(model) is not None:
         raise TransformError("the model is already protected by onnx-ecc")
     if any(n.domain == ops.DOMAIN for n in model.graph.node):
