@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)
+ROUNDING_FLOOR = 2.0 ** -40   # relative rounding allowance of a residual computed in double
 
 
 @functools.lru_cache(maxsize=256)
@@ -238,14 +239,19 @@ def _solve_unknown(values, g, unknown, noise: BlockNoise):
     if len(rows) < len(data_u):
         return None
     known = [j for j in range(b) if j not in data_u]
-    rhs = values[b + np.array(rows, dtype=int)] - g[np.ix_(rows, known)] @ values[known] if rows else np.zeros(0)
+    rows_i = np.array(rows, dtype=int)
+    terms = g[np.ix_(rows, known)] * values[known][None, :] if rows else np.zeros((0, 0))
+    rhs = values[b + rows_i] - terms.sum(axis=1) if rows else np.zeros(0)
     a = g[np.ix_(rows, data_u)]
     if data_u:
         z, *_ = np.linalg.lstsq(a, rhs, rcond=None)
     else:
         z = np.zeros(0)
     residual = rhs - a @ z
-    t = thr_all[rows]
+    # the check's threshold plus the double rounding of the residual (as in the kernels)
+    magnitude = (np.abs(values[b + rows_i]) + np.abs(terms).sum(axis=1) + np.abs(a * z[None, :]).sum(axis=1)) if rows \
+        else np.zeros(0)
+    t = thr_all[rows] + ROUNDING_FLOOR * magnitude
     if np.any(~(np.abs(residual) <= t)):
         return None
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -141,10 +141,7 @@ class ProtectedSession:
             return self.session.run(output_names, feeds, run_options)
         finally:
             after = read_counters(self.model_id)
-            self.last_report = RunReport({k: v - before.get(k, dataclasses.replace(v, runs=0, vectors=0, flagged=0,
-                                                                                        corrected_blocks=0, corrected_values=0,
-                                                                                        uncorrectable=0))
-                                          for k, v in after.items()})
+            self.last_report = RunReport({k: v - before.get(k, LayerCounts(v.layer, v.op)) for k, v in after.items()})
 
     def get_inputs(self):
         return self.session.get_inputs()

@@ -220,3 +220,38 @@ def test_nan_in_an_uncorrectable_block_stays_visible_through_relu():
     assert counts["uncorrectable"] == 1
     assert np.isnan(got[0, 1, 0]) and np.isnan(want[0, 1, 0])
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decode_matches_reference_on_random_layouts_and_faults(seed):
+    """Random layouts, axes, modes, scales and fault patterns: kernel == numpy oracle, counts too."""
+    rng = np.random.default_rng(1000 + seed)
+    groups = int(rng.choice([1, 1, 2, 3]))
+    per_group = int(rng.integers(1, 40))
+    layout = Layout(per_group * groups, int(rng.integers(1, 33)), int(rng.integers(1, 6)), groups)
+    axis_last = bool(rng.integers(2))
+    shape_rest = () if axis_last else (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    y, _ = _encoded(rng, layout, shape_rest, outer=int(rng.integers(1, 4)))
+    if axis_last:
+        y = np.ascontiguousarray(np.moveaxis(y, 1, -1)) if y.ndim > 2 else y
+    flat = y.reshape(-1)
+    k = int(rng.integers(0, max(flat.size // 3, 1)))
+    hits = rng.choice(flat.size, size=k, replace=False)
+    kinds = rng.integers(0, 4, size=k)
+    flat[hits] = np.where(kinds == 0, np.nan, np.where(kinds == 1, flat[hits] * 1e20,
+                          np.where(kinds == 2, flat[hits] + rng.normal(0, 5, k), 0.0))).astype(np.float32)
+    scale = str(rng.choice(["output", "input"]))
+    x = rng.standard_normal((int(np.prod(y.shape[:1 if not axis_last else y.ndim - 1])), 7)).astype(np.float32)
+    attrs = _decode_attrs(layout, mode=str(rng.choice(["correct", "detect"])), activation=str(rng.choice(["", "Relu"])),
+                          scale=scale, layer=f"rand{seed}", model_id="random-test")
+    attrs["axis"] = -1 if axis_last else 1
+    inputs = ["Y", "X"] if scale == "input" else ["Y"]
+    feeds = {"Y": y, "X": x} if scale == "input" else {"Y": y}
+    before = onnx_ecc.read_counters("random-test").get(f"rand{seed}")
+    got = _session(_single_op_model(ops.DECODE, inputs, attrs)).run(None, feeds)[0]
+    after = onnx_ecc.read_counters("random-test")[f"rand{seed}"]
+    delta = after - before if before else after
+    want, counts = decode(y, x if scale == "input" else None, **attrs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert (delta.flagged, delta.corrected_blocks, delta.uncorrectable) == \
+           (counts["flagged"], counts["corrected_blocks"], counts["uncorrectable"])

@@ -346,20 +346,31 @@ HD inline double SolveUnknown(const Scratch& s, const float* g, const NoiseDev& 
     }
   }
   for (int k = 0; k < r; ++k) s.thr[k] = ThresholdD(noise, k, scale);
+  double mag[kMaxParity];
   for (int q = 0; q < nrows; ++q) {
     const int k = rows[q];
-    double c = values[b + k];
+    double c = values[b + k], m = Abs(values[b + k]);
     for (int j = 0; j < b; ++j)
-      if (!s.is_unknown[j]) c = DSub(c, DMul(static_cast<double>(g[k * b + j]), values[j]));
+      if (!s.is_unknown[j]) {
+        const double t = DMul(static_cast<double>(g[k * b + j]), values[j]);
+        c = DSub(c, t);
+        m = DAdd(m, Abs(t));
+      }
     s.rhs[q] = c;
+    mag[q] = m;
     for (int u = 0; u < ndu; ++u) s.a[q * ndu + u] = g[k * b + data_u[u]];
   }
   if (ndu > 0 && !LeastSquares(s.a, s.rhs, nrows, ndu, s.m, s.z)) return -1;
   double norm = 0;
   for (int q = 0; q < nrows; ++q) {
-    double res = s.rhs[q];
-    for (int u = 0; u < ndu; ++u) res = DSub(res, DMul(s.a[q * ndu + u], s.z[u]));
-    const double t = s.thr[rows[q]];
+    double res = s.rhs[q], m = mag[q];
+    for (int u = 0; u < ndu; ++u) {
+      const double t = DMul(s.a[q * ndu + u], s.z[u]);
+      res = DSub(res, t);
+      m = DAdd(m, Abs(t));
+    }
+    // As on the CPU: the threshold plus the double rounding of this residual.
+    const double t = DAdd(s.thr[rows[q]], DMul(0x1p-40, m));
     if (!(Abs(res) <= t)) return -1;
     if (t > 0) {
       const double e = res / t;

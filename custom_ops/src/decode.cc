@@ -13,6 +13,7 @@ namespace {
 constexpr double kEps32 = FLT_EPSILON;
 constexpr int kMaxParity = 16;
 constexpr int64_t kChunk = 256;
+constexpr double kRoundingFloor = 0x1p-40;  // relative rounding allowance of a residual in double
 
 // Solves the small dense system (a: rows x cols, row-major) in the least-squares sense with
 // normal equations and partial pivoting. Returns false when the columns are dependent.
@@ -68,22 +69,34 @@ double SolveUnknown(const double* values, const float* g, const BlockNoise& nois
   }
   double thr[kMaxParity];
   for (int k = 0; k < r; ++k) thr[k] = noise.tol_eps * (noise.gain[k] * scale + noise.offset[k]);
-  double a[kMaxParity * kMaxParity], rhs[kMaxParity];
+  double a[kMaxParity * kMaxParity], rhs[kMaxParity], mag[kMaxParity];
   for (int q = 0; q < nrows; ++q) {
     const int k = rows[q];
-    double c = values[b + k];
+    double c = values[b + k], m = std::fabs(values[b + k]);
     for (int j = 0; j < b; ++j)
-      if (!is_unknown[j]) c -= static_cast<double>(g[k * b + j]) * values[j];
+      if (!is_unknown[j]) {
+        const double t = static_cast<double>(g[k * b + j]) * values[j];
+        c -= t;
+        m += std::fabs(t);
+      }
     rhs[q] = c;
+    mag[q] = m;
     for (int u = 0; u < ndu; ++u) a[q * ndu + u] = g[k * b + data_u[u]];
   }
   if (ndu > 0 && !LeastSquares(a, rhs, nrows, ndu, z)) return -1;
   double norm = 0;
   for (int q = 0; q < nrows; ++q) {
-    double res = rhs[q];
-    for (int u = 0; u < ndu; ++u) res -= a[q * ndu + u] * z[u];
-    if (!(std::fabs(res) <= thr[rows[q]])) return -1;
-    if (thr[rows[q]] > 0) norm += (res / thr[rows[q]]) * (res / thr[rows[q]]);
+    double res = rhs[q], m = mag[q];
+    for (int u = 0; u < ndu; ++u) {
+      const double t = a[q * ndu + u] * z[u];
+      res -= t;
+      m += std::fabs(t);
+    }
+    // The check's own threshold, plus the double-precision rounding of this residual, so that
+    // no decision hinges on rounding when the values are huge.
+    const double t = thr[rows[q]] + kRoundingFloor * m;
+    if (!(std::fabs(res) <= t)) return -1;
+    if (t > 0) norm += (res / t) * (res / t);
   }
   return norm;
 }
