@@ -472,6 +472,7 @@ _MAKERS: dict[str, Callable] = {
     "mlp": _make_mlp,
     "cnn": _make_cnn,
     "resnet_style": _make_resnet_style,
+    "resnet_style_wide": lambda seed: _make_resnet_style(seed, widths=(128, 256, 512)),
     "depthwise_separable_cnn": _make_depthwise_separable_cnn,
     "grouped_cnn": _make_grouped_cnn,
     "transformer_encoder": _make_transformer_encoder,
@@ -524,6 +525,11 @@ def grouped_cnn(seed: int = 0) -> onnx.ModelProto:
     return _built("grouped_cnn", seed)
 
 
+def resnet_style_wide(seed: int = 0) -> onnx.ModelProto:
+    """The same ResNet with stages 128-256-512: real-size layers, for the overhead benchmark."""
+    return _built("resnet_style_wide", seed)
+
+
 def transformer_encoder(seed: int = 0) -> onnx.ModelProto:
     """Random seeded 2-layer BERT-style encoder (d 128, 4 heads); input/output [N,32,128]."""
     return _built("transformer_encoder", seed)
@@ -548,6 +554,7 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "mlp": mlp,
     "cnn": cnn,
     "resnet_style": resnet_style,
+    "resnet_style_wide": resnet_style_wide,
     "depthwise_separable_cnn": depthwise_separable_cnn,
     "grouped_cnn": grouped_cnn,
     "transformer_encoder": transformer_encoder,
