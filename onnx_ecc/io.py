@@ -48,6 +48,23 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike] = 
     return out
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def save_model(model: onnx.ModelProto, out: str | os.PathLike, inputs: list[str | os.PathLike] = ()) -> Path:
     """Write ``model`` to ``out`` atomically; refuse to overwrite any of ``inputs``.
 

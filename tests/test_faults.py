@@ -200,7 +200,7 @@ def test_inject_cli_never_overwrites_input(tmp_path, tiny):
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     cmd = [sys.executable, "-m", "onnx_ecc.cli.inject"]
     r = subprocess.run(cmd + [str(src), "-o", str(src), "--count", "2"], capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "must not be the input" in r.stderr and src.read_bytes() == data
+    assert r.returncode == 2 and "refusing to overwrite the input" in r.stderr and src.read_bytes() == data
     r = subprocess.run(cmd + [str(src), "-o", str(tmp_path / ".." / tmp_path.name / "m.onnx"), "--count", "2"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and src.read_bytes() == data

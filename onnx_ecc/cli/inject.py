@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,22 +32,18 @@ def _fail(msg: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import onnx
     from onnx import numpy_helper
 
     from onnx_ecc import faults as F
 
+    from onnx_ecc.io import ModelFileError, check_output_path, load_model, save_model
+
     src, dst = Path(args.model), Path(args.output)
-    if not src.is_file():
-        return _fail(f"no model file {str(src)!r}")
-    if dst.exists() and dst.resolve() == src.resolve() or os.path.abspath(dst) == os.path.abspath(src):
-        return _fail("the output must not be the input model")
-    if not dst.parent.exists():
-        return _fail(f"output folder {str(dst.parent)!r} does not exist")
     try:
-        model = onnx.load(str(src))
-    except Exception as e:
-        return _fail(f"cannot read {str(src)!r} as ONNX: {e}")
+        check_output_path(dst, inputs=[src])
+        model = load_model(src)
+    except ModelFileError as e:
+        return _fail(str(e))
     tensors = args.tensors if args.tensors in ("protected", "all") else tuple(t for t in args.tensors.split(",") if t)
     try:
         spec = F.WeightFaultSpec(kind=args.kind, count=args.count, ber=args.ber, bits=args.bits, tensors=tensors)
@@ -56,15 +51,10 @@ def run(args: argparse.Namespace) -> int:
         faulty = F.apply_weight_faults(model, faults)
     except ValueError as e:
         return _fail(str(e))
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     try:
-        onnx.save(faulty, str(tmp))
-        os.replace(tmp, dst)
-    except OSError as e:
+        save_model(faulty, dst, inputs=[src])
+    except (OSError, ModelFileError) as e:
         return _fail(f"cannot write {str(dst)!r}: {e}")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if args.faults_json:
         with open(args.faults_json, "w") as f:
             json.dump({"model": str(src), "seed": args.seed, "spec": {"kind": args.kind, "count": args.count,

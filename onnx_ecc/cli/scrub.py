@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-
-import onnx
 
 EXIT_CLEAN, EXIT_REPAIRED, EXIT_UNCORRECTABLE, EXIT_BAD_INPUT = 0, 1, 2, 3
 
@@ -27,35 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the overall status")
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same directory and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".onnx_ecc_", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the scrub verb; returns the exit status."""
+    from onnx_ecc.io import check_output_path, load_model
     from onnx_ecc.weights.model import read_weight_codes, scrub_model
 
-    if args.output and os.path.exists(args.output) and os.path.samefile(args.model, args.output):
-        print("error: output must differ from the input model", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
+        if args.output:
+            check_output_path(args.output, inputs=[args.model])
+        model = load_model(args.model)
         with open(args.model, "rb") as fh:
             raw = fh.read()
-        model = onnx.load_from_string(raw)
-        if not model.graph.node and not model.graph.initializer:
-            raise ValueError("empty graph")
         if not read_weight_codes(model):
             raise ValueError("model has no onnx_ecc.weight_codes metadata (run add_weight_checks)")
         repaired, report = scrub_model(model)
@@ -63,16 +41,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot scrub {args.model}: {type(exc).__name__}: {exc}".splitlines()[0],
               file=sys.stderr)
         return EXIT_BAD_INPUT
+    from onnx_ecc.io import save_model, write_bytes
+
     print(f"status: {report.status}" if args.quiet else report.table())
     if args.report:
-        _write_atomic(args.report, json.dumps(report.to_dict(), indent=2).encode())
+        write_bytes(args.report, json.dumps(report.to_dict(), indent=2).encode())
     if report.status == "clean":
         if args.output:
-            _write_atomic(args.output, raw)
+            write_bytes(args.output, raw)
         return EXIT_CLEAN
     if report.status == "repaired":
         if args.output:
-            _write_atomic(args.output, repaired.SerializeToString())
+            save_model(repaired, args.output, inputs=[args.model])
             print(f"repaired model written to {args.output}")
         else:
             print("repaired in memory only (no -o given)")
