@@ -255,3 +255,19 @@ def test_decode_matches_reference_on_random_layouts_and_faults(seed):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert (delta.flagged, delta.corrected_blocks, delta.uncorrectable) == \
            (counts["flagged"], counts["corrected_blocks"], counts["uncorrectable"])
+
+
+def test_parity_three_never_miscorrects_two_errors():
+    """R=3 has distance 4: one error is corrected, any two are reported, never 'fixed' wrongly."""
+    layout = Layout(32, 32, 3)
+    rng = np.random.default_rng(11)
+    y, clean = _encoded(rng, layout, (1,), outer=300)
+    for o in range(300):
+        pos = rng.choice(layout.total_channels, size=2, replace=False)
+        y[o, pos, 0] += (rng.choice([-1, 1], 2) * rng.uniform(0.5, 50, 2)).astype(np.float32)
+    attrs = _decode_attrs(layout, layer="r3", model_id="r3-test")
+    before = onnx_ecc.read_counters("r3-test").get("r3")
+    got = _session(_single_op_model(ops.DECODE, ["Y"], attrs)).run(None, {"Y": y})[0]
+    after = onnx_ecc.read_counters("r3-test")["r3"]
+    delta = after - before if before else after
+    assert delta.flagged == 300 and delta.uncorrectable == 300 and delta.corrected_blocks == 0
