@@ -463,6 +463,16 @@ def _tensor_shapes(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray) 
     return {n: tuple(o.shape) for n, o in zip(names, outs)}
 
 
+def _keep_if_corrupting(found: list, seen: set, key, out: np.ndarray, clean_top1: int, sample: int, fault) -> bool:
+    """Record ``fault`` when it corrupts the original's output (non-finite or top-1 changed)."""
+    finite = bool(np.isfinite(out).all())
+    if finite and int(np.argmax(out)) == clean_top1:
+        return False
+    seen.add(key)
+    found.append({"sample": sample, "fault": fault, "original_finite": finite})
+    return True
+
+
 def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: np.ndarray, y: np.ndarray,
                       site: str = "weight", n_faults: int = 1000, bits: str = "all", seed: int = 0,
                       max_trials: int = 500_000, progress: bool = True, verify: int = 3) -> dict:
@@ -497,9 +507,7 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
             if k in seen:
                 continue
             out = ro.run(x[i:i + 1], [f])[0].reshape(-1)
-            if not np.isfinite(out).all() or int(np.argmax(out)) != clean_o[i]:
-                seen.add(k)
-                found.append({"sample": i, "fault": f, "original_finite": bool(np.isfinite(out).all())})
+            if _keep_if_corrupting(found, seen, k, out, clean_o[i], i, f):
                 bar.update(1)
         bar.close()
         results = []
@@ -535,9 +543,7 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
             if k in seen:
                 continue
             out = ro[l].run(x[i:i + 1], seed=s)[0].reshape(-1)
-            if not np.isfinite(out).all() or int(np.argmax(out)) != clean_o[i]:
-                seen.add(k)
-                found.append({"sample": i, "fault": f, "original_finite": bool(np.isfinite(out).all())})
+            if _keep_if_corrupting(found, seen, k, out, clean_o[i], i, f):
                 bar.update(1)
         bar.close()
         results = []

@@ -227,17 +227,11 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
 };
 
 struct DecodeCudaOp : Ort::CustomOpBase<DecodeCudaOp, DecodeCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<DecodeCudaKernel>();
-      if (OrtStatusPtr st = ParseDecodeAttrs(info, k.get())) return st;
-      k->counters_ = k->counters;
-      *kernel = k.release();
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<DecodeCudaKernel>(info, kernel, "Decode", ParseDecodeAttrs, [](auto& k) -> OrtStatusPtr {
+      k.counters_ = k.counters;
       return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "Decode", e.what());
-    }
+    });
   }
   const char* GetName() const { return "Decode"; }
   const char* GetExecutionProviderType() const { return kCudaProvider; }
@@ -300,17 +294,11 @@ struct DepthwiseCudaKernel : DepthwiseAttrs, GpuKernelBase {
 };
 
 struct DepthwiseCudaOp : Ort::CustomOpBase<DepthwiseCudaOp, DepthwiseCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<DepthwiseCudaKernel>();
-      if (OrtStatusPtr st = ParseDepthwiseAttrs(info, k.get())) return st;
-      k->counters_ = k->counters;
-      *kernel = k.release();
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<DepthwiseCudaKernel>(info, kernel, "DepthwiseCheck", ParseDepthwiseAttrs, [](auto& k) -> OrtStatusPtr {
+      k.counters_ = k.counters;
       return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "DepthwiseCheck", e.what());
-    }
+    });
   }
   const char* GetName() const { return "DepthwiseCheck"; }
   const char* GetExecutionProviderType() const { return kCudaProvider; }
@@ -366,26 +354,20 @@ struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
 };
 
 struct InjectCudaOp : Ort::CustomOpBase<InjectCudaOp, InjectCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<InjectCudaKernel>();
-      if (OrtStatusPtr st = ParseInjectAttrs(info, k.get())) return st;
-      if (k->cfg.bits.size() > static_cast<size_t>(cuda::kMaxInjectBits))
-        return Error(ORT_INVALID_ARGUMENT, k->name,
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<InjectCudaKernel>(info, kernel, "InjectFault", ParseInjectAttrs, [](InjectCudaKernel& k) -> OrtStatusPtr {
+      if (k.cfg.bits.size() > static_cast<size_t>(cuda::kMaxInjectBits))
+        return Error(ORT_INVALID_ARGUMENT, k.name,
                      "the CUDA kernel takes at most " + std::to_string(cuda::kMaxInjectBits) + " bit positions");
-      auto& p = k->params;
-      p.kind = static_cast<int>(k->cfg.kind);
-      p.nbits = static_cast<int>(k->cfg.bits.size());
-      for (int i = 0; i < p.nbits; ++i) p.bits[i] = static_cast<unsigned char>(k->cfg.bits[i]);
-      p.count = k->cfg.count;
-      p.site = k->cfg.site;
-      k->counters_ = k->counters;
-      *kernel = k.release();
+      auto& p = k.params;
+      p.kind = static_cast<int>(k.cfg.kind);
+      p.nbits = static_cast<int>(k.cfg.bits.size());
+      for (int i = 0; i < p.nbits; ++i) p.bits[i] = static_cast<unsigned char>(k.cfg.bits[i]);
+      p.count = k.cfg.count;
+      p.site = k.cfg.site;
+      k.counters_ = k.counters;
       return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "InjectFault", e.what());
-    }
+    });
   }
   const char* GetName() const { return "InjectFault"; }
   const char* GetExecutionProviderType() const { return kCudaProvider; }

@@ -311,16 +311,8 @@ struct DecodeKernel : DecodeAttrs {
 
 struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
   const char* provider = nullptr;
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<DecodeKernel>();
-      if (OrtStatusPtr st = ParseDecodeAttrs(info, k.get())) return st;
-      *kernel = k.release();
-      return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "Decode", e.what());
-    }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<DecodeKernel>(info, kernel, "Decode", ParseDecodeAttrs);
   }
   const char* GetName() const { return "Decode"; }
   const char* GetExecutionProviderType() const { return provider; }
@@ -380,16 +372,8 @@ struct DepthwiseKernel : DepthwiseAttrs {
 };
 
 struct DepthwiseOp : Ort::CustomOpBase<DepthwiseOp, DepthwiseKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<DepthwiseKernel>();
-      if (OrtStatusPtr st = ParseDepthwiseAttrs(info, k.get())) return st;
-      *kernel = k.release();
-      return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "DepthwiseCheck", e.what());
-    }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<DepthwiseKernel>(info, kernel, "DepthwiseCheck", ParseDepthwiseAttrs);
   }
   const char* GetName() const { return "DepthwiseCheck"; }
   size_t GetInputTypeCount() const { return 2; }
@@ -430,16 +414,8 @@ struct InjectKernel : InjectAttrs {
 };
 
 struct InjectOp : Ort::CustomOpBase<InjectOp, InjectKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info_ptr, void** kernel) const noexcept {
-    try {
-      Ort::ConstKernelInfo info(info_ptr);
-      auto k = std::make_unique<InjectKernel>();
-      if (OrtStatusPtr st = ParseInjectAttrs(info, k.get())) return st;
-      *kernel = k.release();
-      return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_INVALID_ARGUMENT, "InjectFault", e.what());
-    }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<InjectKernel>(info, kernel, "InjectFault", ParseInjectAttrs);
   }
   const char* GetName() const { return "InjectFault"; }
   size_t GetInputTypeCount() const { return 3; }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,5 +68,27 @@ struct InjectAttrs {
   LayerCounters* counters = nullptr;
 };
 OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* out);
+
+// CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
+// ``finish`` for any further setup; failures and exceptions become an ORT status.
+template <typename Kernel, typename Parse, typename Finish>
+OrtStatusPtr MakeKernel(const OrtKernelInfo* info_ptr, void** kernel, const char* op, Parse parse,
+                          Finish finish) noexcept {
+  try {
+    Ort::ConstKernelInfo info(info_ptr);
+    auto k = std::make_unique<Kernel>();
+    if (OrtStatusPtr st = parse(info, k.get())) return st;
+    if (OrtStatusPtr st = finish(*k)) return st;
+    *kernel = k.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return Error(ORT_INVALID_ARGUMENT, op, e.what());
+  }
+}
+
+template <typename Kernel, typename Parse>
+OrtStatusPtr MakeKernel(const OrtKernelInfo* info_ptr, void** kernel, const char* op, Parse parse) noexcept {
+  return MakeKernel<Kernel>(info_ptr, kernel, op, parse, [](Kernel&) -> OrtStatusPtr { return nullptr; });
+}
 
 }  // namespace onnx_ecc
