@@ -38,11 +38,14 @@ def format_report(model: onnx.ModelProto) -> str:
                      f"{tol:.3g}" if tol else "-"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [f"onnx-ecc protection (model id {record['model_id']}): mode={opts['mode']}, "
-             f"parity={opts['parity']}, block={opts['block']}"]
+             f"parity={opts['parity']}, block={opts['block']}, strategy={opts.get('strategy', 'inline')}"]
     for i, r in enumerate(rows):
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if opts.get("strategy") == "rerun":
+        lines.append("rerun strategy: convs run as in the original plus a sum check each; extra FLOPs are those "
+                     "of the decoding branch, which runs only when a check fails")
     cost = cost_summary(record)
     lines.append(f"{len(record['protected'])} layer(s) protected: +{cost['extra_params_pct']:.1f}% parameters, "
                  f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the original model (Conv/Gemm/MatMul, per sample)")

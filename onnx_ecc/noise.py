@@ -94,9 +94,14 @@ def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], mar
         layer = _attrs(node).get("layer", node.name)
         tol = max(floor, margin * worst.get(layer, 0.0))
         chosen[layer] = tol
-        for attr in node.attribute:
-            if attr.name == "tolerance":
-                node.attribute.remove(attr)
-                break
-        node.attribute.append(onnx.helper.make_attribute("tolerance", float(tol)))
+        set_attribute(node, "tolerance", float(tol))
     return chosen
+
+
+def set_attribute(node: onnx.NodeProto, name: str, value) -> None:
+    """Set (add or replace) one attribute of a node."""
+    for attr in node.attribute:
+        if attr.name == name:
+            node.attribute.remove(attr)
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))

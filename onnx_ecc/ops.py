@@ -133,18 +133,42 @@ INJECT_FAULT = OpDecl(
     ),
 )
 
-ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT)
+SUM_CHECK = OpDecl(
+    name="SumCheck",
+    doc=(
+        "Checks a convolution per sample for the rerun strategy: sum_c weights[c] * Y[n, c] must equal "
+        "the sum of the first `taps` values of X[n] plus offset, within tolerance * eps32 * (sum of "
+        "|terms|), where Y holds the spatial means of the layer's output and X the spatial means of "
+        "its input projected on the weighted filters. Raised is Flag or any sample failing."
+    ),
+    inputs=(("Y", False), ("X", False), ("Flag", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("weights", _A.FLOATS, "check weight of every output channel of the layer", required=True),
+        Attr("taps", _A.INT, "number of leading X channels that hold projected filter taps", required=True),
+        Attr("offset", _A.FLOAT, "sum of weights times the layer's bias", default=0.0),
+        Attr("tolerance", _A.FLOAT, "threshold multiplier on eps32 * sum of |terms|", default=64.0),
+        Attr("fail_stop", _A.INT, "1: return an error when a sample fails the check", default=0),
+        Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
+        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+    ),
+)
+
+ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK)
+
+# Type constraint of the inputs and outputs that are not float32 tensors.
+_TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),
+          "Raised": ("B", "tensor(bool)", "check flag")}
 
 
 def _schema(decl: OpDecl) -> defs.OpSchema:
-    inputs = [
-        defs.OpSchema.FormalParameter(
-            n, "T" if n not in ("Seed", "Rate") else ("I" if n == "Seed" else "T"),
-            param_option=defs.OpSchema.FormalParameterOption.Optional if opt else defs.OpSchema.FormalParameterOption.Single,
-        )
-        for n, opt in decl.inputs
-    ]
-    outputs = [defs.OpSchema.FormalParameter(n, "T") for n, _ in decl.outputs]
+    def param(n, opt):
+        option = defs.OpSchema.FormalParameterOption
+        return defs.OpSchema.FormalParameter(n, _TYPES.get(n, ("T",))[0],
+                                             param_option=option.Optional if opt else option.Single)
+
+    inputs = [param(n, opt) for n, opt in decl.inputs]
+    outputs = [param(n, opt) for n, opt in decl.outputs]
     attrs = []
     for a in decl.attrs:
         if a.required or a.default is None:
@@ -152,8 +176,8 @@ def _schema(decl: OpDecl) -> defs.OpSchema:
         else:
             attrs.append(defs.OpSchema.Attribute(a.name, helper.make_attribute(a.name, a.default), a.doc))
     constraints = [("T", ["tensor(float)"], "float32 tensors")]
-    if any(n == "Seed" for n, _ in decl.inputs):
-        constraints.append(("I", ["tensor(int64)"], "seed"))
+    for letter, kind, doc in dict.fromkeys(_TYPES[n] for n, _ in decl.inputs + decl.outputs if n in _TYPES):
+        constraints.append((letter, [kind], doc))
     return defs.OpSchema(decl.name, DOMAIN, OPSET_VERSION, doc=decl.doc, inputs=inputs, outputs=outputs,
                          type_constraints=constraints, attributes=attrs)
 

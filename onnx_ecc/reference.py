@@ -165,4 +165,34 @@ class DepthwiseCheck(OpRun):
         return (z,)
 
 
-REFERENCE_OPS = [Decode, DepthwiseCheck]
+def sum_check_ratios(y_means: np.ndarray, x_means: np.ndarray, *, weights, taps: int, offset: float = 0.0) -> np.ndarray:
+    """Per sample: |sum_c w_c y_c - sum_{j<taps} x_j - offset| / (eps32 * sum of |terms|), inf if not finite."""
+    n = y_means.shape[0]
+    y = y_means.reshape(n, -1).astype(np.float64) * np.asarray(weights, np.float64)[None, :]
+    x = x_means.reshape(n, -1)[:, :taps].astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        syndrome = np.abs(y.sum(axis=1) - x.sum(axis=1) - offset)
+        scale = np.abs(y).sum(axis=1) + np.abs(x).sum(axis=1) + abs(offset)
+        ratio = syndrome / (EPS32 * scale + np.finfo(np.float64).tiny)
+    return np.where(np.isfinite(syndrome) & np.isfinite(scale), ratio, np.inf)
+
+
+def sum_check(y_means: np.ndarray, x_means: np.ndarray, flag: bool = False, *, weights, taps: int, offset: float = 0.0,
+              tolerance: float = 64.0) -> tuple[bool, int]:
+    """Oracle of SumCheck: (raised, number of samples that fail)."""
+    failed = int(np.count_nonzero(~(sum_check_ratios(y_means, x_means, weights=weights, taps=taps, offset=offset)
+                                   <= tolerance)))
+    return bool(flag) or failed > 0, failed
+
+
+class SumCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, Y, X, Flag=None, **attrs):  # noqa: N803
+        keep = ("weights", "taps", "offset", "tolerance")
+        raised, _ = sum_check(Y, X, bool(Flag is not None and np.asarray(Flag).ravel()[0]),
+                              **{k: v for k, v in attrs.items() if k in keep and v is not None})
+        return (np.array([raised]),)
+
+
+REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck]

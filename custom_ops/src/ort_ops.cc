@@ -165,6 +165,20 @@ OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* k) 
   return nullptr;
 }
 
+OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs* k) {
+  k->name = "SumCheck(" + AttrString(info, "layer", "") + ")";
+  auto w = AttrFloats(info, "weights", true);
+  k->cfg.weights.assign(w.begin(), w.end());
+  k->cfg.taps = AttrInt(info, "taps", 0);
+  k->cfg.offset = AttrFloat(info, "offset", 0.f);
+  k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+  std::string err = k->cfg.Validate();
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SumCheck");
+  return nullptr;
+}
+
 OrtStatusPtr CheckDepthwiseInputs(const DepthwiseAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& y,
                                   std::vector<int64_t>* xs, std::vector<int64_t>* ys) {
   const auto& cfg = k.cfg;
@@ -426,13 +440,80 @@ struct InjectOp : Ort::CustomOpBase<InjectOp, InjectKernel, true> {
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
+// ---- SumCheck -------------------------------------------------------------------------------
+
+struct SumCheckKernel : SumCheckAttrs {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto y = ctx.GetInput(0);
+      auto x = ctx.GetInput(1);
+      auto yi = y.GetTensorTypeAndShapeInfo();
+      auto xi = x.GetTensorTypeAndShapeInfo();
+      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return Error(ORT_INVALID_ARGUMENT, name, "Y and X must be float32");
+      const auto ys = yi.GetShape(), xs = xi.GetShape();
+      if (ys.empty() || xs.empty() || ys[0] != xs[0]) return Error(ORT_INVALID_ARGUMENT, name, "Y and X must have the same first (batch) dimension");
+      const int64_t n = ys[0];
+      const int64_t channels = static_cast<int64_t>(cfg.weights.size());
+      const int64_t y_per = n ? static_cast<int64_t>(yi.GetElementCount()) / n : 0;
+      const int64_t x_per = n ? static_cast<int64_t>(xi.GetElementCount()) / n : 0;
+      if (n && y_per != channels)
+        return Error(ORT_INVALID_ARGUMENT, name, "Y must hold " + std::to_string(channels) + " means per sample, got " + std::to_string(y_per));
+      if (n && x_per < cfg.taps)
+        return Error(ORT_INVALID_ARGUMENT, name, "X must hold at least " + std::to_string(cfg.taps) + " means per sample");
+      bool raised = false;
+      if (ctx.GetInputCount() > 2) {
+        auto f = ctx.GetInput(2);
+        if (static_cast<const OrtValue*>(f) != nullptr) {
+          auto fi = f.GetTensorTypeAndShapeInfo();
+          if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
+            return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
+          raised = f.GetTensorData<bool>()[0];
+        }
+      }
+      const float* yp = y.GetTensorData<float>();
+      const float* xp = x.GetTensorData<float>();
+      DecodeCounts c;
+      c.vectors = n;
+      for (int64_t s = 0; s < n; ++s)
+        if (!(SumCheckRatio(cfg, yp + s * y_per, xp + s * x_per) <= cfg.tolerance)) ++c.flagged;
+      counters->Add(c);
+      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
+      out.GetTensorMutableData<bool>()[0] = raised || c.flagged > 0;
+      if (fail_stop && c.flagged > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) + " sample(s) failed the sum check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct SumCheckOp : Ort::CustomOpBase<SumCheckOp, SumCheckKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<SumCheckKernel>(info, kernel, "SumCheck", ParseSumCheckAttrs);
+  }
+  const char* GetName() const { return "SumCheck"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+};
+
 // ---- registration -------------------------------------------------------------------------
 
 const DecodeOp kDecodeCpu;
 const DepthwiseOp kDepthwiseCpu;
 const InjectOp kInjectCpu;
+const SumCheckOp kSumCheckCpu;
 
-std::vector<const OrtCustomOp*> CpuOps() { return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu}; }
+std::vector<const OrtCustomOp*> CpuOps() { return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu}; }
 
 }  // namespace onnx_ecc
 

@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="fixed threshold multiplier (default: calibrated per layer)")
     parser.add_argument("--margin", type=float, default=32.0, help="safety factor of calibrated thresholds")
+    parser.add_argument("--strategy", choices=["inline", "rerun"], default="inline",
+                        help="inline: decode every run; rerun: sum-check convs on the fast path and decode "
+                             "only runs where a check fails (faster with onnxruntime's blocked conv layout)")
     parser.add_argument("--fail-stop", action="store_true", help="raise an error on uncorrectable blocks")
     parser.add_argument("--no-depthwise", action="store_true",
                         help="leave depthwise convolutions alone (their check costs about as much as the layer)")
@@ -42,7 +45,8 @@ def run(args) -> int:
                                    ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()),
                                    tolerance=args.tolerance, margin=args.margin, fail_stop=args.fail_stop,
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
-                                   weight_checks=args.weight_checks, depthwise=not args.no_depthwise)
+                                   weight_checks=args.weight_checks, depthwise=not args.no_depthwise,
+                                   strategy=args.strategy)
         check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)

@@ -24,16 +24,21 @@ def flip_weight_bit(model: onnx.ModelProto, tensor: str, index: tuple, bit: int)
 def with_output_fault(model: onnx.ModelProto, tensor: str, seed: int, count: int = 1, bits=(30,),
                       kind: str = "bitflip") -> onnx.ModelProto:
     """A copy of ``model`` whose ``tensor`` passes through an InjectFault node with ``count``
-    faults and its seed baked in (campaigns use ``instrument``, which takes the seed as an input)."""
+    faults and its seed baked in (campaigns use ``instrument``, which takes the seed as an input).
+    The tensor may live in a subgraph (the rerun strategy's decoding branch)."""
+    from onnx_ecc.runtime import all_graphs
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    g = out.graph
+    g = next((sub for sub in all_graphs(out.graph) if any(tensor in n.output for n in sub.node)), None)
+    if g is None:
+        raise ValueError(f"no node produces {tensor!r}")
     faulty = f"{tensor}__faulty"
     for node in g.node:
         for i, name in enumerate(node.input):
             if name == tensor:
                 node.input[i] = faulty
-    g.initializer.extend([onnx.numpy_helper.from_array(np.array(seed, np.int64), f"{tensor}__seed"),
+    out.graph.initializer.extend([onnx.numpy_helper.from_array(np.array(seed, np.int64), f"{tensor}__seed"),
                           onnx.numpy_helper.from_array(np.array(0.0, np.float32), f"{tensor}__rate")])
     producer = next(i for i, n in enumerate(g.node) if tensor in n.output)
     g.node.insert(producer + 1, ops.INJECT_FAULT.make_node([tensor, f"{tensor}__seed", f"{tensor}__rate"], [faulty],

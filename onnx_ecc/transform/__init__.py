@@ -40,6 +40,26 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     if any(n.domain == ops.DOMAIN for n in model.graph.node):
         raise TransformError(f"the model already uses the {ops.DOMAIN} domain")
     model_id = uuid.uuid4().hex[:12]
+    if options.strategy == "rerun":
+        from onnx_ecc.transform.rerun import protect_rerun
+
+        out, record = protect_rerun(model, options, model_id)
+    else:
+        out, record = protect_inline(model, options, model_id)
+    write_protection(out, record)
+    if options.weight_checks:
+        from onnx_ecc.weights import add_weight_checks
+
+        layers = {p["name"] for p in record["protected"]}
+        names = [n.input[1] for n in out.graph.node if n.name in layers]
+        out = add_weight_checks(out, tensor_names=names, checks=options.weight_checks, seed=options.seed)
+    if options.verify:
+        verify_transformed(model, out)
+    return out
+
+
+def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: str) -> tuple[onnx.ModelProto, dict]:
+    """The model with every selected layer decoded inline, and its protection record (calibrated)."""
     try:
         shaped = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes only enable absorbing residual Adds; go on without them
@@ -66,10 +86,8 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     tolerances = {}
     if options.tolerance is None and protected:
         from onnx_ecc.noise import calibrate_tolerances
-        from onnx_ecc.verify import random_feeds
 
-        feeds = [random_feeds(model, batch=4, seed=100 + i, positive=bool(i % 2)) for i in range(4)]
-        tolerances = calibrate_tolerances(out, feeds, options.margin)
+        tolerances = calibrate_tolerances(out, calibration_feeds(model), options.margin)
     from onnx_ecc.flops import layer_macs, model_cost
 
     macs = layer_macs(model)
@@ -80,18 +98,18 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         "format": FORMAT_VERSION, "model_id": model_id, "domain": ops.DOMAIN,
         "original": model_cost(model),
         "options": {"parity": options.parity, "block": options.block, "mode": options.mode, "scale": options.scale,
-                    "tolerance": options.tolerance, "margin": options.margin, "ops": list(options.ops)},
+                    "tolerance": options.tolerance, "margin": options.margin, "ops": list(options.ops),
+                    "strategy": options.strategy},
         "protected": [dict(p.as_dict(), tolerance=tolerances.get(p.name)) for p in protected], "skipped": skipped,
     }
-    write_protection(out, record)
-    if options.weight_checks:
-        from onnx_ecc.weights import add_weight_checks
+    return out, record
 
-        names = [n.input[1] for n in out.graph.node if n.name in {p.name for p in protected}]
-        out = add_weight_checks(out, tensor_names=names, checks=options.weight_checks, seed=options.seed)
-    if options.verify:
-        verify_transformed(model, out)
-    return out
+
+def calibration_feeds(model: onnx.ModelProto) -> list[dict]:
+    """The clean inputs thresholds are calibrated on: seeded random batches, half of them non-negative."""
+    from onnx_ecc.verify import random_feeds
+
+    return [random_feeds(model, batch=4, seed=100 + i, positive=bool(i % 2)) for i in range(4)]
 
 
 def _restore_model_fields(original: onnx.ModelProto, out: onnx.ModelProto) -> None:

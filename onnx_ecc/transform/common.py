@@ -90,12 +90,14 @@ def absorbable_residual(out: gs.Variable, graph: gs.Graph):
 
 
 def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout, axis: int,
-                 bounds: tuple[list[float], list[float]], options, model_id: str) -> str:
+                 bounds: tuple[list[float], list[float]], options, model_id: str, layer: str | None = None) -> str:
     """Route ``node``'s output through a Decode node; returns what it absorbed ('', 'Relu', 'Add', 'Add+Relu').
 
     The decoder absorbs a following residual Add and/or Relu when they are the only consumers,
     so that the protected graph makes no more passes over memory than the original.
+    ``layer`` names the protected layer when ``node`` is not the layer itself.
     """
+    layer = layer or node.name
     out = node.outputs[0]
     aug = gs.Variable(f"{out.name}__ecc_aug", dtype=out.dtype)
     node.outputs[0] = aug
@@ -125,11 +127,11 @@ def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout,
         parity=layout.parity, generator=layout.generator_attribute(), noise_gain=gains,
         noise_offset=offsets, tolerance=float(options.tolerance or 64.0), mode=options.mode,
         fail_stop=int(options.fail_stop), activation="Relu" if "Relu" in absorbed else "",
-        layer=node.name, model_id=model_id)
+        layer=layer, model_id=model_id)
     inputs = [aug, x if options.scale == "input" else gs.Variable.empty()]
     if residual is not None:
         inputs.append(residual)
-    _append(graph, ops.DECODE, inputs, [target], f"{node.name}__ecc_decode", attrs)
+    _append(graph, ops.DECODE, inputs, [target], f"{layer}__ecc_decode", attrs)
     return "+".join(absorbed)
 
 

@@ -38,12 +38,15 @@ def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     groups = int(node.attrs.get("group", 1))
     c_out = w.shape[0]
     layout = layout_for(c_out, options, groups)
-    new_w = layout.augment_rows(w).astype(np.float32)
-    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", new_w)
-    if bias is not None:
-        node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(np.float32))
     bounds = layout.noise_bounds(w, bias)
-    act = emit_decoder(graph, node, node.inputs[0], layout, 1, bounds, options, model_id)
+    if options.separate_parity:
+        act = emit_decoder(graph, _parity_conv(graph, node, layout, w, bias), node.inputs[0], layout, 1, bounds,
+                           options, model_id, layer=node.name)
+    else:
+        node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", layout.augment_rows(w).astype(np.float32))
+        if bias is not None:
+            node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(np.float32))
+        act = emit_decoder(graph, node, node.inputs[0], layout, 1, bounds, options, model_id)
     per_out = int(np.prod(w.shape[1:]))
     extra = layout.total_channels - c_out
     return Protected(node.name, "Conv", "code", c_out, extra, layout.block, layout.parity, groups,
@@ -51,6 +54,38 @@ def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
                      extra_params=extra * (per_out + (1 if bias is not None else 0)),
                      macs_per_vector=c_out * per_out, extra_macs_per_vector=extra * (per_out + layout.block),
                      activation=act)
+
+
+def _parity_conv(graph: gs.Graph, node: gs.Node, layout, w: np.ndarray, bias: np.ndarray | None) -> gs.Node:
+    """Parity channels from a second Conv, joined to the untouched data channels in the decoder's
+    layout by a Concat (per group); returns the Concat, whose output the layer's consumers read."""
+    aug_w = layout.augment_rows(w)
+    per_group = layout.total_channels // layout.groups
+    parity_rows = np.concatenate([aug_w[g * per_group + layout.data_per_group:(g + 1) * per_group]
+                                  for g in range(layout.groups)]).astype(np.float32)
+    inputs = [node.inputs[0], gs.Constant(f"{node.name}__ecc_parity_w", parity_rows)]
+    if bias is not None:
+        aug_b = layout.augment_rows(bias)
+        inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", np.concatenate(
+            [aug_b[g * per_group + layout.data_per_group:(g + 1) * per_group] for g in range(layout.groups)])
+            .astype(np.float32)))
+    out = node.outputs[0]
+    data = gs.Variable(f"{out.name}__ecc_data", dtype=out.dtype)
+    parity = gs.Variable(f"{out.name}__ecc_parity", dtype=out.dtype)
+    node.outputs[0] = data
+    out.inputs.clear()
+    graph.nodes.append(gs.Node("Conv", f"{node.name}__ecc_parity", dict(node.attrs), inputs, [parity]))
+    concat = gs.Node("Concat", f"{node.name}__ecc_join", {"axis": 1}, [data, parity], [out])
+    graph.nodes.append(concat)
+    if layout.groups > 1:  # the decoder wants [data, parity] per group: reorder the channels
+        joined = gs.Variable(f"{out.name}__ecc_joined", dtype=out.dtype)
+        concat.outputs[0] = joined
+        d, p, c = layout.data_per_group, layout.parity_per_group, layout.data_channels
+        order = np.concatenate([np.r_[g * d:(g + 1) * d, c + g * p:c + (g + 1) * p] for g in range(layout.groups)])
+        concat = gs.Node("Gather", f"{node.name}__ecc_order", {"axis": 1},
+                         [joined, gs.Constant(f"{node.name}__ecc_order_idx", order.astype(np.int64))], [out])
+        graph.nodes.append(concat)
+    return concat
 
 
 def protect_depthwise(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:

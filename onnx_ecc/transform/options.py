@@ -6,6 +6,7 @@ import dataclasses
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
 MODES = ("correct", "detect")
+STRATEGIES = ("inline", "rerun")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,12 @@ class TransformOptions:
     verify: refuse a result that does not reproduce the original outputs on random inputs.
     weight_checks: l1-decodable checks per protected weight tensor (0: none).
     depthwise: check depthwise convolutions too (their check costs about as much as the layer).
+    strategy: 'inline' decodes every protected layer's output on every run; 'rerun' keeps the
+        original convolutions on the fast path with a cheap sum check each (which onnxruntime's
+        blocked layout keeps fast) and recomputes through the decoding graph only on runs
+        where a check fires. Gemm / MatMul layers are decoded inline in both.
+    separate_parity: compute a conv's parity channels in a second conv that shares nothing
+        with the data weights (set by the rerun strategy, so the weights are stored once).
     """
 
     parity: int = 2
@@ -43,6 +50,8 @@ class TransformOptions:
     weight_checks: int = 0
     depthwise: bool = True
     seed: int = 0
+    strategy: str = "inline"
+    separate_parity: bool = False
 
     def __post_init__(self):
         if self.parity < 1 or self.parity > 16:
@@ -58,5 +67,7 @@ class TransformOptions:
             raise ValueError("tolerance must be > 0")
         if self.scale not in ("output", "input"):
             raise ValueError(f"scale must be 'output' or 'input', got {self.scale!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.weight_checks < 0:
             raise ValueError("weight_checks must be >= 0")

@@ -14,6 +14,7 @@
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
+#include "onnx_ecc/sum_check.h"
 
 namespace onnx_ecc {
 
@@ -68,6 +69,14 @@ struct InjectAttrs {
   LayerCounters* counters = nullptr;
 };
 OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* out);
+
+struct SumCheckAttrs {
+  SumCheckConfig cfg;
+  bool fail_stop = false;
+  std::string name;
+  LayerCounters* counters = nullptr;
+};
+OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs* out);
 
 // CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
 // ``finish`` for any further setup; failures and exceptions become an ORT status.

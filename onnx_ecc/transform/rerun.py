@@ -1,0 +1,227 @@
+"""The rerun strategy: original convolutions plus cheap sum checks; decode only on a flagged run.
+
+Why: onnxruntime runs convolution chains in a blocked channel layout (NCHWc) and fuses their
+activations; any node of ours on the data path converts the layout back and forth around
+every protected layer, which costs more than decoding. Here the fast path keeps the original
+convolutions and adds, per conv, only layout-friendly standard ops (a 1x1 projection of the
+input on the check-weighted filters, a one-hot depthwise conv for the filter taps, global
+average pools) and one SumCheck on their tiny outputs. The flags of all checks are chained
+into the condition of an ``If`` whose then-branch is the fully decoded model, sharing the
+weights: a run whose checks all pass returns the fast outputs, a flagged run is recomputed
+with every protected layer decoded, so the user's plain InferenceSession still gets
+corrected outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from onnx_ecc import ops
+from onnx_ecc.transform.common import constant_value
+
+FAST_SUFFIX = "__ecc_fast"
+RERUN_SUFFIX = "__ecc_rerun"
+CHANNEL_ALIGN = 16  # projections keep a channel count the blocked layout takes without padding
+
+
+@dataclasses.dataclass
+class SumCheckSite:
+    """One conv's sum check: the tensors its SumCheck reads and the node, for calibration."""
+
+    layer: str
+    y_means: str
+    x_means: str
+    node: str
+
+
+def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.ModelProto, dict]:
+    """Fast path with sum checks, and an If that recomputes through the decoding graph."""
+    from onnx_ecc.transform import calibration_feeds, protect_inline
+
+    full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
+    full, record = protect_inline(model, full_options, model_id)
+    convs = [p["name"] for p in record["protected"] if p["op"] == "Conv"]
+    main_options = dataclasses.replace(full_options, ops=tuple(o for o in options.ops if o != "Conv"))
+    main, _ = protect_inline(model, main_options, model_id)
+    main, sites, flag = add_sum_checks(main, convs, options, model_id)
+    tolerances = {}
+    if sites:
+        tolerances = calibrate_sum_checks(main, sites, calibration_feeds(model), options)
+    out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
+    record["options"]["strategy"] = "rerun"
+    for p in record["protected"]:
+        if p["name"] in tolerances:
+            p["sum_check_tolerance"] = tolerances[p["name"]]
+    return out, record
+
+
+def check_weights(channels: int, seed: int) -> np.ndarray:
+    """Random signs, so that no error pattern of a few channels cancels by construction."""
+    return np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=channels).astype(np.float32)
+
+
+def projected_taps(w: np.ndarray, a: np.ndarray, groups: int) -> np.ndarray:
+    """V[ci, kh, kw] = sum of a_c * W[c, ci, kh, kw] over the output channels c that read input ci."""
+    c_out, cin_g = w.shape[:2]
+    per_group = c_out // groups
+    v = np.zeros((cin_g * groups,) + w.shape[2:], np.float64)
+    for g in range(groups):
+        rows = slice(g * per_group, (g + 1) * per_group)
+        v[g * cin_g:(g + 1) * cin_g] = np.tensordot(a[rows].astype(np.float64), w[rows].astype(np.float64), axes=1)
+    return v
+
+
+def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str):
+    """Add a sum check to each named Conv; returns the model, the check sites and the final flag name."""
+    graph = gs.import_onnx(model)
+    sites: list[SumCheckSite] = []
+    flag = None
+    wanted = set(convs)
+    for node in list(graph.nodes):
+        if node.op != "Conv" or node.name not in wanted:
+            continue
+        w = constant_value(node.inputs[1])
+        bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+        groups = int(node.attrs.get("group", 1))
+        a = check_weights(w.shape[0], options.seed + len(sites))
+        v = projected_taps(w, a, groups)
+        taps = int(np.prod(w.shape[2:]))
+        aligned = -(-taps // CHANNEL_ALIGN) * CHANNEL_ALIGN
+        x, y, name = node.inputs[0], node.outputs[0], node.name
+        proj_w = np.zeros((aligned, v.shape[0]) + (1,) * (w.ndim - 2), np.float32)
+        proj_w[:taps] = v.reshape(v.shape[0], taps).T.reshape((taps, v.shape[0]) + (1,) * (w.ndim - 2))
+        one_hot = np.zeros((aligned, 1) + w.shape[2:], np.float32)
+        one_hot.reshape(aligned, taps)[np.arange(taps), np.arange(taps)] = 1.0
+        spatial = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "auto_pad") if k in node.attrs}
+        proj = gs.Variable(f"{name}__ecc_proj", dtype=np.float32)
+        taps_out = gs.Variable(f"{name}__ecc_taps", dtype=np.float32)
+        x_means = gs.Variable(f"{name}__ecc_x_means", dtype=np.float32)
+        y_means = gs.Variable(f"{name}__ecc_y_means", dtype=np.float32)
+        raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
+        graph.nodes += [
+            gs.Node("Conv", f"{name}__ecc_project", {}, [x, gs.Constant(f"{name}__ecc_proj_w", proj_w)], [proj]),
+            gs.Node("Conv", f"{name}__ecc_tap_sums", dict(spatial, group=aligned),
+                    [proj, gs.Constant(f"{name}__ecc_one_hot", one_hot)], [taps_out]),
+            gs.Node("GlobalAveragePool", f"{name}__ecc_x_pool", {}, [taps_out], [x_means]),
+            gs.Node("GlobalAveragePool", f"{name}__ecc_y_pool", {}, [y], [y_means]),
+        ]
+        offset = float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
+        attrs = dict(weights=[float(t) for t in a], taps=taps, offset=offset, tolerance=float(options.tolerance or 64.0),
+                     fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id)
+        ops.SUM_CHECK.check_attrs(attrs)
+        inputs = [y_means, x_means] + ([flag] if flag is not None else [])
+        graph.nodes.append(gs.Node(ops.SUM_CHECK.name, f"{name}__ecc_sum_check", attrs, inputs, [raised],
+                                   domain=ops.DOMAIN))
+        sites.append(SumCheckSite(name, y_means.name, x_means.name, f"{name}__ecc_sum_check"))
+        flag = raised
+    graph.toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    _keep_fields(model, out)
+    return out, sites, flag.name if flag is not None else None
+
+
+def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feeds_list: list[dict],
+                         options) -> dict[str, float]:
+    """Set each SumCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
+    from onnx_ecc.noise import set_attribute
+    from onnx_ecc.reference import sum_check_ratios
+    from onnx_ecc.runtime import inference_session, session_options
+
+    nodes = {n.name: n for n in model.graph.node}
+    if options.tolerance is not None:
+        return {s.layer: float(options.tolerance) for s in sites}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for s in sites:
+        probe.graph.output.extend([onnx.ValueInfoProto(name=s.y_means), onnx.ValueInfoProto(name=s.x_means)])
+    sess = inference_session(probe, session_options())
+    names = [o.name for o in sess.get_outputs()]
+    worst = {s.layer: 0.0 for s in sites}
+    for feeds in feeds_list:
+        values = dict(zip(names, sess.run(None, feeds)))
+        for s in sites:
+            attrs = {a.name: helper.get_attribute_value(a) for a in nodes[s.node].attribute}
+            ratios = sum_check_ratios(values[s.y_means], values[s.x_means], weights=attrs["weights"],
+                                      taps=attrs["taps"], offset=attrs["offset"])
+            worst[s.layer] = max(worst[s.layer], float(ratios.max()))
+    chosen = {}
+    for s in sites:
+        chosen[s.layer] = max(0.05, options.margin * worst[s.layer])
+        set_attribute(nodes[s.node], "tolerance", float(chosen[s.layer]))
+    return chosen
+
+
+def wrap_with_rerun(main: onnx.ModelProto, full: onnx.ModelProto | None, flag: str | None) -> onnx.ModelProto:
+    """``main`` whose outputs go through If(flag): then the decoded ``full`` graph (or, in detect
+    mode, the fast outputs again), else the fast outputs. Weights stay in the outer graph."""
+    if flag is None:
+        return main
+    out = onnx.ModelProto()
+    out.CopyFrom(main)
+    graph = out.graph
+    outputs = list(graph.output)
+    fast = {o.name: o.name + FAST_SUFFIX for o in outputs}
+    for node in graph.node:
+        node.output[:] = [fast.get(t, t) for t in node.output]
+        node.input[:] = [fast.get(t, t) for t in node.input]
+    produced = {t for n in graph.node for t in n.output}
+    for name, renamed in fast.items():
+        if renamed not in produced:  # an output that is a graph input or initializer
+            graph.node.append(helper.make_node("Identity", [name], [renamed], name=f"{renamed}__identity"))
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [fast[o.name]], [o.name + "__ecc_else"], name=f"{o.name}__ecc_else")
+         for o in outputs], "fast_path", [], [helper.make_value_info(o.name + "__ecc_else", o.type) for o in outputs])
+    if full is None:
+        then_branch = helper.make_graph(
+            [helper.make_node("Identity", [fast[o.name]], [o.name + "__ecc_then"], name=f"{o.name}__ecc_then")
+             for o in outputs], "flagged_detect_only", [],
+            [helper.make_value_info(o.name + "__ecc_then", o.type) for o in outputs])
+    else:
+        then_branch = _rerun_branch(full, graph)
+    graph.node.append(helper.make_node("If", [flag], [o.name for o in outputs], name="ecc_rerun_if",
+                                       then_branch=then_branch, else_branch=else_branch))
+    return out
+
+
+def _rerun_branch(full: onnx.ModelProto, outer: onnx.GraphProto) -> onnx.GraphProto:
+    """The decoded graph as a subgraph: its values renamed apart, its initializers moved to ``outer``."""
+    inner = {t for n in full.graph.node for t in n.output}
+
+    def rename(t: str) -> str:
+        return t + RERUN_SUFFIX if t in inner else t
+
+    nodes = []
+    for n in full.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        copy.name = n.name + RERUN_SUFFIX
+        copy.input[:] = [rename(t) for t in n.input]
+        copy.output[:] = [rename(t) for t in n.output]
+        nodes.append(copy)
+    outputs = []
+    for o in full.graph.output:
+        name = rename(o.name)
+        if name == o.name:  # an output that is an outer value: the branch must produce its own
+            name = o.name + RERUN_SUFFIX
+            nodes.append(helper.make_node("Identity", [o.name], [name], name=f"{name}__identity"))
+        outputs.append(helper.make_value_info(name, o.type))
+    known = {t.name: t for t in outer.initializer}
+    for t in full.graph.initializer:
+        if t.name in known:
+            if known[t.name].SerializeToString() != t.SerializeToString():
+                raise ValueError(f"initializer {t.name} differs between the fast and the decoding graph")
+            continue
+        outer.initializer.append(t)
+    return helper.make_graph(nodes, "decode_rerun", [], outputs)
+
+
+def _keep_fields(original: onnx.ModelProto, out: onnx.ModelProto) -> None:
+    """Carry over what graph export drops (see transform._restore_model_fields)."""
+    from onnx_ecc.transform import _restore_model_fields
+
+    _restore_model_fields(original, out)
