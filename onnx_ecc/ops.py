@@ -139,9 +139,10 @@ SUM_CHECK = OpDecl(
         "Checks a convolution per sample for the rerun strategy: sum_c weights[c] * Y[n, c] must equal "
         "the sum of the first `taps` values of X[n] plus offset, within tolerance * eps32 * (sum of "
         "|terms|), where Y holds the spatial means of the layer's output and X the spatial means of "
-        "its input projected on the weighted filters. Raised is Flag or any sample failing."
+        "its input projected on the weighted filters; with R (means of a residual added to the "
+        "output before pooling), Y - R takes Y's place. Raised is Flag or any sample failing."
     ),
-    inputs=(("Y", False), ("X", False), ("Flag", True)),
+    inputs=(("Y", False), ("X", False), ("Flag", True), ("R", True)),
     outputs=(("Raised", False),),
     attrs=(
         Attr("weights", _A.FLOATS, "check weight of every output channel of the layer", required=True),

@@ -165,32 +165,35 @@ class DepthwiseCheck(OpRun):
         return (z,)
 
 
-def sum_check_ratios(y_means: np.ndarray, x_means: np.ndarray, *, weights, taps: int, offset: float = 0.0) -> np.ndarray:
-    """Per sample: |sum_c w_c y_c - sum_{j<taps} x_j - offset| / (eps32 * sum of |terms|), inf if not finite."""
+def sum_check_ratios(y_means: np.ndarray, x_means: np.ndarray, r_means: np.ndarray | None = None, *, weights,
+                     taps: int, offset: float = 0.0) -> np.ndarray:
+    """Per sample: |sum_c w_c (y_c - r_c) - sum_{j<taps} x_j - offset| / (eps32 * sum of |terms|), inf if not finite."""
     n = y_means.shape[0]
-    y = y_means.reshape(n, -1).astype(np.float64) * np.asarray(weights, np.float64)[None, :]
+    w = np.asarray(weights, np.float64)[None, :]
+    y = y_means.reshape(n, -1).astype(np.float64) * w
+    r = r_means.reshape(n, -1).astype(np.float64) * w if r_means is not None else np.zeros_like(y)
     x = x_means.reshape(n, -1)[:, :taps].astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        syndrome = np.abs(y.sum(axis=1) - x.sum(axis=1) - offset)
-        scale = np.abs(y).sum(axis=1) + np.abs(x).sum(axis=1) + abs(offset)
+        syndrome = np.abs((y - r).sum(axis=1) - x.sum(axis=1) - offset)
+        scale = np.abs(y).sum(axis=1) + np.abs(r).sum(axis=1) + np.abs(x).sum(axis=1) + abs(offset)
         ratio = syndrome / (EPS32 * scale + np.finfo(np.float64).tiny)
     return np.where(np.isfinite(syndrome) & np.isfinite(scale), ratio, np.inf)
 
 
-def sum_check(y_means: np.ndarray, x_means: np.ndarray, flag: bool = False, *, weights, taps: int, offset: float = 0.0,
-              tolerance: float = 64.0) -> tuple[bool, int]:
+def sum_check(y_means: np.ndarray, x_means: np.ndarray, flag: bool = False, r_means: np.ndarray | None = None, *,
+              weights, taps: int, offset: float = 0.0, tolerance: float = 64.0) -> tuple[bool, int]:
     """Oracle of SumCheck: (raised, number of samples that fail)."""
-    failed = int(np.count_nonzero(~(sum_check_ratios(y_means, x_means, weights=weights, taps=taps, offset=offset)
-                                   <= tolerance)))
+    ratios = sum_check_ratios(y_means, x_means, r_means, weights=weights, taps=taps, offset=offset)
+    failed = int(np.count_nonzero(~(ratios <= tolerance)))
     return bool(flag) or failed > 0, failed
 
 
 class SumCheck(OpRun):
     op_domain = ops.DOMAIN
 
-    def _run(self, Y, X, Flag=None, **attrs):  # noqa: N803
+    def _run(self, Y, X, Flag=None, R=None, **attrs):  # noqa: N803
         keep = ("weights", "taps", "offset", "tolerance")
-        raised, _ = sum_check(Y, X, bool(Flag is not None and np.asarray(Flag).ravel()[0]),
+        raised, _ = sum_check(Y, X, bool(Flag is not None and np.asarray(Flag).ravel()[0]), R,
                               **{k: v for k, v in attrs.items() if k in keep and v is not None})
         return (np.array([raised]),)
 

@@ -472,12 +472,23 @@ struct SumCheckKernel : SumCheckAttrs {
           raised = f.GetTensorData<bool>()[0];
         }
       }
+      const float* rp = nullptr;
+      if (ctx.GetInputCount() > 3) {
+        auto r = ctx.GetInput(3);
+        if (static_cast<const OrtValue*>(r) != nullptr) {
+          auto ri = r.GetTensorTypeAndShapeInfo();
+          if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetElementCount() != yi.GetElementCount())
+            return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with as many means as Y");
+          rp = r.GetTensorData<float>();
+        }
+      }
       const float* yp = y.GetTensorData<float>();
       const float* xp = x.GetTensorData<float>();
       DecodeCounts c;
       c.vectors = n;
       for (int64_t s = 0; s < n; ++s)
-        if (!(SumCheckRatio(cfg, yp + s * y_per, xp + s * x_per) <= cfg.tolerance)) ++c.flagged;
+        if (!(SumCheckRatio(cfg, yp + s * y_per, xp + s * x_per, rp ? rp + s * y_per : nullptr) <= cfg.tolerance))
+          ++c.flagged;
       counters->Add(c);
       auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
       out.GetTensorMutableData<bool>()[0] = raised || c.flagged > 0;
@@ -495,12 +506,12 @@ struct SumCheckOp : Ort::CustomOpBase<SumCheckOp, SumCheckKernel, true> {
     return MakeKernel<SumCheckKernel>(info, kernel, "SumCheck", ParseSumCheckAttrs);
   }
   const char* GetName() const { return "SumCheck"; }
-  size_t GetInputTypeCount() const { return 3; }
+  size_t GetInputTypeCount() const { return 4; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
     return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }

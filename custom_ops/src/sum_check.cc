@@ -14,12 +14,13 @@ std::string SumCheckConfig::Validate() const {
   return "";
 }
 
-double SumCheckRatio(const SumCheckConfig& c, const float* y_means, const float* x_means) {
+double SumCheckRatio(const SumCheckConfig& c, const float* y_means, const float* x_means, const float* r_means) {
   double lhs = 0, scale = std::fabs(c.offset), rhs = c.offset;
   for (size_t i = 0; i < c.weights.size(); ++i) {
     const double t = c.weights[i] * static_cast<double>(y_means[i]);
-    lhs += t;
-    scale += std::fabs(t);
+    const double r = r_means ? c.weights[i] * static_cast<double>(r_means[i]) : 0.0;
+    lhs += t - r;
+    scale += std::fabs(t) + std::fabs(r);
   }
   for (int64_t j = 0; j < c.taps; ++j) {
     rhs += x_means[j];

@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import constant_value
+from onnx_ecc.transform.common import absorbable_residual, constant_value
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -37,6 +37,7 @@ class SumCheckSite:
     y_means: str
     x_means: str
     node: str
+    r_means: str | None = None
 
 
 def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.ModelProto, dict]:
@@ -78,10 +79,23 @@ def projected_taps(w: np.ndarray, a: np.ndarray, groups: int) -> np.ndarray:
 
 def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str):
     """Add a sum check to each named Conv; returns the model, the check sites and the final flag name."""
-    graph = gs.import_onnx(model)
+    try:
+        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    except Exception:  # shapes only enable checking after a residual Add
+        graph = gs.import_onnx(model)
     sites: list[SumCheckSite] = []
     flag = None
     wanted = set(convs)
+    means: dict[str, gs.Variable] = {}
+    residual_adds: set[str] = set()
+
+    def mean_of(t: gs.Variable) -> gs.Variable:
+        """Spatial means of a tensor, pooled once however many checks read them."""
+        if t.name not in means:
+            means[t.name] = gs.Variable(f"{t.name}__ecc_means", dtype=np.float32)
+            graph.nodes.append(gs.Node("GlobalAveragePool", f"{t.name}__ecc_pool", {}, [t], [means[t.name]]))
+        return means[t.name]
+
     for node in list(graph.nodes):
         if node.op != "Conv" or node.name not in wanted:
             continue
@@ -100,24 +114,34 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         spatial = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "auto_pad") if k in node.attrs}
         proj = gs.Variable(f"{name}__ecc_proj", dtype=np.float32)
         taps_out = gs.Variable(f"{name}__ecc_taps", dtype=np.float32)
-        x_means = gs.Variable(f"{name}__ecc_x_means", dtype=np.float32)
-        y_means = gs.Variable(f"{name}__ecc_y_means", dtype=np.float32)
+        # After a residual Add, pool the sum and subtract the residual's means: onnxruntime then
+        # still fuses the Add into the conv (a residual that is itself a checked conv's output is
+        # pooled once for both checks).
+        residual = absorbable_residual(y, graph)
+        r_means = None
+        if residual is not None and residual[0].name not in residual_adds:
+            residual_adds.add(residual[0].name)
+            y_means, r_means = mean_of(residual[0].outputs[0]), mean_of(residual[1])
+        else:
+            y_means = mean_of(y)
         raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
         graph.nodes += [
             gs.Node("Conv", f"{name}__ecc_project", {}, [x, gs.Constant(f"{name}__ecc_proj_w", proj_w)], [proj]),
             gs.Node("Conv", f"{name}__ecc_tap_sums", dict(spatial, group=aligned),
                     [proj, gs.Constant(f"{name}__ecc_one_hot", one_hot)], [taps_out]),
-            gs.Node("GlobalAveragePool", f"{name}__ecc_x_pool", {}, [taps_out], [x_means]),
-            gs.Node("GlobalAveragePool", f"{name}__ecc_y_pool", {}, [y], [y_means]),
         ]
+        x_means = mean_of(taps_out)
         offset = float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
         attrs = dict(weights=[float(t) for t in a], taps=taps, offset=offset, tolerance=float(options.tolerance or 64.0),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id)
         ops.SUM_CHECK.check_attrs(attrs)
-        inputs = [y_means, x_means] + ([flag] if flag is not None else [])
+        inputs = [y_means, x_means, flag if flag is not None else gs.Variable.empty()]
+        if r_means is not None:
+            inputs.append(r_means)
         graph.nodes.append(gs.Node(ops.SUM_CHECK.name, f"{name}__ecc_sum_check", attrs, inputs, [raised],
                                    domain=ops.DOMAIN))
-        sites.append(SumCheckSite(name, y_means.name, x_means.name, f"{name}__ecc_sum_check"))
+        sites.append(SumCheckSite(name, y_means.name, x_means.name, f"{name}__ecc_sum_check",
+                                  r_means.name if r_means is not None else None))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
@@ -138,7 +162,9 @@ def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feed
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for s in sites:
-        probe.graph.output.extend([onnx.ValueInfoProto(name=s.y_means), onnx.ValueInfoProto(name=s.x_means)])
+        for t in dict.fromkeys(t for t in (s.y_means, s.x_means, s.r_means) if t):
+            if t not in {o.name for o in probe.graph.output}:
+                probe.graph.output.append(onnx.ValueInfoProto(name=t))
     sess = inference_session(probe, session_options())
     names = [o.name for o in sess.get_outputs()]
     worst = {s.layer: 0.0 for s in sites}
@@ -146,7 +172,8 @@ def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feed
         values = dict(zip(names, sess.run(None, feeds)))
         for s in sites:
             attrs = {a.name: helper.get_attribute_value(a) for a in nodes[s.node].attribute}
-            ratios = sum_check_ratios(values[s.y_means], values[s.x_means], weights=attrs["weights"],
+            ratios = sum_check_ratios(values[s.y_means], values[s.x_means],
+                                      values[s.r_means] if s.r_means else None, weights=attrs["weights"],
                                       taps=attrs["taps"], offset=attrs["offset"])
             worst[s.layer] = max(worst[s.layer], float(ratios.max()))
     chosen = {}

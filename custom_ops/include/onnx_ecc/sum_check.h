@@ -19,6 +19,7 @@ struct SumCheckConfig {
 };
 
 // |syndrome| / (eps32 * sum of |terms|) of one sample (infinity when a value is not finite).
-double SumCheckRatio(const SumCheckConfig& c, const float* y_means, const float* x_means);
+// r_means (or nullptr): means of a residual added to the layer's output before Y was pooled.
+double SumCheckRatio(const SumCheckConfig& c, const float* y_means, const float* x_means, const float* r_means);
 
 }  // namespace onnx_ecc
