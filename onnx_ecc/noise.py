@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx
 
@@ -15,6 +17,19 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
+def probe(model: onnx.ModelProto, tensors) -> Callable[[dict], dict[str, np.ndarray]]:
+    """A function from feeds to the values of ``tensors`` (intermediate or not) in one run of ``model``."""
+    from onnx_ecc.runtime import inference_session, session_options
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    known = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(tensors) if t not in known)
+    sess = inference_session(copy, session_options())
+    names = [o.name for o in sess.get_outputs()]
+    return lambda feeds: dict(zip(names, sess.run(None, feeds)))
+
+
 def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[str, float]]:
     """Per Decode layer: the largest and the median clean |syndrome| / (eps32 * bound).
 
@@ -23,20 +38,7 @@ def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[s
     many times the typical rounding noise an error must be to be noticed.
     """
     decoders = [n for n in protected.graph.node if n.domain == ops.DOMAIN and n.op_type == ops.DECODE.name]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(protected)
-    wanted = []
-    for n in decoders:
-        wanted += [t for t in n.input if t]
-    known = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(wanted):
-        if name not in known:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    from onnx_ecc.runtime import inference_session, session_options
-
-    sess = inference_session(probe, session_options())
-    names = [o.name for o in sess.get_outputs()]
-    values = dict(zip(names, sess.run(None, feeds)))
+    values = probe(protected, [t for n in decoders for t in n.input if t])(feeds)
     out = {}
     for n in decoders:
         a = _attrs(n)

@@ -320,14 +320,8 @@ struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
       auto x = ctx.GetInput(0);
       auto seed = ctx.GetInput(1);  // Seed and Rate live in host memory (GetInputMemoryType)
       auto rate = ctx.GetInput(2);
+      if (OrtStatusPtr st = CheckInjectInputs(*this, x, seed, rate)) return st;
       auto xi = x.GetTensorTypeAndShapeInfo();
-      if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
-      if (seed.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ||
-          seed.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "Seed must be one int64");
-      if (rate.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
-          rate.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "Rate must be one float32");
       auto y = ctx.GetOutput(0, xi.GetShape());
       const int64_t n = static_cast<int64_t>(xi.GetElementCount());
       const uint64_t s = static_cast<uint64_t>(seed.GetTensorData<int64_t>()[0]);

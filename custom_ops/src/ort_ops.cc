@@ -195,6 +195,19 @@ OrtStatusPtr CheckDepthwiseInputs(const DepthwiseAttrs& k, const Ort::ConstValue
   return nullptr;
 }
 
+OrtStatusPtr CheckInjectInputs(const InjectAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& seed,
+                               const Ort::ConstValue& rate) {
+  if (x.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "X must be float32");
+  if (seed.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ||
+      seed.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Seed must be one int64");
+  if (rate.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+      rate.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Rate must be one float32");
+  return nullptr;
+}
+
 OrtStatusPtr ReadDecodeInputs(const DecodeAttrs& k, Ort::KernelContext& ctx, DecodeInputs* in) {
   const auto& L = k.cfg.layout;
   auto y = ctx.GetInput(0);
@@ -405,14 +418,8 @@ struct InjectKernel : InjectAttrs {
       auto x = ctx.GetInput(0);
       auto seed = ctx.GetInput(1);
       auto rate = ctx.GetInput(2);
+      if (OrtStatusPtr st = CheckInjectInputs(*this, x, seed, rate)) return st;
       auto xi = x.GetTensorTypeAndShapeInfo();
-      if (xi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) return Error(ORT_INVALID_ARGUMENT, name, "X must be float32");
-      if (seed.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ||
-          seed.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "Seed must be one int64");
-      if (rate.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
-          rate.GetTensorTypeAndShapeInfo().GetElementCount() != 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "Rate must be one float32");
       auto y = ctx.GetOutput(0, xi.GetShape());
       const int64_t n = static_cast<int64_t>(xi.GetElementCount());
       DecodeCounts c;

@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import absorbable_residual, constant_value
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -79,6 +79,8 @@ def projected_taps(w: np.ndarray, a: np.ndarray, groups: int) -> np.ndarray:
 
 def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str):
     """Add a sum check to each named Conv; returns the model, the check sites and the final flag name."""
+    from onnx_ecc.transform import _restore_model_fields
+
     try:
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     except Exception:  # shapes only enable checking after a residual Add
@@ -134,42 +136,32 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         offset = float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
         attrs = dict(weights=[float(t) for t in a], taps=taps, offset=offset, tolerance=float(options.tolerance or 64.0),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id)
-        ops.SUM_CHECK.check_attrs(attrs)
         inputs = [y_means, x_means, flag if flag is not None else gs.Variable.empty()]
         if r_means is not None:
             inputs.append(r_means)
-        graph.nodes.append(gs.Node(ops.SUM_CHECK.name, f"{name}__ecc_sum_check", attrs, inputs, [raised],
-                                   domain=ops.DOMAIN))
+        emit_node(graph, ops.SUM_CHECK, inputs, [raised], f"{name}__ecc_sum_check", attrs)
         sites.append(SumCheckSite(name, y_means.name, x_means.name, f"{name}__ecc_sum_check",
                                   r_means.name if r_means is not None else None))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
-    _keep_fields(model, out)
+    _restore_model_fields(model, out)
     return out, sites, flag.name if flag is not None else None
 
 
 def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feeds_list: list[dict],
                          options) -> dict[str, float]:
     """Set each SumCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
-    from onnx_ecc.noise import set_attribute
+    from onnx_ecc.noise import probe, set_attribute
     from onnx_ecc.reference import sum_check_ratios
-    from onnx_ecc.runtime import inference_session, session_options
 
     nodes = {n.name: n for n in model.graph.node}
     if options.tolerance is not None:
         return {s.layer: float(options.tolerance) for s in sites}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for s in sites:
-        for t in dict.fromkeys(t for t in (s.y_means, s.x_means, s.r_means) if t):
-            if t not in {o.name for o in probe.graph.output}:
-                probe.graph.output.append(onnx.ValueInfoProto(name=t))
-    sess = inference_session(probe, session_options())
-    names = [o.name for o in sess.get_outputs()]
+    values_of = probe(model, [t for s in sites for t in (s.y_means, s.x_means, s.r_means) if t])
     worst = {s.layer: 0.0 for s in sites}
     for feeds in feeds_list:
-        values = dict(zip(names, sess.run(None, feeds)))
+        values = values_of(feeds)
         for s in sites:
             attrs = {a.name: helper.get_attribute_value(a) for a in nodes[s.node].attribute}
             ratios = sum_check_ratios(values[s.y_means], values[s.x_means],
@@ -200,19 +192,18 @@ def wrap_with_rerun(main: onnx.ModelProto, full: onnx.ModelProto | None, flag: s
     for name, renamed in fast.items():
         if renamed not in produced:  # an output that is a graph input or initializer
             graph.node.append(helper.make_node("Identity", [name], [renamed], name=f"{renamed}__identity"))
-    else_branch = helper.make_graph(
-        [helper.make_node("Identity", [fast[o.name]], [o.name + "__ecc_else"], name=f"{o.name}__ecc_else")
-         for o in outputs], "fast_path", [], [helper.make_value_info(o.name + "__ecc_else", o.type) for o in outputs])
-    if full is None:
-        then_branch = helper.make_graph(
-            [helper.make_node("Identity", [fast[o.name]], [o.name + "__ecc_then"], name=f"{o.name}__ecc_then")
-             for o in outputs], "flagged_detect_only", [],
-            [helper.make_value_info(o.name + "__ecc_then", o.type) for o in outputs])
-    else:
-        then_branch = _rerun_branch(full, graph)
+    else_branch = _identity_branch("fast_path", outputs, fast, "__ecc_else")
+    then_branch = (_rerun_branch(full, graph) if full is not None
+                   else _identity_branch("flagged_detect_only", outputs, fast, "__ecc_then"))
     graph.node.append(helper.make_node("If", [flag], [o.name for o in outputs], name="ecc_rerun_if",
                                        then_branch=then_branch, else_branch=else_branch))
     return out
+
+
+def _identity_branch(name: str, outputs, sources: dict[str, str], suffix: str) -> onnx.GraphProto:
+    """A branch that passes on the outer values ``sources[output]`` as its outputs."""
+    nodes = [helper.make_node("Identity", [sources[o.name]], [o.name + suffix], name=o.name + suffix) for o in outputs]
+    return helper.make_graph(nodes, name, [], [helper.make_value_info(o.name + suffix, o.type) for o in outputs])
 
 
 def _rerun_branch(full: onnx.ModelProto, outer: onnx.GraphProto) -> onnx.GraphProto:
@@ -246,9 +237,3 @@ def _rerun_branch(full: onnx.ModelProto, outer: onnx.GraphProto) -> onnx.GraphPr
         outer.initializer.append(t)
     return helper.make_graph(nodes, "decode_rerun", [], outputs)
 
-
-def _keep_fields(original: onnx.ModelProto, out: onnx.ModelProto) -> None:
-    """Carry over what graph export drops (see transform._restore_model_fields)."""
-    from onnx_ecc.transform import _restore_model_fields
-
-    _restore_model_fields(original, out)

@@ -70,6 +70,10 @@ struct InjectAttrs {
 };
 OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* out);
 
+// Checks InjectFault's inputs: X float32, Seed one int64, Rate one float32.
+OrtStatusPtr CheckInjectInputs(const InjectAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& seed,
+                               const Ort::ConstValue& rate);
+
 struct SumCheckAttrs {
   SumCheckConfig cfg;
   bool fail_stop = false;
