@@ -43,6 +43,29 @@ def _feeds(model, batch, seed=0):
     return {model.graph.input[0].name: rng.random(shape, dtype=np.float32)}
 
 
+def time_interleaved(sessions: dict, feeds: dict, repeats: int, duplicate: str | None = None) -> dict:
+    """Median seconds per run of each session, timed in interleaved rounds after a warm-up.
+
+    With ``duplicate``, also times that session run twice and compared (key "duplicated").
+    """
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, feeds)
+    times = {k: [] for k in list(sessions) + (["duplicated"] if duplicate else [])}
+    for _ in range(repeats):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            times[k].append(time.perf_counter() - t0)
+        if duplicate:
+            t0 = time.perf_counter()
+            a = sessions[duplicate].run(None, feeds)
+            b = sessions[duplicate].run(None, feeds)
+            _ = all(np.array_equal(x, y) for x, y in zip(a, b))
+            times["duplicated"].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def measure(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict) -> dict:
     """Median latency of each variant, timed in interleaved rounds."""
     model = getattr(zoo, model_name)()
@@ -51,22 +74,7 @@ def measure(model_name: str, batch: int, repeats: int, level: str, threads: int,
                 "detect": onnx_ecc.transform(model, mode="detect", **extra),
                 "rerun": onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra)}
     sessions = {k: _session(m, level, threads) for k, m in variants.items()}
-    feeds = _feeds(model, batch)
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, feeds)
-    times = {k: [] for k in list(sessions) + ["duplicated"]}
-    for _ in range(repeats):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        a = sessions["original"].run(None, feeds)
-        b = sessions["original"].run(None, feeds)
-        _ = all(np.array_equal(x, y) for x, y in zip(a, b))
-        times["duplicated"].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
     return {"model": model_name, "batch": batch, "level": level,
             "original_ms": 1e3 * med["original"],
             **{f"{k}/original": med[k] / med["original"] for k in ("correct", "detect", "rerun", "duplicated")}}
