@@ -46,6 +46,22 @@ def test_fault_free_outputs_match_and_no_check_fails(name):
     assert ops.SUM_CHECK.name in top and ops.DEPTHWISE_CHECK.name not in top
 
 
+def test_the_two_convs_of_a_residual_add_share_one_check_on_the_add_output():
+    protected = protected_model("resnet_style", strategy="rerun")
+    checks = {helper.get_attribute_value(a).decode(): n for n in protected.graph.node
+              if n.op_type == ops.SUM_CHECK.name for a in n.attribute if a.name == "layer"}
+    tolerances = {p["name"]: p["sum_check_tolerance"] for p in read_protection(protected)["protected"]
+                  if p["op"] == "Conv"}
+    for stage in ("/4", "/5"):
+        pair = (f"{stage}/shortcut/shortcut.0/Conv", f"{stage}/conv2/Conv")
+        assert "+".join(pair) in checks and not set(pair) & set(checks)
+        assert tolerances[pair[0]] == tolerances[pair[1]]
+        assert checks["+".join(pair)].input[0] == f"{stage}/Add_output_0__ecc_means"
+        # neither conv output is read by a check, so onnxruntime fuses the Add as in the original
+        pooled = {n.input[0] for n in protected.graph.node if n.op_type == "GlobalAveragePool"}
+        assert not {f"{stage}/conv2/Conv_output_0", f"{stage}/shortcut/shortcut.0/Conv_output_0"} & pooled
+
+
 @pytest.mark.parametrize("name", ["resnet_style", "grouped_cnn", "depthwise_separable_cnn"])
 @pytest.mark.parametrize("bit", [30, 26])
 def test_a_flipped_conv_weight_bit_is_caught_and_the_run_decoded(name, bit):

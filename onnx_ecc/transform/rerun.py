@@ -5,7 +5,8 @@ activations; any node of ours on the data path converts the layout back and fort
 every protected layer, which costs more than decoding. Here the fast path keeps the original
 convolutions and adds, per conv, only layout-friendly standard ops (a 1x1 projection of the
 input on the check-weighted filters, a one-hot depthwise conv for the filter taps, global
-average pools) and one SumCheck on their tiny outputs. The flags of all checks are chained
+average pools) and one SumCheck on their tiny outputs; two convs that meet in a residual Add
+are checked as one, on the Add's output. The flags of all checks are chained
 into the condition of an ``If`` whose then-branch is the fully decoded model, sharing the
 weights: a run whose checks all pass returns the fast outputs, a flagged run is recomputed
 with every protected layer decoded, so the user's plain InferenceSession still gets
@@ -31,13 +32,18 @@ CHANNEL_ALIGN = 16  # projections keep a channel count the blocked layout takes 
 
 @dataclasses.dataclass
 class SumCheckSite:
-    """One conv's sum check: the tensors its SumCheck reads and the node, for calibration."""
+    """One sum check: the convs it covers, the tensors its SumCheck reads and the node, for calibration."""
 
-    layer: str
+    layers: tuple[str, ...]
     y_means: str
     x_means: str
     node: str
     r_means: str | None = None
+
+    @property
+    def layer(self) -> str:
+        """The name counters and errors give this check: its conv, or its convs joined by '+'."""
+        return "+".join(self.layers)
 
 
 def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.ModelProto, dict]:
@@ -56,8 +62,9 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:
-        if p["name"] in tolerances:
-            p["sum_check_tolerance"] = tolerances[p["name"]]
+        for site in sites:
+            if p["name"] in site.layers:
+                p["sum_check_tolerance"] = tolerances[site.layer]
     return out, record
 
 
@@ -77,6 +84,59 @@ def projected_taps(w: np.ndarray, a: np.ndarray, groups: int) -> np.ndarray:
     return v
 
 
+def joint_residual_partners(graph: gs.Graph, wanted: set[str]) -> dict[str, gs.Node]:
+    """Pairs of wanted convs whose outputs only meet in one residual Add, each mapped to the other.
+
+    Such a pair is checked as one linear layer on the Add's output, so neither conv output is
+    read by a check and onnxruntime keeps fusing the Add into a conv as in the original.
+    """
+    partners: dict[str, gs.Node] = {}
+    for node in graph.nodes:
+        if node.op != "Conv" or node.name not in wanted or node.name in partners:
+            continue
+        residual = absorbable_residual(node.outputs[0], graph)
+        if residual is None or len(residual[1].inputs) != 1:
+            continue
+        other = residual[1].inputs[0]
+        if other.op == "Conv" and other.name in wanted and other.name not in partners and other is not node \
+                and absorbable_residual(residual[1], graph) is not None:
+            partners[node.name], partners[other.name] = other, node
+    return partners
+
+
+def _tap_means(graph: gs.Graph, node: gs.Node, a: np.ndarray, mean_of) -> tuple[gs.Variable, int]:
+    """Per sample, the means of the input windows each filter tap reads, projected on the
+    check-weighted filters ``V = sum_c a_c W_c``: a 1x1 conv onto one channel per tap (padded
+    with zero channels to a count the blocked layout likes), a one-hot depthwise conv with the
+    layer's strides and pads, and a pool. Returns the pooled tensor and its tap count."""
+    w = constant_value(node.inputs[1])
+    v = projected_taps(w, a, int(node.attrs.get("group", 1)))
+    taps = int(np.prod(w.shape[2:]))
+    aligned = -(-taps // CHANNEL_ALIGN) * CHANNEL_ALIGN
+    ones = (1,) * (w.ndim - 2)
+    proj_w = np.zeros((aligned, v.shape[0]) + ones, np.float32)
+    proj_w[:taps] = v.reshape(v.shape[0], taps).T.reshape((taps, v.shape[0]) + ones)
+    one_hot = np.zeros((aligned, 1) + w.shape[2:], np.float32)
+    one_hot.reshape(aligned, taps)[np.arange(taps), np.arange(taps)] = 1.0
+    spatial = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "auto_pad") if k in node.attrs}
+    name = node.name
+    proj = gs.Variable(f"{name}__ecc_proj", dtype=np.float32)
+    taps_out = gs.Variable(f"{name}__ecc_taps", dtype=np.float32)
+    graph.nodes += [
+        gs.Node("Conv", f"{name}__ecc_project", {}, [node.inputs[0], gs.Constant(f"{name}__ecc_proj_w", proj_w)],
+                [proj]),
+        gs.Node("Conv", f"{name}__ecc_tap_sums", dict(spatial, group=aligned),
+                [proj, gs.Constant(f"{name}__ecc_one_hot", one_hot)], [taps_out]),
+    ]
+    return mean_of(taps_out), taps
+
+
+def _bias_dot(node: gs.Node, a: np.ndarray) -> float:
+    """a . bias of a conv (0 without a bias), the constant its check must add."""
+    bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    return float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
+
+
 def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str):
     """Add a sum check to each named Conv; returns the model, the check sites and the final flag name."""
     from onnx_ecc.transform import _restore_model_fields
@@ -90,6 +150,8 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
     wanted = set(convs)
     means: dict[str, gs.Variable] = {}
     residual_adds: set[str] = set()
+    partners = joint_residual_partners(graph, wanted)
+    checked: set[str] = set()
 
     def mean_of(t: gs.Variable) -> gs.Variable:
         """Spatial means of a tensor, pooled once however many checks read them."""
@@ -99,49 +161,42 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         return means[t.name]
 
     for node in list(graph.nodes):
-        if node.op != "Conv" or node.name not in wanted:
+        if node.op != "Conv" or node.name not in wanted or node.name in checked:
             continue
-        w = constant_value(node.inputs[1])
-        bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
-        groups = int(node.attrs.get("group", 1))
-        a = check_weights(w.shape[0], options.seed + len(sites))
-        v = projected_taps(w, a, groups)
-        taps = int(np.prod(w.shape[2:]))
-        aligned = -(-taps // CHANNEL_ALIGN) * CHANNEL_ALIGN
-        x, y, name = node.inputs[0], node.outputs[0], node.name
-        proj_w = np.zeros((aligned, v.shape[0]) + (1,) * (w.ndim - 2), np.float32)
-        proj_w[:taps] = v.reshape(v.shape[0], taps).T.reshape((taps, v.shape[0]) + (1,) * (w.ndim - 2))
-        one_hot = np.zeros((aligned, 1) + w.shape[2:], np.float32)
-        one_hot.reshape(aligned, taps)[np.arange(taps), np.arange(taps)] = 1.0
-        spatial = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "auto_pad") if k in node.attrs}
-        proj = gs.Variable(f"{name}__ecc_proj", dtype=np.float32)
-        taps_out = gs.Variable(f"{name}__ecc_taps", dtype=np.float32)
-        # After a residual Add, pool the sum and subtract the residual's means: onnxruntime then
-        # still fuses the Add into the conv (a residual that is itself a checked conv's output is
-        # pooled once for both checks).
+        group = [node] + ([partners[node.name]] if node.name in partners else [])
+        checked.update(n.name for n in group)
+        name = "+".join(n.name for n in group)
+        a = check_weights(constant_value(node.inputs[1]).shape[0], options.seed + len(sites))
+        y, r_means = node.outputs[0], None
         residual = absorbable_residual(y, graph)
-        r_means = None
-        if residual is not None and residual[0].name not in residual_adds:
+        if len(group) == 2:  # both Add inputs are checked: the Add's output is their joint output
+            y_means = mean_of(residual[0].outputs[0])
+        elif residual is not None and residual[0].name not in residual_adds:
+            # After a residual Add, pool the sum and subtract the residual's means: onnxruntime then
+            # still fuses the Add into the conv (a residual that is itself a checked conv's output is
+            # pooled once for both checks).
             residual_adds.add(residual[0].name)
             y_means, r_means = mean_of(residual[0].outputs[0]), mean_of(residual[1])
         else:
             y_means = mean_of(y)
+        tap_means = [_tap_means(graph, n, a, mean_of) for n in group]
+        if len(tap_means) == 1:
+            x_means, taps = tap_means[0]
+        else:  # padding channels are exact zeros, so the check may sum every channel of both
+            x_means = gs.Variable(f"{name}__ecc_tap_means", dtype=np.float32)
+            graph.nodes.append(gs.Node("Concat", f"{name}__ecc_join", {"axis": 1}, [t for t, _ in tap_means],
+                                       [x_means]))
+            taps = sum(-(-k // CHANNEL_ALIGN) * CHANNEL_ALIGN for _, k in tap_means)
         raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
-        graph.nodes += [
-            gs.Node("Conv", f"{name}__ecc_project", {}, [x, gs.Constant(f"{name}__ecc_proj_w", proj_w)], [proj]),
-            gs.Node("Conv", f"{name}__ecc_tap_sums", dict(spatial, group=aligned),
-                    [proj, gs.Constant(f"{name}__ecc_one_hot", one_hot)], [taps_out]),
-        ]
-        x_means = mean_of(taps_out)
-        offset = float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
-        attrs = dict(weights=[float(t) for t in a], taps=taps, offset=offset, tolerance=float(options.tolerance or 64.0),
+        attrs = dict(weights=[float(t) for t in a], taps=taps, offset=sum(_bias_dot(n, a) for n in group),
+                     tolerance=float(options.tolerance or 64.0),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id)
         inputs = [y_means, x_means, flag if flag is not None else gs.Variable.empty()]
         if r_means is not None:
             inputs.append(r_means)
         emit_node(graph, ops.SUM_CHECK, inputs, [raised], f"{name}__ecc_sum_check", attrs)
-        sites.append(SumCheckSite(name, y_means.name, x_means.name, f"{name}__ecc_sum_check",
-                                  r_means.name if r_means is not None else None))
+        sites.append(SumCheckSite(tuple(n.name for n in group), y_means.name, x_means.name,
+                                  f"{name}__ecc_sum_check", r_means.name if r_means is not None else None))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
