@@ -30,12 +30,19 @@ OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::strin
 
 // The parsed and validated attributes of each op. Parse* return nullptr or an error status;
 // they may throw (callers catch).
-struct DecodeAttrs {
-  DecodeConfig cfg;
-  int64_t axis = 1;
+
+// What every checking op carries: its maths config, whether a failed check raises, the layer
+// it reports as and that layer's counters.
+template <typename Config>
+struct CheckAttrs {
+  Config cfg;
   bool fail_stop = false;
   std::string name;
   LayerCounters* counters = nullptr;
+};
+
+struct DecodeAttrs : CheckAttrs<DecodeConfig> {
+  int64_t axis = 1;
 };
 OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* out);
 
@@ -50,12 +57,7 @@ struct DecodeInputs {
 };
 OrtStatusPtr ReadDecodeInputs(const DecodeAttrs& k, Ort::KernelContext& ctx, DecodeInputs* in);
 
-struct DepthwiseAttrs {
-  DepthwiseConfig cfg;
-  bool fail_stop = false;
-  std::string name;
-  LayerCounters* counters = nullptr;
-};
+using DepthwiseAttrs = CheckAttrs<DepthwiseConfig>;
 OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttrs* out);
 
 // Checks DepthwiseCheck's inputs (types and shapes); returns nullptr or an error status, and
@@ -74,12 +76,7 @@ OrtStatusPtr ParseInjectAttrs(const Ort::ConstKernelInfo& info, InjectAttrs* out
 OrtStatusPtr CheckInjectInputs(const InjectAttrs& k, const Ort::ConstValue& x, const Ort::ConstValue& seed,
                                const Ort::ConstValue& rate);
 
-struct SumCheckAttrs {
-  SumCheckConfig cfg;
-  bool fail_stop = false;
-  std::string name;
-  LayerCounters* counters = nullptr;
-};
+using SumCheckAttrs = CheckAttrs<SumCheckConfig>;
 OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs* out);
 
 // CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
