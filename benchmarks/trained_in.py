@@ -27,6 +27,8 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_ecc import datasets
+from onnx_ecc.faults.records import Fault
+from onnx_ecc.faults.weights import apply_weight_faults
 from onnx_ecc.train import Constraint, accuracy, export_onnx, onnx_logits, train_mlp
 from onnx_ecc.weights import read_weight_codes, scrub_model
 
@@ -38,19 +40,13 @@ def _flat(x: np.ndarray) -> np.ndarray:
 def corrupt_layer(proto: onnx.ModelProto, name: str, k: int, seed: int) -> onnx.ModelProto:
     """Copy of the model with k errors in `name`: half N(0,1) added, half a flipped exponent bit."""
     rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for t in out.graph.initializer:
-        if t.name == name:
-            w = numpy_helper.to_array(t).copy()
-            flat = w.reshape(-1)
-            pos = rng.choice(flat.size, k, replace=False)
-            half = k // 2
-            flat[pos[:half]] += rng.standard_normal(half).astype(np.float32)
-            bits = rng.integers(23, 31, size=k - half).astype(np.uint32)
-            flat.view(np.uint32)[pos[half:]] ^= np.left_shift(np.uint32(1), bits)
-            t.CopyFrom(numpy_helper.from_array(w, name))
-    return out
+    flat = numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == name)).reshape(-1)
+    pos = rng.choice(flat.size, k, replace=False)
+    half = k // 2
+    new = flat[pos[:half]] + rng.standard_normal(half).astype(np.float32)
+    bits = rng.integers(23, 31, size=k - half)
+    return apply_weight_faults(proto, [Fault(name, int(p), kind="value", value=float(v)) for p, v in zip(pos, new)]
+                               + [Fault(name, int(p), bit=int(b)) for p, b in zip(pos[half:], bits)])
 
 
 def run_dataset(name, data, args) -> dict:

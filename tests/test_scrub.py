@@ -10,6 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_ecc.cli import scrub as scrub_cli
+from onnx_ecc.faults.records import Fault
+from onnx_ecc.faults.weights import apply_weight_faults
 from onnx_ecc.weights import WeightScrubber, add_weight_checks, read_weight_codes, scrub_model
 
 
@@ -35,20 +37,16 @@ def _run(model, x):
 
 
 def _corrupt(model, name, count, seed=1, values="gross"):
+    """A copy of ``model`` with ``count`` errors in ``name``: top exponent bit flips, or N(0, 0.05) added."""
     rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.name == name:
-            w = numpy_helper.to_array(t).copy()
-            flat = w.reshape(-1)
-            pos = rng.choice(flat.size, count, replace=False)
-            if values == "bitflip":  # flip the top exponent bit: huge or tiny values
-                flat.view(np.uint32)[pos] ^= np.uint32(1 << 30)
-            else:
-                flat[pos] += rng.standard_normal(count).astype(np.float32) * 0.05
-            t.CopyFrom(numpy_helper.from_array(w, name))
-    return out
+    flat = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name)).reshape(-1)
+    pos = rng.choice(flat.size, count, replace=False)
+    if values == "bitflip":  # flip the top exponent bit: huge or tiny values
+        faults = [Fault(name, int(p), bit=30) for p in pos]
+    else:
+        new = flat[pos] + rng.standard_normal(count).astype(np.float32) * 0.05
+        faults = [Fault(name, int(p), kind="value", value=float(v)) for p, v in zip(pos, new)]
+    return apply_weight_faults(model, faults)
 
 
 @pytest.fixture(scope="module")
