@@ -130,6 +130,14 @@ def _counts(report):
             for k, v in report.layers.items()}
 
 
+def _run_on_both(model: onnx.ModelProto, feeds):
+    """The GPU's output and report for a protected model, and the CPU's output; both count alike."""
+    got, report = _run_protected(model, feeds, gpu=True)
+    cpu_out, cpu_report = _run_protected(model, feeds, gpu=False)
+    assert _counts(report) == _counts(cpu_report)
+    return got, report, cpu_out
+
+
 # ---- fault-free ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,batch", [(_cnn, 1), (_cnn, 8), (_mlp_3d, 1), (_mlp_3d, 5)])
@@ -138,13 +146,10 @@ def test_fault_free_matches_original(make, batch):
     prot = onnx_ecc.transform(model)
     feeds = _feeds(model, batch=batch)
     want = _run_original(model, feeds, [CUDA])
-    got, report = _run_protected(prot, feeds, gpu=True)
+    got, report, _ = _run_on_both(prot, feeds)  # the same counts of checked vectors as on the CPU
     _close(got, want)
     assert report.flagged == 0, report.layers
     assert all(c.runs == 1 and c.vectors > 0 for c in report.layers.values()), report.layers
-    # the same counts of checked vectors as on the CPU
-    _, cpu_report = _run_protected(prot, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
 
 
 def test_counters_accumulate_over_runs():
@@ -176,11 +181,9 @@ def test_single_errors_corrected(make, layer, edits):
     bad = _corrupt(prot, _weight_of(prot, layer), edits)
     feeds = _feeds(model, batch=4)
     want = _run_original(model, feeds, [CUDA])
-    got, report = _run_protected(bad, feeds, gpu=True)
+    got, report, cpu_out = _run_on_both(bad, feeds)
     _close(got, want, rtol=1e-3)
     assert report.corrected > 0 and report.uncorrectable == 0, report.layers
-    cpu_out, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
     _close(got, cpu_out, rtol=1e-3)
 
 
@@ -189,13 +192,11 @@ def test_multiple_errors_per_block_corrected():
     prot = onnx_ecc.transform(model, parity=4, block=8)
     bad = _corrupt(prot, _weight_of(prot, "conv2"), [((1, 2, 0, 0), 3.0), ((2, 5, 0, 0), -3.0)])  # same block
     feeds = _feeds(model, batch=2)
-    got, report = _run_protected(bad, feeds, gpu=True)
+    got, report, _ = _run_on_both(bad, feeds)
     _close(got, _run_original(model, feeds, [CUDA]), rtol=1e-3)
     layer = report.layers["conv2"]
     assert layer.corrected_blocks > 0 and layer.corrected_values > layer.corrected_blocks  # some with 2 values
     assert report.uncorrectable == 0
-    _, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
 
 
 def test_depthwise_error_corrected():
@@ -204,11 +205,9 @@ def test_depthwise_error_corrected():
     assert any(n.op_type == ops.DEPTHWISE_CHECK.name for n in prot.graph.node)
     bad = _corrupt(prot, _weight_of(prot, "dw"), [((4, 0, 1, 1), 2.0)])
     feeds = _feeds(model, batch=2)
-    got, report = _run_protected(bad, feeds, gpu=True)
+    got, report, _ = _run_on_both(bad, feeds)
     _close(got, _run_original(model, feeds, [CUDA]), rtol=1e-3)
     assert report.layers["dw"].corrected_blocks > 0 and report.uncorrectable == 0
-    _, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
 
 
 def test_uncorrectable_detected_and_fail_stop():
@@ -216,10 +215,8 @@ def test_uncorrectable_detected_and_fail_stop():
     prot = onnx_ecc.transform(model, parity=2, block=8)
     bad = _corrupt(prot, _weight_of(prot, "conv2"), [((1, 2, 0, 0), 3.0), ((2, 5, 0, 0), -3.0)])  # 2 in one block
     feeds = _feeds(model, batch=2)
-    _, report = _run_protected(bad, feeds, gpu=True)
+    _, report, _ = _run_on_both(bad, feeds)
     assert report.uncorrectable > 0
-    _, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
     with pytest.raises(Exception, match="uncorrectable"):
         _run_protected(bad, feeds, gpu=True, fail_stop=True)
     # fail_stop on a clean model passes
@@ -232,9 +229,7 @@ def test_non_finite_values_are_erasures():
     prot = onnx_ecc.transform(model, parity=2, block=8)
     bad = _corrupt(prot, _weight_of(prot, "mm2"), [((3, 6), np.inf)])
     feeds = _feeds(model, batch=2)
-    got, report = _run_protected(bad, feeds, gpu=True)
-    cpu_out, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
+    got, _, cpu_out = _run_on_both(bad, feeds)
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(cpu_out))
 
 
@@ -365,18 +360,14 @@ def test_residual_model_fault_free_and_corrected(scale):
     assert sum(len(n.input) == 3 and n.input[2] != "" for n in decoders) >= 2, "the residual Adds were not absorbed"
     feeds = _feeds(model, batch=3)
     want = _run_original(model, feeds, [CUDA])
-    got, report = _run_protected(prot, feeds, gpu=True)
+    got, report, _ = _run_on_both(prot, feeds)
     _close(got, want)
     assert report.flagged == 0, report.layers
-    _, cpu_report = _run_protected(prot, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
     bad = _corrupt(prot, _weight_of(prot, "conv1"), [((5, 2, 1, 1), 3.0)])
     bad = _corrupt(bad, _weight_of(bad, "mm"), [((3, 4), -2.0)])
-    got, report = _run_protected(bad, feeds, gpu=True)
+    got, report, cpu_out = _run_on_both(bad, feeds)
     _close(got, want, rtol=1e-3)
     assert report.corrected > 0 and report.uncorrectable == 0, report.layers
-    cpu_out, cpu_report = _run_protected(bad, feeds, gpu=False)
-    assert _counts(report) == _counts(cpu_report)
     _close(got, cpu_out, rtol=1e-3)
 
 
