@@ -463,14 +463,32 @@ def _tensor_shapes(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray) 
     return {n: tuple(o.shape) for n, o in zip(names, outs)}
 
 
-def _keep_if_corrupting(found: list, seen: set, key, out: np.ndarray, clean_top1: int, sample: int, fault) -> bool:
-    """Record ``fault`` when it corrupts the original's output (non-finite or top-1 changed)."""
-    finite = bool(np.isfinite(out).all())
-    if finite and int(np.argmax(out)) == clean_top1:
-        return False
-    seen.add(key)
-    found.append({"sample": sample, "fault": fault, "original_finite": finite})
-    return True
+def _find_corrupting(draw, clean_top1: np.ndarray, n_faults: int, max_trials: int,
+                     rng: np.random.Generator, bar) -> tuple[list[dict], int]:
+    """Draw single faults until ``n_faults`` distinct ones corrupt the original's output
+    (non-finite, or top-1 changed); returns them and the number of draws.
+
+    ``draw(sample)`` gives (key, fault, run): ``key`` tells faults apart, ``run()`` is the
+    original's output with the fault, only computed for a key not yet found.
+    """
+    found: list[dict] = []
+    seen: set = set()
+    tried = 0
+    while len(found) < n_faults and tried < max_trials:
+        tried += 1
+        i = int(rng.integers(len(clean_top1)))
+        key, fault, run = draw(i)
+        if key in seen:
+            continue
+        out = run()
+        finite = bool(np.isfinite(out).all())
+        if finite and int(np.argmax(out)) == clean_top1[i]:
+            continue
+        seen.add(key)
+        found.append({"sample": i, "fault": fault, "original_finite": finite})
+        bar.update(1)
+    bar.close()
+    return found, tried
 
 
 def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: np.ndarray, y: np.ndarray,
@@ -488,9 +506,6 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
     t0 = time.time()
     bits_t = F.parse_bits(bits)
     rng = np.random.default_rng(seed)
-    found: list[dict] = []
-    seen: set = set()
-    tried = 0
     bar = _progress(n_faults, 0, progress)
     if site == "weight":
         maps = F.weight_maps(protected)
@@ -499,17 +514,12 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
         clean_o = np.argmax(ro.run(x)[0].reshape(len(x), -1), axis=1)
         clean_p = np.argmax(rp.run(x)[0].reshape(len(x), -1), axis=1)
         spec = F.WeightFaultSpec(count=1, bits=bits_t, tensors=tuple(orig_names))
-        while len(found) < n_faults and tried < max_trials:
-            tried += 1
-            i = int(rng.integers(len(x)))
+
+        def draw(i):
             f = F.draw_weight_faults(original, spec, int(rng.integers(1 << 62)))[0]
-            k = (f.target, f.index, f.bit)
-            if k in seen:
-                continue
-            out = ro.run(x[i:i + 1], [f])[0].reshape(-1)
-            if _keep_if_corrupting(found, seen, k, out, clean_o[i], i, f):
-                bar.update(1)
-        bar.close()
+            return (f.target, f.index, f.bit), f, lambda: ro.run(x[i:i + 1], [f])[0].reshape(-1)
+
+        found, tried = _find_corrupting(draw, clean_o, n_faults, max_trials, rng, bar)
         results = []
         for item in found:
             i, f = item["sample"], item["fault"]
@@ -531,21 +541,14 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
         probs = sizes / sizes.sum()
         clean_o = np.argmax(_batched(ro[layers[0]], x, rate=0.0), axis=1)
         clean_p = np.argmax(_batched(rp[layers[0]], x, rate=0.0), axis=1)
-        while len(found) < n_faults and tried < max_trials:
-            tried += 1
-            i = int(rng.integers(len(x)))
+
+        def draw(i):
             li = int(rng.choice(len(layers), p=probs))
-            l = layers[li]
-            s = int(rng.integers(1 << 62))
-            n = int(sizes[li])
-            f = F.compute_faults(s, sites[l], n, bits=bits_t, count=1, target=l)[0]
-            k = (l, f.index, f.bit, i)
-            if k in seen:
-                continue
-            out = ro[l].run(x[i:i + 1], seed=s)[0].reshape(-1)
-            if _keep_if_corrupting(found, seen, k, out, clean_o[i], i, f):
-                bar.update(1)
-        bar.close()
+            l, s = layers[li], int(rng.integers(1 << 62))
+            f = F.compute_faults(s, sites[l], int(sizes[li]), bits=bits_t, count=1, target=l)[0]
+            return (l, f.index, f.bit, i), f, lambda: ro[l].run(x[i:i + 1], seed=s)[0].reshape(-1)
+
+        found, tried = _find_corrupting(draw, clean_o, n_faults, max_trials, rng, bar)
         results = []
         for item in found:
             i, f = item["sample"], item["fault"]
