@@ -104,6 +104,11 @@ def joint_residual_partners(graph: gs.Graph, wanted: set[str]) -> dict[str, gs.N
     return partners
 
 
+def _aligned(channels: int) -> int:
+    """``channels`` rounded up to a multiple of CHANNEL_ALIGN."""
+    return -(-channels // CHANNEL_ALIGN) * CHANNEL_ALIGN
+
+
 def _tap_means(graph: gs.Graph, node: gs.Node, a: np.ndarray, mean_of) -> tuple[gs.Variable, int]:
     """Per sample, the means of the input windows each filter tap reads, projected on the
     check-weighted filters ``V = sum_c a_c W_c``: a 1x1 conv onto one channel per tap (padded
@@ -112,7 +117,7 @@ def _tap_means(graph: gs.Graph, node: gs.Node, a: np.ndarray, mean_of) -> tuple[
     w = constant_value(node.inputs[1])
     v = projected_taps(w, a, int(node.attrs.get("group", 1)))
     taps = int(np.prod(w.shape[2:]))
-    aligned = -(-taps // CHANNEL_ALIGN) * CHANNEL_ALIGN
+    aligned = _aligned(taps)
     ones = (1,) * (w.ndim - 2)
     proj_w = np.zeros((aligned, v.shape[0]) + ones, np.float32)
     proj_w[:taps] = v.reshape(v.shape[0], taps).T.reshape((taps, v.shape[0]) + ones)
@@ -186,7 +191,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
             x_means = gs.Variable(f"{name}__ecc_tap_means", dtype=np.float32)
             graph.nodes.append(gs.Node("Concat", f"{name}__ecc_join", {"axis": 1}, [t for t, _ in tap_means],
                                        [x_means]))
-            taps = sum(-(-k // CHANNEL_ALIGN) * CHANNEL_ALIGN for _, k in tap_means)
+            taps = sum(_aligned(k) for _, k in tap_means)
         raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
         attrs = dict(weights=[float(t) for t in a], taps=taps, offset=sum(_bias_dot(n, a) for n in group),
                      tolerance=float(options.tolerance or 64.0),
