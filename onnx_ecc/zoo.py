@@ -480,6 +480,14 @@ _MAKERS: dict[str, Callable] = {
 }
 
 
+def _register_realistic() -> None:
+    """Add the real-size architectures of zoo_realistic to the builders (names in MODELS too)."""
+    from onnx_ecc import zoo_realistic
+
+    for name, maker in zoo_realistic.MAKERS.items():
+        _MAKERS[name] = maker
+
+
 def torch_model(name: str, seed: int = 0):
     """The eval-mode torch module that zoo model `name` is exported from (a test oracle)."""
     if name == "fashion_mlp":
@@ -562,6 +570,9 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "fashion_mlp": fashion_mlp,
     "fashion_cnn": lambda: onnx.load(str(bundled_default())),
 }
+_register_realistic()
+for _name in ("mobilenet_v2", "efficientnet_lite", "resnet18", "bert_encoder", "bert_encoder_128"):
+    MODELS[_name] = functools.partial(_built, _name, 0)
 
 
 def build(name: str) -> onnx.ModelProto:

@@ -316,7 +316,7 @@ struct DecodeKernel : DecodeAttrs {
       auto z = ctx.GetOutput(0, in.out_shape);
       if (outer * inner == 0) return nullptr;
       // Work items: chunks of rows when each row is one vector, else chunks of positions.
-      const int64_t chunk = inner == 1 ? 256 : (inner <= 2048 ? inner : 1024);
+      const int64_t chunk = inner == 1 ? std::max<int64_t>(8, std::min<int64_t>(256, outer / 8)) : (inner <= 2048 ? inner : 1024);
       const int64_t cpo = inner == 1 ? 1 : (inner + chunk - 1) / chunk;
       const int64_t items = inner == 1 ? (outer + chunk - 1) / chunk : outer * cpo;
       std::vector<DecodeCounts> counts(static_cast<size_t>(items));
