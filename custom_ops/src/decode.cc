@@ -7,12 +7,14 @@
 #include <cmath>
 #include <cstring>
 
+#include "sweeps.h"
+
 namespace onnx_ecc {
 namespace {
 
 constexpr double kEps32 = FLT_EPSILON;
-constexpr int kMaxParity = 16;
-constexpr int64_t kChunk = 256;
+using sweep::kChunk;
+using sweep::kMaxParity;
 constexpr double kRoundingFloor = 0x1p-40;  // relative rounding allowance of a residual in double
 
 // Solves the small dense system (a: rows x cols, row-major) in the least-squares sense with
@@ -249,162 +251,171 @@ void RepairVector(const DecodeConfig& cfg, size_t a0, const float* gen, int b, i
   }
 }
 
-// Rows layout ([rows, C], channels contiguous): checks as short dot products per row.
-void DecodeRows(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts) {
+// Rows layout ([rows, C], channels contiguous): checks as short dot products per row, over the
+// blocks [kb0, kb1) of the flattened (group, block) index.
+template <int kOut>
+ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_t n, int64_t kb0, int64_t kb1,
+                 DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
   const double tol_eps = cfg.tolerance * kEps32;
+  const int64_t nb = L.num_blocks();
   for (int64_t row = 0; row < n; ++row) {
     const float* yrow = v.y + row * v.y_vector_stride;
     const float* rrow = v.residual ? v.residual + row * v.z_vector_stride : nullptr;
     float* zrow = v.z + row * v.z_vector_stride;
-    for (int64_t g = 0; g < L.groups; ++g) {
+    const float xscale = cfg.scale_output ? -1.f : v.xmax[row * v.xmax_stride];
+    for (int64_t gk = kb0, g = kb0 / nb, k = kb0 % nb; gk < kb1; ++gk, k = k + 1 < nb ? k + 1 : 0, g += k == 0) {
       const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
       const int64_t zbase = g * L.data_per_group;
-      for (int64_t k = 0; k < L.num_blocks(); ++k) {
-        const int b = static_cast<int>(L.block_sizes[k]);
-        const float* __restrict gen = cfg.generator.data() + L.gen_offsets[k];
-        const float* __restrict yd = yrow + ybase + L.block_starts[k];
-        const float* __restrict yp = yrow + ybase + L.data_per_group + k * r;
-        float* __restrict zd = zrow + zbase + L.block_starts[k];
-        const float* __restrict rd = rrow ? rrow + zbase + L.block_starts[k] : nullptr;
-        const size_t a0 = static_cast<size_t>((g * L.num_blocks() + k) * r);
-        float m = 0.f;
-        for (int j = 0; j < b; ++j) {
-          const float av = std::fabs(yd[j]);
-          m = (av > m && av <= FLT_MAX) ? av : m;
-        }
-        for (int q = 0; q < r; ++q) {
-          const float av = std::fabs(yp[q]);
-          m = (av > m && av <= FLT_MAX) ? av : m;
-        }
-        const float scale = cfg.scale_output ? m : v.xmax[row * v.xmax_stride];
-        bool bad = false;
-        for (int q = 0; q < r; ++q) {
-          float lanes[8] = {};
-          const float* gq = gen + q * b;
-          int j = 0;
-          for (; j + 8 <= b; j += 8)
-            for (int l = 0; l < 8; ++l) lanes[l] += gq[j + l] * yd[j + l];
-          float acc = -yp[q];
-          for (int l = 0; l < 8; ++l) acc += lanes[l];
-          for (; j < b; ++j) acc += gq[j] * yd[j];
-          const float thr = static_cast<float>(tol_eps * cfg.gain[a0 + q]) * scale + static_cast<float>(tol_eps * cfg.offset[a0 + q]);
-          bad |= !(std::fabs(acc) <= thr);
-        }
-        if (rd && cfg.relu) {
-          for (int j = 0; j < b; ++j) { const float x = yd[j] + rd[j]; zd[j] = x > 0.f ? x : 0.f; }
-        } else if (rd) {
-          for (int j = 0; j < b; ++j) zd[j] = yd[j] + rd[j];
-        } else if (cfg.relu) {
-          for (int j = 0; j < b; ++j) zd[j] = yd[j] > 0.f ? yd[j] : 0.f;
-        } else {
-          std::memcpy(zd, yd, sizeof(float) * b);
-        }
-        ++counts.vectors;
-        if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, scale, yd, yp, 1, rd, zd, 1, counts);
+      const int b = static_cast<int>(L.block_sizes[k]);
+      const float* gen = cfg.generator.data() + L.gen_offsets[k];
+      const float* yd = yrow + ybase + L.block_starts[k];
+      const float* yp = yrow + ybase + L.data_per_group + k * r;
+      float* zd = zrow + zbase + L.block_starts[k];
+      const float* rd = rrow ? rrow + zbase + L.block_starts[k] : nullptr;
+      const size_t a0 = static_cast<size_t>(gk * r);
+      const bool bad = sweep::RowBlock<kOut>(yd, yp, rd, zd, gen, b, r, cfg.gain_f.data() + a0,
+                                             cfg.offset_f.data() + a0, xscale);
+      if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts);
+    }
+  }
+  counts.vectors += n * (kb1 - kb0);
+}
+
+// Planar layout (channels strided, positions contiguous): one sweep per block and chunk of
+// positions forms every check, the scale and the output; flagged positions are then repaired.
+template <int kOut>
+ECC_INLINE void DecodePlanarT(const DecodeConfig& cfg, const VectorView& v, int64_t n, int64_t kb0, int64_t kb1,
+                   DecodeCounts& counts) {
+  const CodeLayout& L = cfg.layout;
+  const int r = static_cast<int>(L.parity);
+  const double tol_eps = cfg.tolerance * kEps32;
+  const int64_t ycs = v.y_channel_stride, zcs = v.z_channel_stride;
+  const int64_t nb = L.num_blocks();
+  alignas(64) float syn[kMaxParity][kChunk];
+  alignas(64) float mag[kChunk];
+  alignas(64) unsigned char bad[kChunk];
+  for (int64_t gk = kb0; gk < kb1; ++gk) {
+    const int64_t g = gk / nb, k = gk % nb;
+    const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
+    const int64_t zbase = g * L.data_per_group;
+    const int b = static_cast<int>(L.block_sizes[k]);
+    const float* gen = cfg.generator.data() + L.gen_offsets[k];
+    const float* yd = v.y + (ybase + L.block_starts[k]) * ycs;
+    const float* yp = v.y + (ybase + L.data_per_group + k * r) * ycs;
+    const float* rd = v.residual ? v.residual + (zbase + L.block_starts[k]) * zcs : nullptr;
+    float* zd = v.z + (zbase + L.block_starts[k]) * zcs;
+    const size_t a0 = static_cast<size_t>(gk * r);
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      const int64_t len = std::min(kChunk, n - c0);
+      sweep::PlanarBlock<kOut>(yd + c0, ycs, yp + c0, ycs, rd ? rd + c0 : nullptr, zd + c0, zcs, gen, b, r, len, syn,
+                               mag);
+      const float xscale = cfg.scale_output ? -1.f : v.xmax[0];
+      if (!sweep::PlanarFailures(syn, mag, xscale, cfg.gain_f.data() + a0, cfg.offset_f.data() + a0, r, len, bad))
+        continue;
+      for (int64_t i = 0; i < len; ++i) {
+        if (!bad[i]) continue;
+        const int64_t pos = c0 + i;
+        RepairVector(cfg, a0, gen, b, r, tol_eps, cfg.scale_output ? 0.f : v.xmax[0], yd + pos, yp + pos, ycs,
+                     rd ? rd + pos : nullptr, zd + pos, zcs, counts);
       }
     }
   }
+  counts.vectors += n * (kb1 - kb0);
 }
 
-}  // namespace
+int OutKind(const DecodeConfig& cfg, bool residual) {
+  return residual ? (cfg.relu ? sweep::kResRelu : sweep::kRes) : (cfg.relu ? sweep::kRelu : sweep::kCopy);
+}
 
-void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts) {
-  if (v.y_channel_stride == 1 && v.z_channel_stride == 1) {
-    DecodeRows(cfg, v, n, counts);
-    return;
+ECC_CLONES
+void DecodeRows(const DecodeConfig& cfg, const VectorView& v, int64_t n, int64_t kb0, int64_t kb1,
+                DecodeCounts& counts) {
+  switch (OutKind(cfg, v.residual != nullptr)) {
+    case sweep::kCopy: return DecodeRowsT<sweep::kCopy>(cfg, v, n, kb0, kb1, counts);
+    case sweep::kRelu: return DecodeRowsT<sweep::kRelu>(cfg, v, n, kb0, kb1, counts);
+    case sweep::kRes: return DecodeRowsT<sweep::kRes>(cfg, v, n, kb0, kb1, counts);
+    default: return DecodeRowsT<sweep::kResRelu>(cfg, v, n, kb0, kb1, counts);
   }
+}
+
+ECC_CLONES
+void DecodePlanar(const DecodeConfig& cfg, const VectorView& v, int64_t n, int64_t kb0, int64_t kb1,
+                  DecodeCounts& counts) {
+  switch (OutKind(cfg, v.residual != nullptr)) {
+    case sweep::kCopy: return DecodePlanarT<sweep::kCopy>(cfg, v, n, kb0, kb1, counts);
+    case sweep::kRelu: return DecodePlanarT<sweep::kRelu>(cfg, v, n, kb0, kb1, counts);
+    case sweep::kRes: return DecodePlanarT<sweep::kRes>(cfg, v, n, kb0, kb1, counts);
+    default: return DecodePlanarT<sweep::kResRelu>(cfg, v, n, kb0, kb1, counts);
+  }
+}
+
+// Any other strides (not produced by the ORT wrappers today): the plain per-vector loop.
+void DecodeStrided(const DecodeConfig& cfg, const VectorView& v, int64_t n, int64_t kb0, int64_t kb1,
+                   DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
   const double tol_eps = cfg.tolerance * kEps32;
   const int64_t ycs = v.y_channel_stride, yvs = v.y_vector_stride;
   const int64_t zcs = v.z_channel_stride, zvs = v.z_vector_stride;
-  float syn[kMaxParity][kChunk];
-  float mag[kChunk];
-  float gain_f[kMaxParity], offset_f[kMaxParity];
-  for (int64_t g = 0; g < L.groups; ++g) {
+  const int64_t nb = L.num_blocks();
+  for (int64_t gk = kb0; gk < kb1; ++gk) {
+    const int64_t g = gk / nb, k = gk % nb;
     const int64_t ybase = g * (L.data_per_group + L.parity_per_group);
     const int64_t zbase = g * L.data_per_group;
-    for (int64_t k = 0; k < L.num_blocks(); ++k) {
-      const int b = static_cast<int>(L.block_sizes[k]);
-      const float* gen = cfg.generator.data() + L.gen_offsets[k];
-      const float* yd = v.y + (ybase + L.block_starts[k]) * ycs;
-      const float* yp = v.y + (ybase + L.data_per_group + k * r) * ycs;
-      const float* rd = v.residual ? v.residual + (zbase + L.block_starts[k]) * zcs : nullptr;
-      float* zd = v.z + (zbase + L.block_starts[k]) * zcs;
-      const size_t a0 = static_cast<size_t>((g * L.num_blocks() + k) * r);
+    const int b = static_cast<int>(L.block_sizes[k]);
+    const float* gen = cfg.generator.data() + L.gen_offsets[k];
+    const size_t a0 = static_cast<size_t>(gk * r);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* yd = v.y + (ybase + L.block_starts[k]) * ycs + i * yvs;
+      const float* yp = v.y + (ybase + L.data_per_group + k * r) * ycs + i * yvs;
+      const float* rd = v.residual ? v.residual + (zbase + L.block_starts[k]) * zcs + i * zvs : nullptr;
+      float* zd = v.z + (zbase + L.block_starts[k]) * zcs + i * zvs;
+      float syn[kMaxParity], m = 0.f;
       for (int q = 0; q < r; ++q) {
-        gain_f[q] = static_cast<float>(tol_eps * cfg.gain[a0 + q]);
-        offset_f[q] = static_cast<float>(tol_eps * cfg.offset[a0 + q]);
+        syn[q] = -yp[q * ycs];
+        m = sweep::MaxFinite(m, yp[q * ycs]);
       }
-      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-        const int64_t len = std::min(kChunk, n - c0);
-        // One sweep over the block's channels: every check, the magnitude, and the output.
-        for (int64_t i = 0; i < len; ++i) mag[i] = 0.f;
-        for (int q = 0; q < r; ++q) {
-          float* __restrict s = syn[q];
-          const float* __restrict pq = yp + q * ycs + c0 * yvs;
-          for (int64_t i = 0; i < len; ++i) {
-            const float pv = pq[i * yvs];
-            s[i] = -pv;
-            const float av = std::fabs(pv);
-            mag[i] = (av > mag[i] && av <= FLT_MAX) ? av : mag[i];  // non-finite values never raise it
-          }
-        }
-        for (int j = 0; j < b; ++j) {
-          const float* __restrict src = yd + j * ycs + c0 * yvs;
-          const float* __restrict res = rd ? rd + j * zcs + c0 * zvs : nullptr;
-          float* __restrict dst = zd + j * zcs + c0 * zvs;
-          float* __restrict m = mag;
-          if (r == 2) {
-            const float w0 = gen[j], w1 = gen[b + j];
-            float* __restrict s0 = syn[0];
-            float* __restrict s1 = syn[1];
-            for (int64_t i = 0; i < len; ++i) {
-              const float x = src[i * yvs];
-              s0[i] += w0 * x;
-              s1[i] += w1 * x;
-              const float av = std::fabs(x);
-              m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
-            }
-          } else {
-            for (int q = 0; q < r; ++q) {
-              const float w = gen[q * b + j];
-              float* __restrict s = syn[q];
-              for (int64_t i = 0; i < len; ++i) s[i] += w * src[i * yvs];
-            }
-            for (int64_t i = 0; i < len; ++i) {
-              const float av = std::fabs(src[i * yvs]);
-              m[i] = (av > m[i] && av <= FLT_MAX) ? av : m[i];
-            }
-          }
-          if (res && cfg.relu) {
-            for (int64_t i = 0; i < len; ++i) { const float x = src[i * yvs] + res[i * zvs]; dst[i * zvs] = x > 0.f ? x : 0.f; }
-          } else if (res) {
-            for (int64_t i = 0; i < len; ++i) dst[i * zvs] = src[i * yvs] + res[i * zvs];
-          } else if (cfg.relu) {
-            for (int64_t i = 0; i < len; ++i) { const float x = src[i * yvs]; dst[i * zvs] = x > 0.f ? x : 0.f; }
-          } else if (yvs == 1 && zvs == 1) {
-            std::memcpy(dst, src, sizeof(float) * len);
-          } else {
-            for (int64_t i = 0; i < len; ++i) dst[i * zvs] = src[i * yvs];
-          }
-        }
-        counts.vectors += len;
-        for (int64_t i = 0; i < len; ++i) {
-          const int64_t pos = c0 + i;
-          const float xscale = cfg.scale_output ? 0.f : v.xmax[pos * v.xmax_stride];
-          const float scale = cfg.scale_output ? mag[i] : xscale;
-          bool bad = false;
-          for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q][i]) <= gain_f[q] * scale + offset_f[q]);
-          if (bad)
-            RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd + pos * yvs, yp + pos * yvs, ycs,
-                         rd ? rd + pos * zvs : nullptr, zd + pos * zvs, zcs, counts);
-        }
+      for (int j = 0; j < b; ++j) {
+        const float x = yd[j * ycs];
+        for (int q = 0; q < r; ++q) syn[q] += gen[q * b + j] * x;
+        m = sweep::MaxFinite(m, x);
+        float o = rd ? x + rd[j * zcs] : x;
+        zd[j * zcs] = cfg.relu ? (o > 0.f ? o : 0.f) : o;
       }
+      const float xscale = cfg.scale_output ? 0.f : v.xmax[i * v.xmax_stride];
+      const float scale = cfg.scale_output ? m : xscale;
+      bool bad = false;
+      for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q]) <= cfg.gain_f[a0 + q] * scale + cfg.offset_f[a0 + q]);
+      if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, ycs, rd, zd, zcs, counts);
     }
   }
+  counts.vectors += n * (kb1 - kb0);
+}
+
+}  // namespace
+
+void DecodeConfig::PrepareThresholds() {
+  const double tol_eps = tolerance * kEps32;
+  gain_f.resize(gain.size());
+  offset_f.resize(offset.size());
+  for (size_t i = 0; i < gain.size(); ++i) gain_f[i] = static_cast<float>(tol_eps * gain[i]);
+  for (size_t i = 0; i < offset.size(); ++i) offset_f[i] = static_cast<float>(tol_eps * offset[i]);
+}
+
+void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts, int64_t block_begin,
+                   int64_t block_end) {
+  const int64_t blocks = cfg.layout.groups * cfg.layout.num_blocks();
+  const int64_t kb0 = std::max<int64_t>(block_begin, 0);
+  const int64_t kb1 = block_end < 0 ? blocks : std::min(block_end, blocks);
+  if (n <= 0 || kb0 >= kb1) return;
+  if (v.y_channel_stride == 1 && v.z_channel_stride == 1)
+    DecodeRows(cfg, v, n, kb0, kb1, counts);
+  else if (v.y_vector_stride == 1 && v.z_vector_stride == 1 && (cfg.scale_output || v.xmax_stride == 0))
+    DecodePlanar(cfg, v, n, kb0, kb1, counts);
+  else
+    DecodeStrided(cfg, v, n, kb0, kb1, counts);
 }
 
 }  // namespace onnx_ecc

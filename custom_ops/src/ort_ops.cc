@@ -1,5 +1,7 @@
 // Thin onnxruntime wrappers (CPU) around the maths in decode.cc, depthwise_check.cc and
 // inject_fault.cc, plus RegisterCustomOps. Every failure becomes an ORT error status.
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -108,6 +110,7 @@ OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* k) 
   k->cfg.scale_output = scale == "output";
   err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->cfg.PrepareThresholds();
   k->axis = AttrInt(info, "axis", 1);
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "Decode");
@@ -251,6 +254,75 @@ OrtStatusPtr ReadDecodeInputs(const DecodeAttrs& k, Ort::KernelContext& ctx, Dec
 
 // ---- Decode -------------------------------------------------------------------------------
 
+// How a check over Y = [outer, channels, inner] splits into thread-pool work items: chunks of
+// rows (inner == 1) or of positions of one outer index, times spans of code blocks when that
+// alone gives too few items, so that 16 threads get work and no item is too small to pay for
+// its dispatch. vector_floats: the values one vector (all its blocks) moves.
+struct WorkSplit {
+  int64_t chunk = 1, chunks_per_outer = 1, span = 1, spans = 1, items = 0;
+  // Vector range [v0, v0 + n) (rows, or positions of outer index o) and blocks [kb0, kb1) of an item.
+  void Item(size_t item, int64_t outer, int64_t inner, int64_t blocks, int64_t* o, int64_t* v0, int64_t* n,
+            int64_t* kb0, int64_t* kb1) const {
+    const int64_t vi = static_cast<int64_t>(item) / spans, si = static_cast<int64_t>(item) % spans;
+    *kb0 = si * span;
+    *kb1 = std::min(blocks, *kb0 + span);
+    if (inner == 1) {
+      *o = 0;
+      *v0 = vi * chunk;
+      *n = std::min(chunk, outer - *v0);
+    } else {
+      *o = vi / chunks_per_outer;
+      *v0 = (vi % chunks_per_outer) * chunk;
+      *n = std::min(chunk, inner - *v0);
+    }
+  }
+};
+
+WorkSplit SplitWork(int64_t outer, int64_t inner, int64_t blocks, int64_t vector_floats) {
+  constexpr int64_t kMinItems = 64, kMinItemFloats = 4096;
+  WorkSplit w;
+  int64_t vitems;
+  if (inner == 1) {
+    const int64_t by_size = (kMinItemFloats + vector_floats - 1) / std::max<int64_t>(vector_floats, 1);
+    w.chunk = std::max<int64_t>(1, std::min<int64_t>(256, std::max(by_size, (outer + kMinItems - 1) / kMinItems)));
+    vitems = (outer + w.chunk - 1) / w.chunk;
+  } else {
+    w.chunk = inner <= 2048 ? inner : 1024;
+    w.chunks_per_outer = (inner + w.chunk - 1) / w.chunk;
+    vitems = outer * w.chunks_per_outer;
+  }
+  if (vitems > 0 && vitems < kMinItems && blocks > 1) {
+    const int64_t item_floats = std::min(w.chunk, inner == 1 ? outer : inner) * vector_floats;
+    const int64_t want = std::min((kMinItems + vitems - 1) / vitems, std::max<int64_t>(1, item_floats / kMinItemFloats));
+    w.span = (blocks + std::min(want, blocks) - 1) / std::min(want, blocks);
+    w.spans = (blocks + w.span - 1) / w.span;
+  } else {
+    w.span = std::max<int64_t>(blocks, 1);
+  }
+  w.items = vitems * w.spans;
+  return w;
+}
+
+// Counts of flagged vectors, added by the work items that find any (rare: no contention on the
+// fault-free path, and no per-item array).
+struct SharedCounts {
+  std::atomic<int64_t> flagged{0}, corrected_blocks{0}, corrected_values{0}, uncorrectable{0};
+  void Add(const DecodeCounts& c) {
+    if (!(c.flagged | c.corrected_blocks | c.corrected_values | c.uncorrectable)) return;
+    flagged.fetch_add(c.flagged, std::memory_order_relaxed);
+    corrected_blocks.fetch_add(c.corrected_blocks, std::memory_order_relaxed);
+    corrected_values.fetch_add(c.corrected_values, std::memory_order_relaxed);
+    uncorrectable.fetch_add(c.uncorrectable, std::memory_order_relaxed);
+  }
+  DecodeCounts Total(int64_t vectors) const {
+    DecodeCounts t;
+    t.vectors = vectors;
+    t.flagged = flagged.load(); t.corrected_blocks = corrected_blocks.load();
+    t.corrected_values = corrected_values.load(); t.uncorrectable = uncorrectable.load();
+    return t;
+  }
+};
+
 struct DecodeKernel : DecodeAttrs {
   struct Job {
     const DecodeKernel* k;
@@ -258,31 +330,29 @@ struct DecodeKernel : DecodeAttrs {
     const float* residual;
     float* z;
     const float* xmax;
-    int64_t outer, inner, chunk, chunks_per_outer;
-    std::vector<DecodeCounts>* counts;
+    int64_t outer, inner;
+    WorkSplit split;
+    SharedCounts* counts;
   };
 
   static void Run(void* data, size_t item) {
     auto* j = static_cast<Job*>(data);
     const auto& L = j->k->cfg.layout;
-    const int64_t o = static_cast<int64_t>(item) / j->chunks_per_outer;
-    const int64_t c = static_cast<int64_t>(item) % j->chunks_per_outer;
+    int64_t o, v0, n, kb0, kb1;
+    j->split.Item(item, j->outer, j->inner, L.groups * L.num_blocks(), &o, &v0, &n, &kb0, &kb1);
     VectorView v{};
-    int64_t n;
     if (j->inner == 1) {  // [rows, C]: a chunk of rows, channels contiguous
-      const int64_t r0 = static_cast<int64_t>(item) * j->chunk;
-      n = std::min(j->chunk, j->outer - r0);
-      v = VectorView{j->y + r0 * L.total_channels, j->residual ? j->residual + r0 * L.data_channels : nullptr,
-                     j->z + r0 * L.data_channels, 1, L.total_channels, 1, L.data_channels,
-                     j->xmax ? j->xmax + r0 : nullptr, 1};
+      v = VectorView{j->y + v0 * L.total_channels, j->residual ? j->residual + v0 * L.data_channels : nullptr,
+                     j->z + v0 * L.data_channels, 1, L.total_channels, 1, L.data_channels,
+                     j->xmax ? j->xmax + v0 : nullptr, 1};
     } else {              // [outer, C, inner]: a chunk of positions of one outer index
-      const int64_t i0 = c * j->chunk;
-      n = std::min(j->inner, i0 + j->chunk) - i0;
-      const int64_t yoff = o * L.total_channels * j->inner + i0, zoff = o * L.data_channels * j->inner + i0;
+      const int64_t yoff = o * L.total_channels * j->inner + v0, zoff = o * L.data_channels * j->inner + v0;
       v = VectorView{j->y + yoff, j->residual ? j->residual + zoff : nullptr, j->z + zoff, j->inner, 1, j->inner, 1,
                      j->xmax ? j->xmax + o : nullptr, 0};
     }
-    DecodeVectors(j->k->cfg, v, n, (*j->counts)[item]);
+    DecodeCounts c;
+    DecodeVectors(j->k->cfg, v, n, c, kb0, kb1);
+    j->counts->Add(c);
   }
 
   struct MaxJob {
@@ -300,6 +370,7 @@ struct DecodeKernel : DecodeAttrs {
       Ort::KernelContext ctx(context);
       DecodeInputs in;
       if (OrtStatusPtr st = ReadDecodeInputs(*this, ctx, &in)) return st;
+      const auto& L = cfg.layout;
       const int64_t outer = in.outer, inner = in.inner;
       std::vector<float> xmax;
       if (in.x) {
@@ -315,16 +386,12 @@ struct DecodeKernel : DecodeAttrs {
       const float* residual = in.residual;
       auto z = ctx.GetOutput(0, in.out_shape);
       if (outer * inner == 0) return nullptr;
-      // Work items: chunks of rows when each row is one vector, else chunks of positions.
-      const int64_t chunk = inner == 1 ? std::max<int64_t>(8, std::min<int64_t>(256, outer / 8)) : (inner <= 2048 ? inner : 1024);
-      const int64_t cpo = inner == 1 ? 1 : (inner + chunk - 1) / chunk;
-      const int64_t items = inner == 1 ? (outer + chunk - 1) / chunk : outer * cpo;
-      std::vector<DecodeCounts> counts(static_cast<size_t>(items));
-      Job job{this, in.y, residual, z.GetTensorMutableData<float>(),
-              xmax.empty() ? nullptr : xmax.data(), outer, inner, chunk, cpo, &counts};
-      ctx.ParallelFor(&Run, counts.size(), 0, &job);
-      DecodeCounts total;
-      for (const auto& c : counts) total.Add(c);
+      const int64_t blocks = L.groups * L.num_blocks();
+      SharedCounts counts;
+      Job job{this, in.y, residual, z.GetTensorMutableData<float>(), xmax.empty() ? nullptr : xmax.data(), outer, inner,
+              SplitWork(outer, inner, blocks, L.total_channels + L.data_channels), &counts};
+      ctx.ParallelFor(&Run, static_cast<size_t>(job.split.items), 0, &job);
+      const DecodeCounts total = counts.Total(outer * inner * blocks);
       counters->Add(total);
       if (fail_stop && total.uncorrectable > 0)
         return Error(ORT_FAIL, name,
@@ -531,7 +598,10 @@ const DepthwiseOp kDepthwiseCpu;
 const InjectOp kInjectCpu;
 const SumCheckOp kSumCheckCpu;
 
-std::vector<const OrtCustomOp*> CpuOps() { return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu}; }
+
+std::vector<const OrtCustomOp*> CpuOps() {
+  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu};
+}
 
 }  // namespace onnx_ecc
 

@@ -32,8 +32,12 @@ struct DecodeConfig {
   // Threshold scale: true = the largest |value| of the block in that output vector (taken in the
   // same sweep as the checks), false = max|X| of the layer input per outer index.
   bool scale_output = true;
+  // float32 tolerance * eps32 * gain and * offset, the fast check's threshold terms
+  // (PrepareThresholds fills them from gain, offset and tolerance).
+  std::vector<float> gain_f, offset_f;
 
   std::string Validate() const;
+  void PrepareThresholds();
 };
 
 struct DecodeCounts {
@@ -60,8 +64,10 @@ struct VectorView {
   int64_t xmax_stride;
 };
 
-// Checks, corrects and writes n output vectors.
-void DecodeVectors(const DecodeConfig& cfg, const VectorView& view, int64_t n, DecodeCounts& counts);
+// Checks, corrects and writes n output vectors, in the code blocks [block_begin, block_end) of the
+// flattened (group, block) index (block_end < 0: to the last). cfg needs PrepareThresholds().
+void DecodeVectors(const DecodeConfig& cfg, const VectorView& view, int64_t n, DecodeCounts& counts,
+                   int64_t block_begin = 0, int64_t block_end = -1);
 
 // Noise model of one block's checks: threshold_q = tol_eps * (gain[q] * scale + offset[q]), where
 // scale is xscale, or (xscale < 0) the largest finite |value| among the values trusted.

@@ -1,0 +1,264 @@
+// The vectorisable inner loops of the fast checks (Decode's fast path and ParityCheck), CPU only.
+//
+// Each loop sweeps one code block once: it forms the block's syndromes in float32 (s_q = -p_q,
+// then + G[q, j] * y_j for j in order, or in 8 interleaved lanes along a row as Decode's row path
+// always did), the largest finite |value| (the threshold scale), and optionally writes the output
+// (copy, Relu, + residual). The float operations and their order are those of the scalar code
+// they replaced, and the library is built with -ffp-contract=off, so that every ISA clone
+// (ECC_CLONES: AVX-512, AVX2 and the x86-64-v2 baseline, chosen at load time) gives the same bits.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ONNX_ECC_NO_CLONES)
+#define ECC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ECC_CLONES
+#endif
+#if defined(__clang__)
+#define ECC_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define ECC_IVDEP _Pragma("GCC ivdep")
+#else
+#define ECC_IVDEP
+#endif
+#define ECC_INLINE inline __attribute__((always_inline))
+
+namespace onnx_ecc {
+namespace sweep {
+
+constexpr int kMaxParity = 16;
+constexpr int64_t kChunk = 256;  // positions per planar sweep: syndromes and scales stay in L1
+
+// What a sweep writes per data value x: nothing, x, relu(x), x + r, relu(x + r).
+enum Out { kNone, kCopy, kRelu, kRes, kResRelu };
+
+// max(m, |x|) over finite x (m >= 0): a non-finite value counts as 0, so never raises the scale.
+// Written as a select and a max so that it compiles without branches.
+ECC_INLINE float MaxFinite(float m, float x) {
+  float a = std::fabs(x);
+  a = a <= FLT_MAX ? a : 0.f;
+  return a > m ? a : m;
+}
+
+template <int kOut>
+ECC_INLINE void Emit(float* dst, const float* res, int64_t i, float x) {
+  if constexpr (kOut == kCopy) {
+    dst[i] = x;
+  } else if constexpr (kOut == kRelu) {
+    dst[i] = x > 0.f ? x : 0.f;
+  } else if constexpr (kOut == kRes) {
+    dst[i] = x + res[i];
+  } else if constexpr (kOut == kResRelu) {
+    const float v = x + res[i];
+    dst[i] = v > 0.f ? v : 0.f;
+  }
+}
+
+// Planar block (NCHW): data channel j at yd[j * ycs + i], check q at yp[q * pcs + i], output
+// and residual at zd/rd[j * zcs + i], for positions i < len <= kChunk. Leaves the syndromes in
+// syn[q][i] and the scale in mag[i].
+template <int kOut>
+ECC_INLINE void PlanarBlock(const float* yd, int64_t ycs, const float* yp, int64_t pcs, const float* rd, float* zd,
+                            int64_t zcs, const float* gen, int b, int r, int64_t len, float (*syn)[kChunk],
+                            float* mag) {
+  ECC_IVDEP
+  for (int64_t i = 0; i < len; ++i) mag[i] = 0.f;
+  for (int q = 0; q < r; ++q) {
+    float* s = syn[q];
+    const float* pq = yp + q * pcs;
+    ECC_IVDEP
+    for (int64_t i = 0; i < len; ++i) {
+      s[i] = -pq[i];
+      mag[i] = MaxFinite(mag[i], pq[i]);
+    }
+  }
+  int j = 0;
+  if (r == 2) {
+    float* s0 = syn[0];
+    float* s1 = syn[1];
+    for (; j + 4 <= b; j += 4) {
+      const float* x0 = yd + j * ycs;
+      const float* x1 = x0 + ycs;
+      const float* x2 = x1 + ycs;
+      const float* x3 = x2 + ycs;
+      float* d0 = zd + j * zcs;
+      float* d1 = d0 + zcs;
+      float* d2 = d1 + zcs;
+      float* d3 = d2 + zcs;
+      const float* r0 = rd ? rd + j * zcs : nullptr;
+      const float* r1 = rd ? r0 + zcs : nullptr;
+      const float* r2 = rd ? r1 + zcs : nullptr;
+      const float* r3 = rd ? r2 + zcs : nullptr;
+      const float w00 = gen[j], w01 = gen[j + 1], w02 = gen[j + 2], w03 = gen[j + 3];
+      const float w10 = gen[b + j], w11 = gen[b + j + 1], w12 = gen[b + j + 2], w13 = gen[b + j + 3];
+      ECC_IVDEP
+      for (int64_t i = 0; i < len; ++i) {
+        const float a0 = x0[i], a1 = x1[i], a2 = x2[i], a3 = x3[i];
+        float t0 = s0[i];
+        t0 += w00 * a0; t0 += w01 * a1; t0 += w02 * a2; t0 += w03 * a3;
+        s0[i] = t0;
+        float t1 = s1[i];
+        t1 += w10 * a0; t1 += w11 * a1; t1 += w12 * a2; t1 += w13 * a3;
+        s1[i] = t1;
+        float m = mag[i];
+        m = MaxFinite(m, a0); m = MaxFinite(m, a1); m = MaxFinite(m, a2); m = MaxFinite(m, a3);
+        mag[i] = m;
+        Emit<kOut>(d0, r0, i, a0);
+        Emit<kOut>(d1, r1, i, a1);
+        Emit<kOut>(d2, r2, i, a2);
+        Emit<kOut>(d3, r3, i, a3);
+      }
+    }
+  }
+  for (; j < b; ++j) {
+    const float* x = yd + j * ycs;
+    float* d = zd + j * zcs;
+    const float* rr = rd ? rd + j * zcs : nullptr;
+    for (int q = 0; q < r; ++q) {
+      const float w = gen[q * b + j];
+      float* s = syn[q];
+      ECC_IVDEP
+      for (int64_t i = 0; i < len; ++i) s[i] += w * x[i];
+    }
+    ECC_IVDEP
+    for (int64_t i = 0; i < len; ++i) {
+      mag[i] = MaxFinite(mag[i], x[i]);
+      Emit<kOut>(d, rr, i, x[i]);
+    }
+  }
+}
+
+// Marks bad[i] = 1 where a check of position i fails (threshold gain_f[q] * scale + offset_f[q],
+// scale = mag[i], or xscale when xscale >= 0); returns whether any does.
+ECC_INLINE bool PlanarFailures(const float (*syn)[kChunk], const float* mag, float xscale, const float* gain_f,
+                               const float* offset_f, int r, int64_t len, unsigned char* bad) {
+  ECC_IVDEP
+  for (int64_t i = 0; i < len; ++i) bad[i] = 0;
+  for (int q = 0; q < r; ++q) {
+    const float g = gain_f[q], o = offset_f[q];
+    const float* s = syn[q];
+    if (xscale >= 0) {
+      const float thr = g * xscale + o;
+      ECC_IVDEP
+      for (int64_t i = 0; i < len; ++i) bad[i] |= !(std::fabs(s[i]) <= thr);
+    } else {
+      ECC_IVDEP
+      for (int64_t i = 0; i < len; ++i) bad[i] |= !(std::fabs(s[i]) <= g * mag[i] + o);
+    }
+  }
+  unsigned any = 0;
+  for (int64_t i = 0; i < len; ++i) any |= bad[i];
+  return any != 0;
+}
+
+// Eight floats as one value (GCC/Clang vector extension): one AVX register in the AVX2 and
+// AVX-512 clones, two SSE registers in the baseline; the row sweeps use it explicitly since
+// their 8 interleaved lanes are what the compilers do not vectorise well by themselves.
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+ECC_INLINE F8 Load8(const float* p) {
+  F8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+ECC_INLINE void Store8(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
+ECC_INLINE F8 MaxFinite8(F8 m, F8 x) {
+  const F8 a = reinterpret_cast<F8>(reinterpret_cast<I8>(x) & 0x7fffffff);
+  return (a > m) & (a <= FLT_MAX) ? a : m;
+}
+// Largest lane (exact in any order): three shuffle-and-max steps.
+ECC_INLINE float ReduceMax8(F8 v) {
+#if defined(__clang__)
+  F8 h = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = v > h ? v : h;
+  h = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = v > h ? v : h;
+  h = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#else
+  F8 h = __builtin_shuffle(v, I8{4, 5, 6, 7, 0, 1, 2, 3});
+  v = v > h ? v : h;
+  h = __builtin_shuffle(v, I8{2, 3, 0, 1, 6, 7, 4, 5});
+  v = v > h ? v : h;
+  h = __builtin_shuffle(v, I8{1, 0, 3, 2, 5, 4, 7, 6});
+#endif
+  v = v > h ? v : h;
+  return v[0];
+}
+
+template <int kOut>
+ECC_INLINE void Emit8(float* dst, const float* res, F8 x) {
+  const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if constexpr (kOut == kCopy) {
+    Store8(dst, x);
+  } else if constexpr (kOut == kRelu) {
+    Store8(dst, x > 0.f ? x : zero);
+  } else if constexpr (kOut == kRes) {
+    Store8(dst, x + Load8(res));
+  } else if constexpr (kOut == kResRelu) {
+    const F8 v = x + Load8(res);
+    Store8(dst, v > 0.f ? v : zero);
+  }
+}
+
+// Row block ([rows, C]): data yd[0..b), checks yp[0..r), output and residual zd/rd[0..b).
+// Syndromes in 8 lanes per check (lane l sums j = l mod 8), then -p_q + lane 0 + ... + lane 7,
+// then the tail. Returns whether a check fails (scale: the block's values, or xscale >= 0).
+template <int kOut>
+ECC_INLINE bool RowBlock(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b, int r,
+                         const float* gain_f, const float* offset_f, float xscale) {
+  const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  F8 ml = zero;
+  float acc[kMaxParity];
+  int j = 0;
+  if (r == 2) {
+    F8 l0 = zero, l1 = zero;
+    const float* g0 = gen;
+    const float* g1 = gen + b;
+    for (; j + 8 <= b; j += 8) {
+      const F8 a = Load8(yd + j);
+      l0 += Load8(g0 + j) * a;
+      l1 += Load8(g1 + j) * a;
+      ml = MaxFinite8(ml, a);
+      Emit8<kOut>(zd + j, rd ? rd + j : nullptr, a);
+    }
+    float c0 = -yp[0], c1 = -yp[1];
+    for (int l = 0; l < 8; ++l) { c0 += l0[l]; c1 += l1[l]; }
+    for (int t = j; t < b; ++t) { c0 += g0[t] * yd[t]; c1 += g1[t] * yd[t]; }
+    acc[0] = c0;
+    acc[1] = c1;
+  } else {
+    for (int q = 0; q < r; ++q) {
+      F8 lanes = zero;
+      const float* gq = gen + q * b;
+      int t = 0;
+      for (; t + 8 <= b; t += 8) lanes += Load8(gq + t) * Load8(yd + t);
+      float c = -yp[q];
+      for (int l = 0; l < 8; ++l) c += lanes[l];
+      for (; t < b; ++t) c += gq[t] * yd[t];
+      acc[q] = c;
+    }
+    for (; j + 8 <= b; j += 8) {
+      const F8 a = Load8(yd + j);
+      ml = MaxFinite8(ml, a);
+      Emit8<kOut>(zd + j, rd ? rd + j : nullptr, a);
+    }
+  }
+  float m = ReduceMax8(ml);
+  for (; j < b; ++j) {
+    m = MaxFinite(m, yd[j]);
+    Emit<kOut>(zd, rd, j, yd[j]);
+  }
+  for (int q = 0; q < r; ++q) m = MaxFinite(m, yp[q]);
+  const float scale = xscale >= 0 ? xscale : m;
+  bool bad = false;
+  for (int q = 0; q < r; ++q) bad |= !(std::fabs(acc[q]) <= gain_f[q] * scale + offset_f[q]);
+  return bad;
+}
+
+}  // namespace sweep
+}  // namespace onnx_ecc
