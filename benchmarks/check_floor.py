@@ -32,8 +32,8 @@ PLACES = ("post", "pre", "pre+input")
 
 
 def _activation_output(y: gs.Variable, graph: gs.Graph) -> gs.Variable:
-    """The tensor after the residual Add and Relu that only ``y`` feeds, as far as they go."""
-    for op in ("Add", "Relu"):
+    """The tensor after the residual Add and activation (Relu, Clip) that only ``y`` feeds, as far as they go."""
+    for op in ("Add", "Relu", "Clip"):
         node = single_consumer(y, graph, op)
         if node is not None:
             y = node.outputs[0]

@@ -19,6 +19,23 @@ def cost_summary(record: dict) -> dict[str, float]:
             "extra_macs_pct": 100.0 * extra_macs / macs}
 
 
+def format_budget(plan: dict) -> list[str]:
+    """Lines of a ``--budget`` plan: the mode chosen per layer, its estimated cost and risk share."""
+    rows = [("layer", "op", "mode", "cost ms", "risk %")]
+    for name, p in sorted(plan["layers"].items(), key=lambda kv: kv[1].get("index", 0)):
+        rows.append((name, p["op"], p["mode"], f"{p['cost_ms']:.3f}", f"{100.0 * p['risk']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"budget {plan['ratio']:.2f}x the original at batch {plan['batch']} "
+             f"(original {plan['original_ms']:.2f} ms): measured {plan['measured']:.3f}x, "
+             f"{100.0 * plan['covered_risk']:.1f}% of the risk covered (cost: estimated extra ms per run; "
+             f"for a layer left alone, what protecting it would cost)"]
+    for i, r in enumerate(rows):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
+
+
 def format_report(model: onnx.ModelProto) -> str:
     """A plain-text table of the protection record (or a note that there is none)."""
     record = read_protection(model)
@@ -46,6 +63,8 @@ def format_report(model: onnx.ModelProto) -> str:
     if opts.get("strategy") == "rerun":
         lines.append("rerun strategy: convs run as in the original plus a sum check each; extra FLOPs are those "
                      "of the decoding branch, which runs only when a check fails")
+    if record.get("budget"):
+        lines += format_budget(record["budget"])
     cost = cost_summary(record)
     lines.append(f"{len(record['protected'])} layer(s) protected: +{cost['extra_params_pct']:.1f}% parameters, "
                  f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the original model (Conv/Gemm/MatMul, per sample)")

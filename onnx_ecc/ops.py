@@ -15,6 +15,7 @@ from onnx import defs, helper
 
 DOMAIN = "ai.onnx_ecc"
 OPSET_VERSION = 1
+DEFAULT_TOLERANCE = 64.0  # threshold multiplier on eps32 x the rounding bound, before calibration
 
 _A = defs.OpSchema.AttrType
 
@@ -155,7 +156,35 @@ SUM_CHECK = OpDecl(
     ),
 )
 
-ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK)
+PARITY_CHECK = OpDecl(
+    name="ParityCheck",
+    doc=(
+        "Checks a layer left untouched for the rerun strategy: per output vector and block, G y must "
+        "equal the separately computed parity P within the rounding bound of Decode's scale='output' "
+        "rule. Writes no copy of Y; Raised is Flag or any block failing."
+    ),
+    inputs=(("Y", False), ("P", False), ("Flag", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of Y and P", default=-1),
+        Attr("data_channels", _A.INT, "channels of Y", required=True),
+        Attr("block", _A.INT, "channels per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block; block k's are P's channels k*parity .. k*parity+parity-1",
+             required=True),
+        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
+        Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
+             required=True),
+        Attr("noise_offset", _A.FLOATS, "per block and check: rounding-noise bound independent of the values",
+             required=True),
+        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
+             default=DEFAULT_TOLERANCE),
+        Attr("fail_stop", _A.INT, "1: return an error when a block fails", default=0),
+        Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
+        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+    ),
+)
+
+ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

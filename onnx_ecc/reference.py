@@ -198,4 +198,45 @@ class SumCheck(OpRun):
         return (np.array([raised]),)
 
 
-REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck]
+def parity_check_ratios(y: np.ndarray, p: np.ndarray, *, block, parity, generator, noise_gain, noise_offset,
+                        data_channels=None, **_ignored) -> np.ndarray:
+    """|syndrome| / (eps32 * (gain * scale + offset)) of every vector, block and check, as an array
+    [vectors, blocks, parity] (channels last): a ParityCheck with tolerance T flags a block of a
+    vector where one exceeds T (or is not a number: a value was not finite)."""
+    y = np.asarray(y, np.float64).reshape(-1, np.shape(y)[-1])
+    p = np.asarray(p, np.float64).reshape(y.shape[0], -1)
+    layout = Layout(int(data_channels or y.shape[1]), int(block), int(parity))
+    gens, gains, offsets = np.asarray(generator), np.asarray(noise_gain), np.asarray(noise_offset)
+    out, start, goff = [], 0, 0
+    for k, b in enumerate(layout.block_sizes):
+        r = layout.parity
+        g = gens[goff:goff + r * b].reshape(r, b)
+        data, checks = y[:, start:start + b], p[:, k * r:(k + 1) * r]
+        values = np.abs(np.concatenate([data, checks], axis=1))
+        scale = np.where(np.isfinite(values), values, 0.0).max(axis=1, keepdims=True)
+        bound = EPS32 * (gains[k * r:(k + 1) * r][None, :] * scale + offsets[k * r:(k + 1) * r][None, :])
+        with np.errstate(invalid="ignore", over="ignore"):
+            out.append(np.abs(data @ g.T - checks) / bound)
+        start, goff = start + b, goff + r * b
+    return np.stack(out, axis=1)
+
+
+def parity_check(y: np.ndarray, p: np.ndarray, flag: bool = False, *, tolerance=64.0, **attrs) -> tuple[bool, int]:
+    """Oracle of ParityCheck (channels last): (raised, number of blocks that fail)."""
+    ratios = parity_check_ratios(y, p, **attrs)
+    failed = int(np.count_nonzero(~(ratios <= float(tolerance)).all(axis=2)))
+    return bool(flag) or failed > 0, failed
+
+
+class ParityCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, Y, P, Flag=None, **attrs):  # noqa: N803
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        axis = int(attrs.pop("axis", -1))
+        raised, _ = parity_check(np.moveaxis(Y, axis, -1), np.moveaxis(P, axis, -1),
+                                 bool(Flag is not None and np.asarray(Flag).ravel()[0]), **attrs)
+        return (np.array([raised]),)
+
+
+REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck]

@@ -43,6 +43,11 @@ class LayerCounts:
         return dataclasses.replace(self, **{f: getattr(self, f) - getattr(other, f) for f in fields})
 
 
+# Ops of the rerun strategy's fast path, which only check (a failure makes the run decode), and
+# the suffix their counters get next to the same layer's decoder.
+FAST_PATH_CHECKS = {"SumCheck": " (sum check)", "ParityCheck": " (parity check)"}
+
+
 def read_counters(model_id: str | None = None) -> dict[str, LayerCounts]:
     """Cumulative counts per layer since load or reset, for one model id (or all)."""
     lib = _lib()
@@ -54,8 +59,8 @@ def read_counters(model_id: str | None = None) -> dict[str, LayerCounts]:
         if model_id is not None and row["model_id"] != model_id:
             continue
         key = row["layer"] if model_id is not None else f'{row["model_id"]}/{row["layer"]}'
-        if row["op"] == "SumCheck":  # the rerun strategy's fast-path check of a layer that also decodes
-            key += " (sum check)"
+        if row["op"] in FAST_PATH_CHECKS:  # the rerun strategy's fast-path check of a layer that also decodes
+            key += FAST_PATH_CHECKS[row["op"]]
         out[key] = LayerCounts(**{k: v for k, v in row.items() if k != "model_id"})
     return out
 
@@ -115,13 +120,14 @@ class RunReport:
 
     @property
     def checks_failed(self) -> int:
-        """Samples that failed a sum check of the rerun strategy (each one makes the run decode)."""
-        return sum(c.flagged for c in self.layers.values() if c.op == "SumCheck")
+        """Samples (sum checks) and blocks (parity checks) that failed a fast-path check of the rerun
+        strategy (each one makes the run decode)."""
+        return sum(c.flagged for c in self.layers.values() if c.op in FAST_PATH_CHECKS)
 
     def summary(self) -> str:
         text = (f"{self.flagged - self.checks_failed} block(s) flagged, {self.corrected} corrected, "
                 f"{self.uncorrectable} uncorrectable")
-        return text + (f"; {self.checks_failed} failed sum check(s) made the run decode" if self.checks_failed else "")
+        return text + (f"; {self.checks_failed} failed fast-path check(s) made the run decode" if self.checks_failed else "")
 
 
 class ProtectedSession:

@@ -65,6 +65,11 @@ __all__ = [
     "torch_model",
     "train_classifier",
     "transformer_encoder",
+    "mobilenet_v2",
+    "efficientnet_lite",
+    "resnet18",
+    "bert_encoder",
+    "bert_encoder_128",
     "MODELS",
 ]
 
@@ -571,8 +576,35 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "fashion_cnn": lambda: onnx.load(str(bundled_default())),
 }
 _register_realistic()
-for _name in ("mobilenet_v2", "efficientnet_lite", "resnet18", "bert_encoder", "bert_encoder_128"):
-    MODELS[_name] = functools.partial(_built, _name, 0)
+
+
+def mobilenet_v2(seed: int = 0) -> onnx.ModelProto:
+    """Random seeded MobileNetV2 1.0 (inverted residuals, depthwise 3x3, ReLU6); input [N,3,224,224]."""
+    return _built("mobilenet_v2", seed)
+
+
+def efficientnet_lite(seed: int = 0) -> onnx.ModelProto:
+    """Random seeded EfficientNet-Lite0 (depthwise 3x3 and 5x5, ReLU6); input [N,3,224,224]."""
+    return _built("efficientnet_lite", seed)
+
+
+def resnet18(seed: int = 0) -> onnx.ModelProto:
+    """Random seeded ResNet-18 (64-128-256-512, BN folded); input [N,3,224,224]."""
+    return _built("resnet18", seed)
+
+
+def bert_encoder(seed: int = 0) -> onnx.ModelProto:
+    """Random seeded BERT-style encoder (6 layers, hidden 384, 12 heads); input/output [N,32,384]."""
+    return _built("bert_encoder", seed)
+
+
+def bert_encoder_128(seed: int = 0) -> onnx.ModelProto:
+    """The BERT-style encoder on 128 tokens; input/output [N,128,384]."""
+    return _built("bert_encoder_128", seed)
+
+
+MODELS.update(mobilenet_v2=mobilenet_v2, efficientnet_lite=efficientnet_lite, resnet18=resnet18,
+              bert_encoder=bert_encoder, bert_encoder_128=bert_encoder_128)
 
 
 def build(name: str) -> onnx.ModelProto:

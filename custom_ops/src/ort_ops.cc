@@ -427,15 +427,18 @@ struct DepthwiseKernel : DepthwiseAttrs {
     const float* x;
     const float* y;
     float* z;
-    int64_t c, h, w, ho, wo;
-    const std::vector<char>* verified;
-    std::vector<DecodeCounts>* counts;
+    int64_t planes, per_item, h, w;
+    const char* verified;
+    SharedCounts* counts;
   };
+  // One work item: a run of planes (sample, channel) of about 16K values, at least 64 items
+  // when there are enough planes.
   static void Run(void* data, size_t item) {
     auto* j = static_cast<Job*>(data);
-    const int64_t c = static_cast<int64_t>(item) % j->c;
-    DepthwiseCheckChannel(j->k->cfg, c, j->x + item * j->h * j->w, j->h, j->w, j->y + item * j->ho * j->wo,
-                          j->z + item * j->ho * j->wo, (*j->verified)[c] != 0, (*j->counts)[item]);
+    const int64_t p0 = static_cast<int64_t>(item) * j->per_item, p1 = std::min(j->planes, p0 + j->per_item);
+    DecodeCounts c;
+    DepthwiseCheckPlanes(j->k->cfg, p0, p1, j->x, j->h, j->w, j->y, j->z, j->verified, c);
+    j->counts->Add(c);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
@@ -446,15 +449,22 @@ struct DepthwiseKernel : DepthwiseAttrs {
       std::vector<int64_t> xs, ys;
       if (OrtStatusPtr st = CheckDepthwiseInputs(*this, x, y, &xs, &ys)) return st;
       auto z = ctx.GetOutput(0, ys);
-      std::vector<char> verified(cfg.channels);
+      char verified_stack[1024];
+      std::vector<char> verified_heap;
+      char* verified = verified_stack;
+      if (cfg.channels > 1024) {
+        verified_heap.resize(static_cast<size_t>(cfg.channels));
+        verified = verified_heap.data();
+      }
       for (int64_t c = 0; c < cfg.channels; ++c) verified[c] = cfg.ChannelVerified(c);
-      const int64_t items = xs[0] * xs[1];
-      std::vector<DecodeCounts> counts(static_cast<size_t>(items));
-      Job job{this, x.GetTensorData<float>(), y.GetTensorData<float>(), z.GetTensorMutableData<float>(), cfg.channels,
-              xs[2], xs[3], ys[2], ys[3], &verified, &counts};
-      if (items > 0) ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);
-      DecodeCounts total;
-      for (const auto& c : counts) total.Add(c);
+      const int64_t planes = xs[0] * xs[1];
+      const int64_t plane_floats = std::max<int64_t>(1, xs[2] * xs[3] + 2 * ys[2] * ys[3]);
+      const int64_t per_item = std::max<int64_t>(1, std::min((16384 + plane_floats - 1) / plane_floats, planes / 64));
+      SharedCounts counts;
+      Job job{this, x.GetTensorData<float>(), y.GetTensorData<float>(), z.GetTensorMutableData<float>(), planes,
+              per_item, xs[2], xs[3], verified, &counts};
+      if (planes > 0) ctx.ParallelFor(&Run, static_cast<size_t>((planes + per_item - 1) / per_item), 0, &job);
+      const DecodeCounts total = counts.Total(planes * ys[2]);
       counters->Add(total);
       if (fail_stop && total.uncorrectable > 0)
         return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " row(s) failed their checks");
@@ -598,9 +608,10 @@ const DepthwiseOp kDepthwiseCpu;
 const InjectOp kInjectCpu;
 const SumCheckOp kSumCheckCpu;
 
+const OrtCustomOp* ParityCheckCpuOp();  // parity_check.cc
 
 std::vector<const OrtCustomOp*> CpuOps() {
-  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu};
+  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp()};
 }
 
 }  // namespace onnx_ecc

@@ -26,6 +26,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--strategy", choices=["inline", "rerun"], default="inline",
                         help="inline: decode every run; rerun: sum-check convs on the fast path and decode "
                              "only runs where a check fails (faster with onnxruntime's blocked conv layout)")
+    parser.add_argument("--budget", type=float, default=None, metavar="RATIO",
+                        help="latency budget as a ratio to the original (e.g. 1.10): measure each layer's cost "
+                             "here and protect the layers with the most risk per cost that fit (rerun strategy)")
+    parser.add_argument("--budget-batch", type=int, default=8, help="batch size the budget is measured at (default 8)")
     parser.add_argument("--fail-stop", action="store_true", help="raise an error on uncorrectable blocks")
     parser.add_argument("--no-depthwise", action="store_true",
                         help="leave depthwise convolutions alone (their check costs about as much as the layer)")
@@ -46,7 +50,7 @@ def run(args) -> int:
                                    tolerance=args.tolerance, margin=args.margin, fail_stop=args.fail_stop,
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
                                    weight_checks=args.weight_checks, depthwise=not args.no_depthwise,
-                                   strategy=args.strategy)
+                                   strategy=args.strategy, budget=args.budget, budget_batch=args.budget_batch)
         check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)

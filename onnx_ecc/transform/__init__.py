@@ -39,6 +39,12 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         raise TransformError("the model is already protected by onnx-ecc")
     if any(n.domain == ops.DOMAIN for n in model.graph.node):
         raise TransformError(f"the model already uses the {ops.DOMAIN} domain")
+    plan = None
+    if options.budget is not None:  # choose the layer modes, then transform with them (rerun strategy)
+        from onnx_ecc.transform.budget import plan_budget
+
+        plan = plan_budget(model, options)
+        options = plan.options
     model_id = uuid.uuid4().hex[:12]
     if options.strategy == "rerun":
         from onnx_ecc.transform.rerun import protect_rerun
@@ -55,11 +61,17 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         out = add_weight_checks(out, tensor_names=names, checks=options.weight_checks, seed=options.seed)
     if options.verify:
         verify_transformed(model, out)
+    if plan is not None:
+        write_protection(out, dict(read_protection(out), budget=plan.as_record()))
     return out
 
 
-def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: str) -> tuple[onnx.ModelProto, dict]:
-    """The model with every selected layer decoded inline, and its protection record (calibrated)."""
+def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: str,
+                   modes: tuple[str, ...] = ("check", "decode")) -> tuple[onnx.ModelProto, dict]:
+    """The model with every selected layer decoded inline, and its protection record (calibrated).
+
+    Only layers whose ``options.mode_of`` is in ``modes`` are decoded; the others stay as they are.
+    """
     try:
         shaped = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes only enable absorbing residual Adds; go on without them
@@ -76,6 +88,12 @@ def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: 
             continue
         if not node.name:
             node.name = f"{node.op}_{len(protected) + len(skipped)}"
+        mode = options.mode_of(node.name)
+        if mode == "none":
+            skipped.append({"name": node.name, "op": node.op, "reason": "left unprotected (layer mode 'none')"})
+            continue
+        if mode not in modes:
+            continue
         try:
             protected.append(rule(graph, node, options, model_id))
         except Skip as why:

@@ -8,6 +8,25 @@ import onnx_graphsurgeon as gs
 from onnx_ecc.transform.common import Protected, Skip, constant_value, emit_decoder, layout_for, require_float32
 
 
+def _separate_parity(graph: gs.Graph, node: gs.Node, layout) -> gs.Node | None:
+    """With ``separate_parity``: the layer keeps its weights, a second product computes the parity
+    (parity_check.parity_product) and a Concat joins both in the decoder's layout; returns the
+    Concat (None when the layer's bias cannot be carried by the parity product)."""
+    from onnx_ecc.transform.parity_check import linear_rows, parity_product
+
+    found = linear_rows(node)
+    if found is None:
+        return None
+    p = parity_product(graph, node, layout, *found)
+    out = node.outputs[0]
+    data = gs.Variable(f"{out.name}__ecc_data", dtype=out.dtype)
+    node.outputs[0] = data
+    out.inputs.clear()
+    concat = gs.Node("Concat", f"{node.name}__ecc_join", {"axis": -1}, [data, p], [out])
+    graph.nodes.append(concat)
+    return concat
+
+
 def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
     """Y = alpha * A @ B + beta * C: parity features from B's columns (and C's)."""
     if node.attrs.get("transA", 0):
@@ -28,17 +47,20 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     n = rows.shape[0]
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
     layout = layout_for(n, options)
-    new_rows = layout.augment_rows(rows).astype(np.float32)
-    node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_rows if trans_b else np.ascontiguousarray(new_rows.T))
     bias_rows = None
     if c is not None:
         cb = np.broadcast_to(c, c.shape[:-1] + (n,)) if c.ndim >= 1 and c.shape[-1] in (1, n) else np.broadcast_to(c, (n,))
         cb = np.moveaxis(np.asarray(cb, dtype=np.float64), -1, 0)  # [N, ...]
-        new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(np.float32)
-        node.inputs[2] = gs.Constant(f"{c_t.name}__ecc_{node.name}", np.ascontiguousarray(new_c))
         bias_rows = beta * np.abs(cb).reshape(n, -1).max(axis=1)
     bounds = layout.noise_bounds(abs(alpha) * rows, bias_rows)
-    act = emit_decoder(graph, node, a, layout, -1, bounds, options, model_id)
+    joined = _separate_parity(graph, node, layout) if options.separate_parity else None
+    if joined is None:
+        new_rows = layout.augment_rows(rows).astype(np.float32)
+        node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_rows if trans_b else np.ascontiguousarray(new_rows.T))
+        if c is not None:
+            new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(np.float32)
+            node.inputs[2] = gs.Constant(f"{c_t.name}__ecc_{node.name}", np.ascontiguousarray(new_c))
+    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name)
     k = rows.shape[1]
     return Protected(node.name, "Gemm", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size + (c.size if c is not None else 0),
@@ -59,10 +81,12 @@ def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Pr
     rows = b.T
     n, k = rows.shape
     layout = layout_for(n, options)
-    new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(np.float32))
-    node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_b)
+    joined = _separate_parity(graph, node, layout) if options.separate_parity else None
+    if joined is None:
+        new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(np.float32))
+        node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_b)
     bounds = layout.noise_bounds(rows, None)
-    act = emit_decoder(graph, node, a, layout, -1, bounds, options, model_id)
+    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name)
     return Protected(node.name, "MatMul", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size, extra_params=(layout.total_channels - n) * k,
                      macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),

@@ -7,6 +7,7 @@ import dataclasses
 SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
 MODES = ("correct", "detect")
 STRATEGIES = ("inline", "rerun")
+LAYER_MODES = ("check", "decode", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,20 @@ class TransformOptions:
         original convolutions on the fast path with a cheap sum check each (which onnxruntime's
         blocked layout keeps fast) and recomputes through the decoding graph only on runs
         where a check fires. Gemm / MatMul layers are decoded inline in both.
-    separate_parity: compute a conv's parity channels in a second conv that shares nothing
-        with the data weights (set by the rerun strategy, so the weights are stored once).
+    separate_parity: compute a layer's parity in a second Conv / Gemm / MatMul that shares nothing
+        with the data weights (set by the rerun strategy, so the weights are stored once and a
+        fault in them reaches the decoding graph too).
+    layer_modes: per-layer choice, (layer name, mode) pairs: 'check' (rerun strategy: the layer
+        runs as in the original with a cheap check on the fast path, and is decoded only in the
+        recomputation), 'decode' (decoded inline on every run) or 'none' (left unprotected).
+        Layers not named get 'check' under the rerun strategy and 'decode' under inline; this
+        is what ``--budget`` chooses.
+    budget: latency ratio to the original (e.g. 1.10) within which to protect the layers that
+        carry the most risk per unit of cost, measured on this machine (onnx_ecc.transform.budget);
+        implies the rerun strategy and chooses layer_modes. None: protect every layer.
+    budget_batch: batch size the budget is measured at.
+    budget_weight_share: weight of a layer's share of the parameters (memory faults) in its risk,
+        against its share of the layer outputs (compute faults).
     """
 
     parity: int = 2
@@ -52,6 +65,10 @@ class TransformOptions:
     seed: int = 0
     strategy: str = "inline"
     separate_parity: bool = False
+    layer_modes: tuple[tuple[str, str], ...] = ()
+    budget: float | None = None
+    budget_batch: int = 8
+    budget_weight_share: float = 0.5
 
     def __post_init__(self):
         if self.parity < 1 or self.parity > 16:
@@ -69,5 +86,22 @@ class TransformOptions:
             raise ValueError(f"scale must be 'output' or 'input', got {self.scale!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        bad = sorted({m for _, m in self.layer_modes} - set(LAYER_MODES))
+        if bad:
+            raise ValueError(f"layer modes must be among {LAYER_MODES}, got {bad}")
+        if self.budget is not None:
+            if not self.budget >= 1.0:
+                raise ValueError(f"budget must be a latency ratio >= 1 (e.g. 1.10), got {self.budget}")
+            if self.layer_modes:
+                raise ValueError("give either a budget or layer_modes, not both")
+        if self.budget_batch < 1 or not 0.0 <= self.budget_weight_share <= 1.0:
+            raise ValueError("budget_batch must be >= 1 and budget_weight_share in [0, 1]")
         if self.weight_checks < 0:
             raise ValueError("weight_checks must be >= 0")
+
+    def mode_of(self, layer: str) -> str:
+        """How ``layer`` is protected: its entry in layer_modes, else the strategy's default."""
+        for name, mode in self.layer_modes:
+            if name == layer:
+                return mode
+        return "check" if self.strategy == "rerun" else "decode"

@@ -47,24 +47,39 @@ class SumCheckSite:
 
 
 def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.ModelProto, dict]:
-    """Fast path with sum checks, and an If that recomputes through the decoding graph."""
+    """Fast path with checks, and an If that recomputes through the decoding graph.
+
+    Layers in mode 'check' (the default) run as in the original on the fast path: convolutions
+    with a sum check, Gemm / MatMul with a separate parity product and a ParityCheck; layers in
+    mode 'decode' are decoded inline on the fast path too; every protected layer is decoded in
+    the recomputation.
+    """
     from onnx_ecc.transform import calibration_feeds, protect_inline
+    from onnx_ecc.transform.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
-    convs = [p["name"] for p in record["protected"] if p["op"] == "Conv"]
-    main_options = dataclasses.replace(full_options, ops=tuple(o for o in options.ops if o != "Conv"))
-    main, _ = protect_inline(model, main_options, model_id)
-    main, sites, flag = add_sum_checks(main, convs, options, model_id)
-    tolerances = {}
+    full = merge_parity_products(full)
+    checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
+    convs = [p["name"] for p in checked if p["op"] == "Conv"]
+    linears = [p["name"] for p in checked if p["op"] != "Conv"]
+    main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
+    main, parity_sites, flag = add_parity_checks(main, linears, options, model_id)
+    main = merge_parity_products(main)
+    main, sites, flag = add_sum_checks(main, convs, options, model_id, flag)
+    feeds = calibration_feeds(model)
+    tolerances = calibrate_parity_checks(main, parity_sites, feeds, options) if parity_sites else {}
     if sites:
-        tolerances = calibrate_sum_checks(main, sites, calibration_feeds(model), options)
+        tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:
+        p["fast_path"] = options.mode_of(p["name"])
         for site in sites:
             if p["name"] in site.layers:
                 p["sum_check_tolerance"] = tolerances[site.layer]
+        if p["name"] in tolerances and p["op"] != "Conv":
+            p["parity_check_tolerance"] = tolerances[p["name"]]
     return out, record
 
 
@@ -110,12 +125,62 @@ def _aligned(channels: int) -> int:
 
 
 def _tap_means(graph: gs.Graph, node: gs.Node, a: np.ndarray, mean_of) -> tuple[gs.Variable, int]:
-    """Per sample, the means of the input windows each filter tap reads, projected on the
-    check-weighted filters ``V = sum_c a_c W_c``: a 1x1 conv onto one channel per tap (padded
-    with zero channels to a count the blocked layout likes), a one-hot depthwise conv with the
-    layer's strides and pads, and a pool. Returns the pooled tensor and its tap count."""
+    """Per sample, what the check of ``node`` predicts from its input: the means of the input
+    windows each filter tap reads, projected on the check-weighted filters ``V = sum_c a_c W_c``.
+    Returns a tensor [N, channels, 1, 1] whose channels sum to the prediction, and that count.
+
+    Stride-1 convs with a known input size pool first and project the pooled windows
+    (``_pooled_tap_means``: one cheap pass over the input); others project first
+    (``_projected_tap_means``: a 1x1 conv onto one channel per tap and a one-hot depthwise conv
+    with the layer's strides and pads, then a pool)."""
     w = constant_value(node.inputs[1])
     v = projected_taps(w, a, int(node.attrs.get("group", 1)))
+    if _poolable(node, w):
+        return _pooled_tap_means(graph, node, v, mean_of), 1
+    return _projected_tap_means(graph, node, w, v, mean_of)
+
+
+def _poolable(node: gs.Node, w: np.ndarray) -> bool:
+    """True for a 2-D conv with unit strides, explicit pads and a static input size."""
+    shape = node.inputs[0].shape
+    return (w.ndim == 4 and all(int(s) == 1 for s in node.attrs.get("strides", [1, 1]))
+            and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")
+            and shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]))
+
+
+def _pooled_tap_means(graph: gs.Graph, node: gs.Node, v: np.ndarray, mean_of) -> gs.Variable:
+    """Window means of a stride-1 conv's input from two AveragePools (rows, then columns), whose
+    kernels span the output size and whose strides are the dilations, so that pool output (i, j)
+    is the mean of the window tap (i, j) reads (pads count as zeros); then one tiny conv with V.
+    A 1x1 conv without pads reads its whole input: its window means are the global pool's."""
+    name, (kh, kw) = node.name, v.shape[1:]
+    h, w_in = node.inputs[0].shape[2:]
+    pt, pl, pb, pr = [int(p) for p in node.attrs.get("pads", [0, 0, 0, 0])]
+    dh, dw = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+    if (kh, kw) == (1, 1) and not any((pt, pl, pb, pr)):
+        windows = mean_of(node.inputs[0])
+    else:
+        out_h, out_w = h + pt + pb - dh * (kh - 1), w_in + pl + pr - dw * (kw - 1)
+        rows = gs.Variable(f"{name}__ecc_row_windows", dtype=np.float32)
+        windows = gs.Variable(f"{name}__ecc_windows", dtype=np.float32)
+        graph.nodes += [
+            gs.Node("AveragePool", f"{name}__ecc_pool_rows",
+                    {"kernel_shape": [out_h, 1], "strides": [dh, 1], "pads": [pt, 0, pb, 0], "count_include_pad": 1},
+                    [node.inputs[0]], [rows]),
+            gs.Node("AveragePool", f"{name}__ecc_pool_cols",
+                    {"kernel_shape": [1, out_w], "strides": [1, dw], "pads": [0, pl, 0, pr], "count_include_pad": 1},
+                    [rows], [windows]),
+        ]
+    prediction = gs.Variable(f"{name}__ecc_tap_means", dtype=np.float32)
+    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_project", {},
+                               [windows, gs.Constant(f"{name}__ecc_proj_w", v[None].astype(np.float32))], [prediction]))
+    return prediction
+
+
+def _projected_tap_means(graph: gs.Graph, node: gs.Node, w: np.ndarray, v: np.ndarray, mean_of):
+    """Project the input on one channel per tap (padded with zero channels to a count the blocked
+    layout likes), sum the taps with a one-hot depthwise conv with the layer's strides and pads,
+    pool; returns the pooled tensor and its channel count."""
     taps = int(np.prod(w.shape[2:]))
     aligned = _aligned(taps)
     ones = (1,) * (w.ndim - 2)
@@ -133,7 +198,7 @@ def _tap_means(graph: gs.Graph, node: gs.Node, a: np.ndarray, mean_of) -> tuple[
         gs.Node("Conv", f"{name}__ecc_tap_sums", dict(spatial, group=aligned),
                 [proj, gs.Constant(f"{name}__ecc_one_hot", one_hot)], [taps_out]),
     ]
-    return mean_of(taps_out), taps
+    return mean_of(taps_out), aligned
 
 
 def _bias_dot(node: gs.Node, a: np.ndarray) -> float:
@@ -142,8 +207,10 @@ def _bias_dot(node: gs.Node, a: np.ndarray) -> float:
     return float(np.dot(a.astype(np.float64), bias.astype(np.float64))) if bias is not None else 0.0
 
 
-def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str):
-    """Add a sum check to each named Conv; returns the model, the check sites and the final flag name."""
+def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None = None):
+    """Add a sum check to each named Conv; returns the model, the check sites and the final flag name.
+
+    ``flag_name``: the flag of earlier checks, which the first sum check passes on."""
     from onnx_ecc.transform import _restore_model_fields
 
     try:
@@ -151,7 +218,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
     except Exception:  # shapes only enable checking after a residual Add
         graph = gs.import_onnx(model)
     sites: list[SumCheckSite] = []
-    flag = None
+    flag = graph.tensors()[flag_name] if flag_name else None
     wanted = set(convs)
     means: dict[str, gs.Variable] = {}
     residual_adds: set[str] = set()
@@ -187,11 +254,11 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         tap_means = [_tap_means(graph, n, a, mean_of) for n in group]
         if len(tap_means) == 1:
             x_means, taps = tap_means[0]
-        else:  # padding channels are exact zeros, so the check may sum every channel of both
+        else:  # every channel of both sums into the prediction (padding channels are exact zeros)
             x_means = gs.Variable(f"{name}__ecc_tap_means", dtype=np.float32)
             graph.nodes.append(gs.Node("Concat", f"{name}__ecc_join", {"axis": 1}, [t for t, _ in tap_means],
                                        [x_means]))
-            taps = sum(_aligned(k) for _, k in tap_means)
+            taps = sum(k for _, k in tap_means)
         raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
         attrs = dict(weights=[float(t) for t in a], taps=taps, offset=sum(_bias_dot(n, a) for n in group),
                      tolerance=float(options.tolerance or 64.0),

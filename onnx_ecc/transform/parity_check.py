@@ -1,0 +1,171 @@
+"""Fast-path checks of Gemm / MatMul layers: the layer untouched, its parity from a separate product.
+
+Why: widening a MatMul's weight by the parity columns changes the shape onnxruntime's GEMM
+kernels see (and the output must then be copied without them), while the product
+``P = x · (W Gᵀ)`` is a thin extra GEMM that reads the same input. ``ParityCheck`` compares
+``G y`` with ``P`` block by block, writes nothing but a flag, and the flag routes the run through
+the decoding graph (see rerun.py). The check reads the MatMul's own output, before any bias,
+activation or residual, so the fusions onnxruntime makes after it (BiasGelu,
+SkipLayerNormalization, FusedMatMul) stay as in the original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnx_ecc import ops
+from onnx_ecc.codes import Layout
+from onnx_ecc.reference import parity_check_ratios
+from onnx_ecc.transform.common import constant_value, emit_node, layout_for
+
+
+@dataclasses.dataclass
+class ParityCheckSite:
+    """One ParityCheck: its layer, the tensors it reads and the node, for calibration."""
+
+    layer: str
+    y: str
+    p: str
+    node: str
+
+
+def linear_rows(node: gs.Node):
+    """(weight rows [N, K], bias per output [N] or None, alpha, beta) of a Gemm / MatMul, or None
+    when its parity cannot be a separate product (no constant 2-D weight, transA, a full bias)."""
+    b = constant_value(node.inputs[1])
+    if b is None or b.ndim != 2 or b.dtype != np.float32:
+        return None
+    if node.op == "MatMul":
+        return b.T, None, 1.0, 1.0
+    if node.attrs.get("transA", 0):
+        return None
+    rows = b if int(node.attrs.get("transB", 0)) else b.T
+    n = rows.shape[0]
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        c = constant_value(node.inputs[2])
+        if c is None or c.size not in (1, n):
+            return None
+        bias = np.broadcast_to(np.asarray(c, np.float64).ravel(), (n,))
+    return rows, bias, float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+
+
+def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, alpha, beta) -> gs.Variable:
+    """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input)."""
+    m = layout.parity_matrix()
+    weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(np.float32))  # [K, checks]
+    p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=np.float32)
+    w = gs.Constant(f"{node.name}__ecc_parity_w", weight)
+    if node.op == "MatMul":
+        graph.nodes.append(gs.Node("MatMul", f"{node.name}__ecc_parity", {}, [node.inputs[0], w], [p]))
+    else:
+        inputs = [node.inputs[0], w]
+        if bias is not None:
+            inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", (m @ bias).astype(np.float32)))
+        graph.nodes.append(gs.Node("Gemm", f"{node.name}__ecc_parity", {"alpha": alpha, "beta": beta},
+                                   inputs, [p]))
+    return p
+
+
+def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_id: str):
+    """Give each named Gemm / MatMul a separate parity product and a ParityCheck.
+
+    Returns the model, the check sites and the name of the last check's flag (None if none).
+    """
+    from onnx_ecc.transform import _restore_model_fields
+
+    wanted = set(layers)
+    if not wanted:
+        return model, [], None
+    graph = gs.import_onnx(model)
+    sites: list[ParityCheckSite] = []
+    flag = None
+    for node in list(graph.nodes):
+        if node.name not in wanted or node.op not in ("Gemm", "MatMul"):
+            continue
+        found = linear_rows(node)
+        if found is None:
+            raise ValueError(f"{node.name}: no separate parity product for this layer (use layer mode 'decode')")
+        rows, bias, alpha, beta = found
+        layout = layout_for(rows.shape[0], options)
+        p = parity_product(graph, node, layout, rows, bias, alpha, beta)
+        _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
+        raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
+        attrs = dict(axis=-1, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
+                     generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(),
+                     noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
+                     fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,
+                     model_id=model_id)
+        inputs = [node.outputs[0], p, flag if flag is not None else gs.Variable.empty()]
+        emit_node(graph, ops.PARITY_CHECK, inputs, [raised], f"{node.name}__ecc_parity_check", attrs)
+        sites.append(ParityCheckSite(node.name, node.outputs[0].name, p.name, f"{node.name}__ecc_parity_check"))
+        flag = raised
+    graph.toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    _restore_model_fields(model, out)
+    return out, sites, flag.name if flag is not None else None
+
+
+def calibrate_parity_checks(model: onnx.ModelProto, sites: list[ParityCheckSite], feeds_list: list[dict],
+                            options) -> dict[str, float]:
+    """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
+    from onnx_ecc.noise import probe, set_attribute
+
+    nodes = {n.name: n for n in model.graph.node}
+    if options.tolerance is not None:
+        return {s.layer: float(options.tolerance) for s in sites}
+    values_of = probe(model, [t for s in sites for t in (s.y, s.p)])
+    worst = {s.layer: 0.0 for s in sites}
+    for feeds in feeds_list:
+        values = values_of(feeds)
+        for s in sites:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[s.node].attribute}
+            worst[s.layer] = max(worst[s.layer], float(parity_check_ratios(values[s.y], values[s.p], **attrs).max()))
+    chosen = {}
+    for s in sites:
+        chosen[s.layer] = max(0.05, options.margin * worst[s.layer])
+        set_attribute(nodes[s.node], "tolerance", float(chosen[s.layer]))
+    return chosen
+
+
+def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:
+    """One MatMul for the parity products of all layers that read the same input (the query, key
+    and value projections of attention), split per layer: each thin product would read the input
+    once more. Deterministic names, so the fast path and the decoding graph share the weights."""
+    from onnx_ecc.transform import _restore_model_fields
+
+    graph = gs.import_onnx(model)
+    by_input: dict[str, list[gs.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "MatMul" and node.name.endswith("__ecc_parity") and isinstance(node.inputs[1], gs.Constant):
+            by_input.setdefault(node.inputs[0].name, []).append(node)
+    merged = False
+    for group in by_input.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda n: n.name)
+        widths = [int(n.inputs[1].values.shape[1]) for n in group]
+        weight = np.concatenate([n.inputs[1].values for n in group], axis=1)
+        name = f"{group[0].name}__joint"
+        joint = gs.Variable(f"{name}_out", dtype=np.float32)
+        graph.nodes.append(gs.Node("MatMul", name, {}, [group[0].inputs[0], gs.Constant(f"{name}_w", weight)], [joint]))
+        outputs = [n.outputs[0] for n in group]
+        for n in group:
+            n.inputs.clear()
+            n.outputs.clear()
+        graph.nodes.append(gs.Node("Split", f"{name}_split", {"axis": -1},
+                                   [joint, gs.Constant(f"{name}_widths", np.array(widths, np.int64))], outputs))
+        merged = True
+    if not merged:
+        return model
+    # drop only the merged products (a graph cleanup would also drop the checks, whose flags
+    # reach the outputs only once the If is added)
+    graph.nodes = [n for n in graph.nodes if n.outputs]
+    graph.toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    _restore_model_fields(model, out)
+    return out
