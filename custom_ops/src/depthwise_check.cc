@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "onnx_ecc/depthwise.h"
+#include "sweeps.h"
 
 namespace onnx_ecc {
 
@@ -51,24 +53,26 @@ void RecomputeRow(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t
 
 }  // namespace
 
-void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
-                           const float* y, float* z, bool verified, DecodeCounts& counts) {
+namespace {
+
+// Scratch of one channel's check: per padded input row and filter tap, the windowed row sums
+// of x and |x| (hp * kw each), and per residue class of the column stride (stride_w each).
+constexpr int64_t kStackSums = 2048, kStackClasses = 16;
+
+ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
+                             const float* y, float* z, bool verified, DecodeCounts& counts, double* a, double* aabs,
+                             double* cls, double* clsabs) {
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
   const int64_t hp = h + cfg.pad_t + cfg.pad_b;
   const int64_t kh = cfg.kh, kw = cfg.kw;
   // A[i][j]: sum over the output columns of input row i at filter tap j, i.e. of x[i][c] for
   // c = j*dil - pad_l + w*stride, w < W_out. That is the total of the row's residue class of c
   // modulo the stride, less the few elements of that class outside the window at either end.
-  thread_local std::vector<double> a, aabs, cls, clsabs;
-  a.assign(hp * kw, 0.0);
-  aabs.assign(hp * kw, 0.0);
+  for (int64_t i = 0; i < hp * kw; ++i) a[i] = aabs[i] = 0.0;
   const int64_t sw = cfg.stride_w;
-  cls.resize(sw);
-  clsabs.resize(sw);
   for (int64_t i = 0; i < h; ++i) {
     const float* row = x + i * w;
-    std::fill(cls.begin(), cls.end(), 0.0);
-    std::fill(clsabs.begin(), clsabs.end(), 0.0);
+    for (int64_t q = 0; q < sw; ++q) cls[q] = clsabs[q] = 0.0;
     if (sw == 1) {
       float s0[8] = {}, s1[8] = {};
       int64_t q = 0;
@@ -93,12 +97,20 @@ void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x
       aabs[(i + cfg.pad_t) * kw + j] = va;
     }
   }
+  // The output first: a copy (or Relu) of the whole channel in one pass; rows found wrong and
+  // correctable are then overwritten with their recomputation.
+  const int64_t plane = hout * wout;
+  if (cfg.relu) {
+    ECC_IVDEP
+    for (int64_t i = 0; i < plane; ++i) z[i] = y[i] > 0.f ? y[i] : 0.f;
+  } else {
+    std::memcpy(z, y, sizeof(float) * plane);
+  }
   const float* wt = cfg.weights.data() + c * kh * kw;
   const double bias = cfg.bias[c];
+  counts.vectors += hout;
   for (int64_t oh = 0; oh < hout; ++oh) {
     const float* yrow = y + oh * wout;
-    float* zrow = z + oh * wout;
-    ++counts.vectors;
     float lanes[8] = {};
     int64_t ow = 0;
     for (; ow + 8 <= wout; ow += 8)
@@ -115,20 +127,52 @@ void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x
       }
     }
     const bool ok = std::fabs(actual - expected) <= cfg.tolerance * FLT_EPSILON * bound;
-    if (ok || !verified || !cfg.correct) {
-      if (!ok) { ++counts.flagged; ++counts.uncorrectable; }
-      if (cfg.relu) {
-        for (int64_t ow = 0; ow < wout; ++ow) zrow[ow] = yrow[ow] > 0.f ? yrow[ow] : 0.f;
-      } else {
-        std::copy(yrow, yrow + wout, zrow);
-      }
+    if (ok) continue;
+    ++counts.flagged;
+    if (!verified || !cfg.correct) {
+      ++counts.uncorrectable;
       continue;
     }
-    ++counts.flagged;
-    RecomputeRow(cfg, c, x, h, w, oh, wout, zrow);
+    RecomputeRow(cfg, c, x, h, w, oh, wout, z + oh * wout);
     ++counts.corrected_blocks;
     counts.corrected_values += wout;
   }
+}
+
+}  // namespace
+
+ECC_CLONES
+void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, const float* x, int64_t h, int64_t w,
+                          const float* y, float* z, const char* verified, DecodeCounts& counts) {
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b, sums = hp * cfg.kw;
+  const int64_t plane_in = h * w, plane_out = cfg.OutH(h) * cfg.OutW(w);
+  double a_stack[kStackSums], aabs_stack[kStackSums], cls_stack[kStackClasses], clsabs_stack[kStackClasses];
+  thread_local std::vector<double> a_heap, aabs_heap, cls_heap, clsabs_heap;  // only for huge rows or strides
+  double *a = a_stack, *aabs = aabs_stack, *cls = cls_stack, *clsabs = clsabs_stack;
+  if (sums > kStackSums) {
+    a_heap.resize(sums);
+    aabs_heap.resize(sums);
+    a = a_heap.data();
+    aabs = aabs_heap.data();
+  }
+  if (cfg.stride_w > kStackClasses) {
+    cls_heap.resize(cfg.stride_w);
+    clsabs_heap.resize(cfg.stride_w);
+    cls = cls_heap.data();
+    clsabs = clsabs_heap.data();
+  }
+  for (int64_t pl = p0; pl < p1; ++pl) {
+    const int64_t c = pl % cfg.channels;
+    CheckChannel(cfg, c, x + pl * plane_in, h, w, y + pl * plane_out, z + pl * plane_out, verified[c] != 0, counts, a,
+                 aabs, cls, clsabs);
+  }
+}
+
+void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
+                           const float* y, float* z, bool verified, DecodeCounts& counts) {
+  const size_t sums = static_cast<size_t>((h + cfg.pad_t + cfg.pad_b) * cfg.kw);
+  std::vector<double> a(sums), aabs(sums), cls(cfg.stride_w), clsabs(cfg.stride_w);
+  CheckChannel(cfg, c, x, h, w, y, z, verified, counts, a.data(), aabs.data(), cls.data(), clsabs.data());
 }
 
 }  // namespace onnx_ecc

@@ -28,6 +28,11 @@ struct DepthwiseConfig {
   bool ChannelVerified(int64_t c) const;
 };
 
+// Checks (and repairs) planes [p0, p1) of an [N, C, H, W] input x, output y and result z (plane p:
+// sample p / C, channel p % C); verified[c]: whether channel c's reference weights verify.
+void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, const float* x, int64_t h, int64_t w,
+                          const float* y, float* z, const char* verified, DecodeCounts& counts);
+
 // Checks (and repairs) channel c of one sample: x is [H, W], y and z are [H_out, W_out].
 void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
                            const float* y, float* z, bool verified, DecodeCounts& counts);
