@@ -14,6 +14,7 @@
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
+#include "onnx_ecc/parity_check.h"
 #include "onnx_ecc/sum_check.h"
 
 namespace onnx_ecc {
@@ -78,6 +79,22 @@ OrtStatusPtr CheckInjectInputs(const InjectAttrs& k, const Ort::ConstValue& x, c
 
 using SumCheckAttrs = CheckAttrs<SumCheckConfig>;
 OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs* out);
+
+struct ParityCheckAttrs : CheckAttrs<ParityCheckConfig> {
+  int64_t axis = -1;
+};
+OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheckAttrs* out);
+
+// ParityCheck's inputs, checked (types, Y's channels, P's shape, Flag) and laid out as
+// Y = [outer, data_channels, inner], P = [outer, checks, inner]. flag: whether Flag is given (it
+// may live on the device: the CUDA wrapper reads it there).
+struct ParityInputs {
+  const float* y = nullptr;
+  const float* p = nullptr;
+  const bool* flag = nullptr;
+  int64_t outer = 1, inner = 1;
+};
+OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx, ParityInputs* in);
 
 // CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
 // ``finish`` for any further setup; failures and exceptions become an ORT status.
