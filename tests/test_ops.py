@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 import onnx_ecc
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
-from onnx_ecc.reference import decode, depthwise_check
+from onnx_ecc.reference import decode, depthwise_check, parity_check
 
 
 def _single_op_model(decl, inputs, attrs, input_types=None):
@@ -271,3 +271,111 @@ def test_parity_three_never_miscorrects_two_errors():
     after = onnx_ecc.read_counters("r3-test")["r3"]
     delta = after - before if before else after
     assert delta.flagged == 300 and delta.uncorrectable == 300 and delta.corrected_blocks == 0
+
+
+# ---- ParityCheck ----------------------------------------------------------------------------
+
+def _parity_model(attrs, with_flag=False, y_type=TensorProto.FLOAT):
+    inputs = ["Y", "P"] + (["Flag"] if with_flag else [])
+    types = [y_type, TensorProto.FLOAT, TensorProto.BOOL]
+    node = ops.PARITY_CHECK.make_node(inputs, ["Raised"], "op", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in zip(inputs, types)],
+                          [helper.make_tensor_value_info("Raised", TensorProto.BOOL, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)], ir_version=9)
+
+
+def _parity_attrs(layout: Layout, **extra):
+    n = len(layout.block_sizes) * layout.parity
+    return dict(data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
+                generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(), noise_offset=[1.0] * n,
+                tolerance=64.0, **extra)
+
+
+def _parity_inputs(rng, layout: Layout, shape_rest, outer, channels_last):
+    """Y (data channels) and P (its checks) of a fault-free layer output, channels on axis 1 or last."""
+    y, _ = _encoded(rng, layout, shape_rest, outer=outer)
+    data, par = y[:, :layout.data_channels], y[:, layout.data_channels:]
+    if channels_last:
+        data, par = np.moveaxis(data, 1, -1), np.moveaxis(par, 1, -1)
+    return np.ascontiguousarray(data), np.ascontiguousarray(par)
+
+
+def _parity_failures(model_id, layer):
+    return onnx_ecc.read_counters(model_id).get(f"{layer} (parity check)")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_parity_check_matches_reference(seed):
+    """Random layouts, axes and faults (gross, NaN, inf): Raised and the failing blocks as the oracle."""
+    rng = np.random.default_rng(2000 + seed)
+    layout = Layout(int(rng.integers(1, 90)), int(rng.integers(1, 40)), int(rng.integers(1, 5)))
+    channels_last = bool(rng.integers(2))
+    rest = () if channels_last and seed % 2 else (int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+    y, p = _parity_inputs(rng, layout, rest, int(rng.integers(1, 40 if not rest else 4)), channels_last)
+    for t in (y, p):
+        flat = t.reshape(-1)
+        k = int(rng.integers(0, max(flat.size // 40, 2)))
+        hits = rng.choice(flat.size, size=min(k, flat.size), replace=False)
+        kinds = rng.integers(0, 4, size=hits.size)
+        flat[hits] = np.where(kinds == 0, np.nan, np.where(kinds == 1, np.inf,
+                              np.where(kinds == 2, flat[hits] + rng.choice([-1, 1], hits.size) * 3.0, flat[hits] * 1e20)))
+    axis = -1 if channels_last else 1
+    layer = f"pc{seed}"
+    attrs = _parity_attrs(layout, axis=axis, layer=layer, model_id="parity-test")
+    before = _parity_failures("parity-test", layer)
+    raised = _session(_parity_model(attrs)).run(None, {"Y": y, "P": p})[0]
+    after = _parity_failures("parity-test", layer)
+    delta = after - before if before else after
+    want_raised, want_failed = parity_check(y, p, **attrs)
+    assert raised.shape == (1,) and raised.dtype == np.bool_
+    assert bool(raised[0]) == want_raised
+    vectors = y.size // layout.data_channels
+    assert (delta.vectors, delta.flagged) == (vectors * len(layout.block_sizes), want_failed)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_parity_check_passes_clean_outputs_and_forwards_the_flag(channels_last):
+    layout = Layout(200, 32, 2)
+    y, p = _parity_inputs(np.random.default_rng(5), layout, (7, 7), 8, channels_last)
+    attrs = _parity_attrs(layout, axis=-1 if channels_last else 1)
+    sess = _session(_parity_model(attrs, with_flag=True))
+    assert not sess.run(None, {"Y": y, "P": p, "Flag": np.array([False])})[0][0]
+    assert sess.run(None, {"Y": y, "P": p, "Flag": np.array([True])})[0][0]
+    assert not _session(_parity_model(attrs)).run(None, {"Y": y, "P": p})[0][0]
+    y[(3, 2, 2, 150) if channels_last else (3, 150, 2, 2)] += 1.0   # one wrong value: its block fails
+    assert sess.run(None, {"Y": y, "P": p, "Flag": np.array([False])})[0][0]
+
+
+def test_parity_check_fail_stop_names_the_layer():
+    layout = Layout(64, 32, 2)
+    y, p = _parity_inputs(np.random.default_rng(6), layout, (), 16, True)
+    p[4, 1] = np.nan
+    sess = _session(_parity_model(_parity_attrs(layout, fail_stop=1, layer="fc7")))
+    with pytest.raises(Exception, match=r"ParityCheck\(fc7\).*1 block"):
+        sess.run(None, {"Y": y, "P": p})
+
+
+@pytest.mark.parametrize("case", ["p_shape", "y_channels", "dtype", "flag", "axis", "generator", "parity"])
+def test_parity_check_bad_inputs_and_attributes_give_ort_errors(case):
+    layout = Layout(16, 8, 2)
+    attrs = _parity_attrs(layout)
+    y = np.zeros((3, 16), np.float32)
+    p = np.zeros((3, 4), np.float32)
+    feeds, with_flag, y_type = {"Y": y, "P": p}, False, TensorProto.FLOAT
+    if case == "p_shape":
+        feeds["P"] = np.zeros((3, 5), np.float32)
+    elif case == "y_channels":
+        feeds["Y"] = np.zeros((3, 17), np.float32)
+    elif case == "dtype":
+        feeds["Y"], y_type = y.astype(np.float64), TensorProto.DOUBLE
+    elif case == "flag":
+        feeds["Flag"], with_flag = np.array([True, False]), True
+    elif case == "axis":
+        attrs["axis"] = 5
+    elif case == "generator":
+        attrs["generator"] = attrs["generator"][:-1]
+    elif case == "parity":
+        attrs["parity"] = 0
+    with pytest.raises(Exception) as info:
+        _session(_parity_model(attrs, with_flag, y_type)).run(None, feeds)
+    assert "onnx-ecc" in str(info.value) or "NOT_IMPLEMENTED" in str(info.value) or "type" in str(info.value).lower()

@@ -12,6 +12,7 @@
 // stacks) runs the exact DecodeBlock on every flagged vector and rewrites its data channels.
 // The flag list has room for every vector, so nothing is ever dropped.
 #include "kernels.cuh"
+#include "onnx_ecc/parity_check.h"
 
 #include <cfloat>
 #include <cmath>
@@ -670,6 +671,33 @@ __global__ void InjectAllKernel(InjectParams p, float* y, int64_t n, uint64_t st
     InjectAllOne(p, y, i, state0, range_ws);
 }
 
+// ---- ParityCheck -----------------------------------------------------------------------------
+
+// One thread per vector and block, inner position fastest (a warp reads consecutive addresses
+// of each channel), grid-stride; the exact double-precision test of parity_check.h.
+__global__ void ParityCheckKernel(ParityCheckParams p, const float* y, const float* pp, int64_t units,
+                                  unsigned long long* totals, unsigned long long* run_failed) {
+  const int r = static_cast<int>(p.parity);
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = u % p.inner, t = u / p.inner;
+    const int64_t k = t % p.num_blocks, o = t / p.num_blocks;
+    const int64_t start = k * p.block;
+    const int b = static_cast<int>(p.data_channels - start < p.block ? p.data_channels - start : p.block);
+    const float* yk = y + (o * p.data_channels + start) * p.inner + i;
+    const float* pk = pp + (o * p.num_blocks * p.parity + k * r) * p.inner + i;
+    if (!ParityBlockHoldsExact(yk, p.inner, pk, p.inner, p.generator + start * r, b, r, p.gain + k * r,
+                               p.offset + k * r, p.tolerance)) {
+      AtomicAdd64(totals + kFlagged, 1);
+      AtomicAdd64(run_failed, 1);
+    }
+  }
+}
+
+__global__ void ParityRaisedKernel(const bool* flag, const unsigned long long* run_failed, bool* raised) {
+  raised[0] = (flag != nullptr && flag[0]) || *run_failed > 0;
+}
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -757,6 +785,21 @@ cudaError_t LaunchInject(const InjectParams& p, const float* x, float* y, int64_
   } else {
     InjectSequentialKernel<<<1, 1, 0, stream>>>(p, y, n, state, rate, range_ws, totals);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchParityCheck(const ParityCheckParams& p, const float* y, const float* pp, const bool* flag,
+                              bool* raised, unsigned long long* totals, unsigned long long* run_failed,
+                              cudaStream_t stream) {
+  cudaError_t e = cudaMemsetAsync(run_failed, 0, sizeof(unsigned long long), stream);
+  if (e != cudaSuccess) return e;
+  const int64_t units = p.outer * p.inner * p.num_blocks;
+  if (units > 0) {
+    ParityCheckKernel<<<static_cast<unsigned>(Blocks(units, kThreads, 65536)), kThreads, 0, stream>>>(p, y, pp, units,
+                                                                                                    totals, run_failed);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  ParityRaisedKernel<<<1, 1, 0, stream>>>(flag, run_failed, raised);
   return cudaGetLastError();
 }
 

@@ -71,6 +71,24 @@ size_t DepthwiseWorkspaceBytes(const DepthwiseParams& p);
 cudaError_t LaunchDepthwise(const DepthwiseParams& p, const float* x, const float* y, float* z, void* workspace,
                             unsigned long long* totals, unsigned long long* run_uncorrectable, cudaStream_t stream);
 
+// ---- ParityCheck --------------------------------------------------------------------------
+
+struct ParityCheckParams {
+  int64_t outer = 0, inner = 0;                  // Y is [outer, data_channels, inner]
+  int64_t data_channels = 0, num_blocks = 0, block = 0, parity = 0;  // P is [outer, num_blocks * parity, inner]
+  float tolerance = 64.f;
+  const float* generator = nullptr;  // device: per block, parity x size, row-major
+  const float* gain = nullptr;       // device: per block and check
+  const float* offset = nullptr;     // device: per block and check
+};
+
+// Tests every (outer, block, inner) vector with ParityBlockHoldsExact (parity_check.h): each
+// failing one adds 1 to totals[kFlagged] and to run_failed (zeroed here, on the stream); then
+// raised[0] = flag[0] (flag: device bool, or null) || run_failed > 0. All on the device.
+cudaError_t LaunchParityCheck(const ParityCheckParams& p, const float* y, const float* pp, const bool* flag,
+                              bool* raised, unsigned long long* totals, unsigned long long* run_failed,
+                              cudaStream_t stream);
+
 // ---- InjectFault --------------------------------------------------------------------------
 
 constexpr int kMaxInjectBits = 256;

@@ -308,6 +308,71 @@ struct DepthwiseCudaOp : Ort::CustomOpBase<DepthwiseCudaOp, DepthwiseCudaKernel,
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
+// ---- ParityCheck ---------------------------------------------------------------------------
+
+struct ParityCheckCudaKernel : ParityCheckAttrs, GpuKernelBase {
+  DeviceBuffer generator, gain, offset;
+  bool uploaded = false;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      ParityInputs in;
+      if (OrtStatusPtr st = ReadParityInputs(*this, ctx, &in)) return st;
+      const auto& L = cfg.layout;
+      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      cuda::ParityCheckParams p;
+      p.outer = in.outer; p.inner = in.inner; p.data_channels = L.data_channels; p.num_blocks = L.num_blocks();
+      p.block = L.block; p.parity = L.parity; p.tolerance = cfg.tolerance;
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream));
+      if (!uploaded) {
+        ECC_CUDA_TRY(Upload(generator, cfg.generator, stream));
+        ECC_CUDA_TRY(Upload(gain, cfg.gain, stream));
+        ECC_CUDA_TRY(Upload(offset, cfg.offset, stream));
+        uploaded = true;
+      }
+      p.generator = generator.as<float>(); p.gain = gain.as<float>(); p.offset = offset.as<float>();
+      // This run's failures are counted in the run_uncorrectable slot, which End reads back for fail_stop.
+      ECC_CUDA_TRY(cuda::LaunchParityCheck(p, in.y, in.p, in.flag, out.GetTensorMutableData<bool>(), totals(),
+                                           run_uncorrectable(), stream));
+      DecodeCounts host;
+      host.vectors = in.outer * in.inner * L.num_blocks();
+      counters->Add(host);  // runs and vectors; the failures arrive from the device
+      unsigned long long failed = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &failed));
+      if (fail_stop && failed > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(failed) + " block(s) failed the parity check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct ParityCheckCudaOp : Ort::CustomOpBase<ParityCheckCudaOp, ParityCheckCudaKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<ParityCheckCudaKernel>(info, kernel, "ParityCheck", ParseParityCheckAttrs, [](auto& k) -> OrtStatusPtr {
+      k.counters_ = k.counters;
+      return nullptr;
+    });
+  }
+  const char* GetName() const { return "ParityCheck"; }
+  const char* GetExecutionProviderType() const { return kCudaProvider; }
+  size_t GetInputTypeCount() const { return 3; }  // Y, P, Flag (optional)
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+};
+
 // ---- InjectFault --------------------------------------------------------------------------
 
 struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
@@ -382,10 +447,11 @@ static_assert(static_cast<int>(FaultKind::kBitFlip) == 0 && static_cast<int>(Fau
 const DecodeCudaOp kDecodeCuda;
 const DepthwiseCudaOp kDepthwiseCuda;
 const InjectCudaOp kInjectCuda;
+const ParityCheckCudaOp kParityCheckCuda;
 
 }  // namespace
 
-std::vector<const OrtCustomOp*> GpuOps() { return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda}; }
+std::vector<const OrtCustomOp*> GpuOps() { return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda, &kParityCheckCuda}; }
 
 }  // namespace onnx_ecc
 
