@@ -326,7 +326,7 @@ def test_parity_check_matches_reference(seed):
     raised = _session(_parity_model(attrs)).run(None, {"Y": y, "P": p})[0]
     after = _parity_failures("parity-test", layer)
     delta = after - before if before else after
-    want_raised, want_failed = parity_check(y, p, **attrs)
+    want_raised, want_failed = parity_check(np.moveaxis(y, axis, -1), np.moveaxis(p, axis, -1), **dict(attrs, axis=-1))
     assert raised.shape == (1,) and raised.dtype == np.bool_
     assert bool(raised[0]) == want_raised
     vectors = y.size // layout.data_channels

@@ -541,10 +541,9 @@ const InjectOp kInjectCpu;
 const SumCheckOp kSumCheckCpu;
 
 const OrtCustomOp* ParityCheckCpuOp();  // parity_check.cc
-const OrtCustomOp* SampleCheckCpuOp();  // sample_check.cc
 
 std::vector<const OrtCustomOp*> CpuOps() {
-  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp(), SampleCheckCpuOp()};
+  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp()};
 }
 
 }  // namespace onnx_ecc
