@@ -275,6 +275,18 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
       float* zd = zrow + zbase + L.block_starts[k];
       const float* rd = rrow ? rrow + zbase + L.block_starts[k] : nullptr;
       const size_t a0 = static_cast<size_t>(gk * r);
+      if (r == 2 && b % 8 == 0 && k + 3 < nb && gk + 3 < kb1 && L.block_sizes[k + 3] == b) {
+        // Four full blocks at once (their data, checks and generators are adjacent).
+        const unsigned bad = sweep::RowQuad2<kOut>(yd, yp, rd, zd, gen, b, cfg.gain_f.data() + a0,
+                                                   cfg.offset_f.data() + a0, xscale);
+        for (int m = 0; m < 4; ++m)
+          if (bad >> m & 1u)
+            RepairVector(cfg, a0 + 2 * m, gen + 2 * b * m, b, r, tol_eps, xscale, yd + m * b, yp + 2 * m, 1,
+                         rd ? rd + m * b : nullptr, zd + m * b, 1, counts);
+        gk += 3;
+        k += 3;
+        continue;
+      }
       const bool bad = sweep::RowBlock<kOut>(yd, yp, rd, zd, gen, b, r, cfg.gain_f.data() + a0,
                                              cfg.offset_f.data() + a0, xscale);
       if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts);

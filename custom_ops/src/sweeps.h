@@ -260,5 +260,81 @@ ECC_INLINE bool RowBlock(const float* yd, const float* yp, const float* rd, floa
   return bad;
 }
 
+#if defined(__clang__)
+#define ECC_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define ECC_SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, I8{__VA_ARGS__})
+#endif
+
+// In-place transpose of 8 rows of 8 lanes (unpack, shuffle, 128-bit permute: 24 shuffles).
+ECC_INLINE void Transpose8(F8* r) {
+  F8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = ECC_SHUFFLE2(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = ECC_SHUFFLE2(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = ECC_SHUFFLE2(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = ECC_SHUFFLE2(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = ECC_SHUFFLE2(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = ECC_SHUFFLE2(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = ECC_SHUFFLE2(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[i + 4] = ECC_SHUFFLE2(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Four consecutive row blocks of one group at once, for parity 2 and full blocks of b = 8n:
+// block m's data at yd[m * b ..], its two checks at yp[2m], 2m + 1 (the checks of consecutive
+// blocks are adjacent), its generator at gen + 2 b m, thresholds gain_f/offset_f[2m + q]. The
+// same float operations per block as RowBlock (lane sums -p_q + lane 0 + ... + lane 7, the scale
+// as an exact max), but the eight lane sums and scales are formed as vectors after a transpose
+// instead of one lane at a time. Returns the failing blocks as bits 0..3.
+template <int kOut>
+ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b,
+                             const float* gain_f, const float* offset_f, float xscale) {
+  const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  F8 lanes[8], mags[8];
+  for (int m = 0; m < 4; ++m) {
+    const float* x = yd + m * b;
+    const float* g0 = gen + 2 * b * m;
+    const float* g1 = g0 + b;
+    F8 l0 = zero, l1 = zero, ml = zero;
+    for (int j = 0; j < b; j += 8) {
+      const F8 a = Load8(x + j);
+      l0 += Load8(g0 + j) * a;
+      l1 += Load8(g1 + j) * a;
+      ml = MaxFinite8(ml, a);
+      Emit8<kOut>(zd + m * b + j, rd ? rd + m * b + j : nullptr, a);
+    }
+    lanes[2 * m] = l0;
+    lanes[2 * m + 1] = l1;
+    mags[2 * m] = mags[2 * m + 1] = ml;
+  }
+  Transpose8(lanes);
+  const F8 p = Load8(yp);
+  F8 c = -p;
+  for (int l = 0; l < 8; ++l) c += lanes[l];
+  F8 scale;
+  if (xscale >= 0) {
+    scale = zero + xscale;
+  } else {
+    Transpose8(mags);
+    scale = mags[0];
+    for (int l = 1; l < 8; ++l) scale = mags[l] > scale ? mags[l] : scale;
+    const F8 pa = MaxFinite8(zero, p);  // |p| where finite, else 0
+    const F8 pair = ECC_SHUFFLE2(pa, pa, 1, 0, 3, 2, 5, 4, 7, 6);
+    scale = pa > scale ? pa : scale;
+    scale = pair > scale ? pair : scale;
+  }
+  const F8 thr = Load8(gain_f) * scale + Load8(offset_f);
+  const F8 ac = reinterpret_cast<F8>(reinterpret_cast<I8>(c) & 0x7fffffff);
+  const I8 bad = ~(ac <= thr);
+  unsigned mask = 0;
+  for (int m = 0; m < 4; ++m) mask |= static_cast<unsigned>((bad[2 * m] | bad[2 * m + 1]) != 0) << m;
+  return mask;
+}
+
 }  // namespace sweep
 }  // namespace onnx_ecc
