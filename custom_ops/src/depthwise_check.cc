@@ -55,46 +55,115 @@ void RecomputeRow(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t
 
 namespace {
 
-// Scratch of one channel's check: per padded input row and filter tap, the windowed row sums
-// of x and |x| (hp * kw each), and per residue class of the column stride (stride_w each).
-constexpr int64_t kStackSums = 2048, kStackClasses = 16;
+// Row sums of `rows` rows of width w (row i at x + i * stride) as the scalar loop always formed
+// them: 8 float lanes over the first w - w % 8 values, their sum in double in lane order, then the
+// remaining values in double. Eight rows at a time go through one transpose, so that the lane
+// sums are added as vectors across rows; t and tabs get the sums of x and |x|.
+ECC_INLINE void RowSums(const float* x, int64_t stride, int64_t rows, int64_t w, double* t, double* tabs) {
+  const int64_t w8 = w - w % 8;
+  if (w8 == 0) {  // rows narrower than the lanes: plain sums, one row at a time
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = x + i * stride;
+      double t0 = 0, t1 = 0;
+      for (int64_t q = 0; q < w; ++q) { t0 += row[q]; t1 += std::fabs(row[q]); }
+      t[i] = t0;
+      tabs[i] = t1;
+    }
+    return;
+  }
+  for (int64_t i = 0; i < rows; i += 8) {
+    // A last group of fewer than 8 rows repeats its last row (read, never stored).
+    const int n = static_cast<int>(std::min<int64_t>(8, rows - i));
+    const float* row[8];
+    for (int r = 0; r < 8; ++r) row[r] = x + (i + std::min(r, n - 1)) * stride;
+    double t0[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t1[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (w8 > 0) {
+      sweep::F8 s0[8], s1[8];
+      for (int r = 0; r < 8; ++r) {
+        sweep::F8 a = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, b = a;
+        for (int64_t q = 0; q < w8; q += 8) {
+          const sweep::F8 v = sweep::Load8(row[r] + q);
+          a += v;
+          b += reinterpret_cast<sweep::F8>(reinterpret_cast<sweep::I8>(v) & 0x7fffffff);
+        }
+        s0[r] = a;
+        s1[r] = b;
+      }
+      sweep::Transpose8(s0);
+      sweep::Transpose8(s1);
+      for (int l = 0; l < 8; ++l)
+        for (int r = 0; r < 8; ++r) {
+          t0[r] += static_cast<double>(s0[l][r]);
+          t1[r] += static_cast<double>(s1[l][r]);
+        }
+    }
+    // The remaining columns, in order per row; the rows' chains interleaved.
+    for (int64_t q = w8; q < w; ++q)
+      for (int r = 0; r < 8; ++r) {
+        const float v = row[r][q];
+        t0[r] += v;
+        t1[r] += std::fabs(v);
+      }
+    for (int r = 0; r < n; ++r) {
+      t[i + r] = t0[r];
+      tabs[i + r] = t1[r];
+    }
+  }
+}
+
+// Scratch of one channel's check, per padded input row hp: the windowed row sums of x and |x| at
+// each filter tap, tap-major (a[j * hp + row]: consecutive rows adjacent), the plain row sums of
+// x and |x| (stride 1), and per residue class of the column stride the class sums.
+struct ChannelScratch {
+  double *a, *aabs, *rows, *rows_abs, *cls, *clsabs, *actual;
+  // Per filter tap j, the same for every row: the residue class r of its first column, and the
+  // class elements outside the window: [r, lo_end) before it and [hi_begin, w) after it.
+  const int64_t* taps;
+};
+
+// Fills taps (3 * kw values) for input width w: no division left in the per-row loop.
+void TapWindows(const DepthwiseConfig& cfg, int64_t w, int64_t* taps) {
+  const int64_t sw = cfg.stride_w, wout = cfg.OutW(w);
+  for (int64_t j = 0; j < cfg.kw; ++j) {
+    const int64_t first = j * cfg.dil_w - cfg.pad_l, last = first + (wout - 1) * sw;
+    const int64_t r = ((first % sw) + sw) % sw;
+    taps[3 * j] = r;
+    taps[3 * j + 1] = std::min(first, w);
+    taps[3 * j + 2] = std::max<int64_t>(last + sw, r);
+  }
+}
 
 ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
-                             const float* y, float* z, bool verified, DecodeCounts& counts, double* a, double* aabs,
-                             double* cls, double* clsabs) {
+                             const float* y, float* z, bool verified, DecodeCounts& counts, const ChannelScratch& s) {
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
   const int64_t hp = h + cfg.pad_t + cfg.pad_b;
   const int64_t kh = cfg.kh, kw = cfg.kw;
+  double* a = s.a;
+  double* aabs = s.aabs;
   // A[i][j]: sum over the output columns of input row i at filter tap j, i.e. of x[i][c] for
   // c = j*dil - pad_l + w*stride, w < W_out. That is the total of the row's residue class of c
   // modulo the stride, less the few elements of that class outside the window at either end.
   for (int64_t i = 0; i < hp * kw; ++i) a[i] = aabs[i] = 0.0;
   const int64_t sw = cfg.stride_w;
+  if (sw == 1) RowSums(x, w, h, w, s.rows, s.rows_abs);
   for (int64_t i = 0; i < h; ++i) {
     const float* row = x + i * w;
-    for (int64_t q = 0; q < sw; ++q) cls[q] = clsabs[q] = 0.0;
+    double* cls = s.cls;
+    double* clsabs = s.clsabs;
     if (sw == 1) {
-      float s0[8] = {}, s1[8] = {};
-      int64_t q = 0;
-      for (; q + 8 <= w; q += 8)
-        for (int l = 0; l < 8; ++l) { s0[l] += row[q + l]; s1[l] += std::fabs(row[q + l]); }
-      double t0 = 0, t1 = 0;
-      for (int l = 0; l < 8; ++l) { t0 += s0[l]; t1 += s1[l]; }
-      for (; q < w; ++q) { t0 += row[q]; t1 += std::fabs(row[q]); }
-      cls[0] = t0;
-      clsabs[0] = t1;
+      cls[0] = s.rows[i];
+      clsabs[0] = s.rows_abs[i];
     } else {
+      for (int64_t q = 0; q < sw; ++q) cls[q] = clsabs[q] = 0.0;
       for (int64_t q = 0; q < w; ++q) { cls[q % sw] += row[q]; clsabs[q % sw] += std::fabs(row[q]); }
     }
     for (int64_t j = 0; j < kw; ++j) {
-      const int64_t first = j * cfg.dil_w - cfg.pad_l, last = first + (wout - 1) * sw;
-      const int64_t r = ((first % sw) + sw) % sw;
+      const int64_t r = s.taps[3 * j], lo_end = s.taps[3 * j + 1], hi_begin = s.taps[3 * j + 2];
       double v = cls[r], va = clsabs[r];
-      for (int64_t q = r; q < std::min(first, w); q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
-      const int64_t after = last + sw;
-      for (int64_t q = std::max<int64_t>(after, r); q < w; q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
-      a[(i + cfg.pad_t) * kw + j] = v;
-      aabs[(i + cfg.pad_t) * kw + j] = va;
+      for (int64_t q = r; q < lo_end; q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
+      for (int64_t q = hi_begin; q < w; q += sw) { v -= row[q]; va -= std::fabs(row[q]); }
+      a[j * hp + i + cfg.pad_t] = v;
+      aabs[j * hp + i + cfg.pad_t] = va;
     }
   }
   // The output first: a copy (or Relu) of the whole channel in one pass; rows found wrong and
@@ -106,37 +175,75 @@ ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float*
   } else {
     std::memcpy(z, y, sizeof(float) * plane);
   }
+  RowSums(y, wout, hout, wout, s.actual, s.rows_abs);  // |y| sums unused
   const float* wt = cfg.weights.data() + c * kh * kw;
   const double bias = cfg.bias[c];
   counts.vectors += hout;
-  for (int64_t oh = 0; oh < hout; ++oh) {
-    const float* yrow = y + oh * wout;
-    float lanes[8] = {};
-    int64_t ow = 0;
-    for (; ow + 8 <= wout; ow += 8)
-      for (int l = 0; l < 8; ++l) lanes[l] += yrow[ow + l];
-    double actual = 0.0;
-    for (int l = 0; l < 8; ++l) actual += lanes[l];
-    for (; ow < wout; ++ow) actual += yrow[ow];
-    double expected = bias * wout, bound = std::fabs(bias) * wout;
-    for (int64_t i = 0; i < kh; ++i) {
-      const int64_t r = oh * cfg.stride_h + i * cfg.dil_h;
+  const int64_t sh = cfg.stride_h, dh = cfg.dil_h;
+  for (int64_t oh0 = 0; oh0 < hout; oh0 += 8) {
+    const int n = static_cast<int>(std::min<int64_t>(8, hout - oh0));
+    // expected and bound of output rows oh0 .. oh0 + n - 1, each summed over the taps in order.
+    double expected[8], bound[8];
+    for (int r = 0; r < 8; ++r) {
+      expected[r] = bias * wout;
+      bound[r] = std::fabs(bias) * wout;
+    }
+    // Rows past the last (r >= n) read the zeroed slack after the scratch's sums and are dropped.
+    for (int64_t i = 0; i < kh; ++i)
       for (int64_t j = 0; j < kw; ++j) {
-        expected += wt[i * kw + j] * a[r * kw + j];
-        bound += std::fabs(wt[i * kw + j]) * aabs[r * kw + j];
+        const double wv = wt[i * kw + j], wa = std::fabs(wt[i * kw + j]);
+        const double* aj = a + j * hp + oh0 * sh + i * dh;
+        const double* aaj = aabs + j * hp + oh0 * sh + i * dh;
+        if (sh == 1) {
+          for (int r = 0; r < 8; ++r) {
+            expected[r] += wv * aj[r];
+            bound[r] += wa * aaj[r];
+          }
+        } else {
+          for (int r = 0; r < 8; ++r) {
+            expected[r] += wv * aj[r * sh];
+            bound[r] += wa * aaj[r * sh];
+          }
+        }
       }
+    for (int r = 0; r < n; ++r) {
+      const int64_t oh = oh0 + r;
+      const bool ok = std::fabs(s.actual[oh] - expected[r]) <= cfg.tolerance * FLT_EPSILON * bound[r];
+      if (ok) continue;
+      ++counts.flagged;
+      if (!verified || !cfg.correct) {
+        ++counts.uncorrectable;
+        continue;
+      }
+      RecomputeRow(cfg, c, x, h, w, oh, wout, z + oh * wout);
+      ++counts.corrected_blocks;
+      counts.corrected_values += wout;
     }
-    const bool ok = std::fabs(actual - expected) <= cfg.tolerance * FLT_EPSILON * bound;
-    if (ok) continue;
-    ++counts.flagged;
-    if (!verified || !cfg.correct) {
-      ++counts.uncorrectable;
-      continue;
-    }
-    RecomputeRow(cfg, c, x, h, w, oh, wout, z + oh * wout);
-    ++counts.corrected_blocks;
-    counts.corrected_values += wout;
   }
+}
+
+
+// Scratch sizes: hp * kw tap sums and a slack that 8 rows' reads may run into (twice),
+// max(H, H_out) row sums (three), stride_w classes (twice).
+int64_t Slack(const DepthwiseConfig& cfg) { return 8 * cfg.stride_h; }
+size_t ScratchDoubles(const DepthwiseConfig& cfg, int64_t h, int64_t w) {
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b, rows = std::max<int64_t>(h, cfg.OutH(h));
+  (void)w;
+  return static_cast<size_t>(2 * (hp * cfg.kw + Slack(cfg)) + 3 * rows + 2 * cfg.stride_w);
+}
+
+ChannelScratch CarveScratch(const DepthwiseConfig& cfg, int64_t h, double* base) {
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b, rows = std::max<int64_t>(h, cfg.OutH(h));
+  ChannelScratch s;
+  s.a = base;
+  s.aabs = s.a + hp * cfg.kw + Slack(cfg);
+  s.rows = s.aabs + hp * cfg.kw + Slack(cfg);
+  for (int64_t i = 0; i < Slack(cfg); ++i) s.a[hp * cfg.kw + i] = s.aabs[hp * cfg.kw + i] = 0.0;
+  s.rows_abs = s.rows + rows;
+  s.actual = s.rows_abs + rows;
+  s.cls = s.actual + rows;
+  s.clsabs = s.cls + cfg.stride_w;
+  return s;
 }
 
 }  // namespace
@@ -144,35 +251,40 @@ ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float*
 ECC_CLONES
 void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, const float* x, int64_t h, int64_t w,
                           const float* y, float* z, const char* verified, DecodeCounts& counts) {
-  const int64_t hp = h + cfg.pad_t + cfg.pad_b, sums = hp * cfg.kw;
   const int64_t plane_in = h * w, plane_out = cfg.OutH(h) * cfg.OutW(w);
-  double a_stack[kStackSums], aabs_stack[kStackSums], cls_stack[kStackClasses], clsabs_stack[kStackClasses];
-  thread_local std::vector<double> a_heap, aabs_heap, cls_heap, clsabs_heap;  // only for huge rows or strides
-  double *a = a_stack, *aabs = aabs_stack, *cls = cls_stack, *clsabs = clsabs_stack;
-  if (sums > kStackSums) {
-    a_heap.resize(sums);
-    aabs_heap.resize(sums);
-    a = a_heap.data();
-    aabs = aabs_heap.data();
+  constexpr size_t kStack = 4096;  // doubles: rows up to ~600 with a 3x3 filter
+  double stack[kStack];
+  thread_local std::vector<double> heap;  // only for very tall inputs or huge strides
+  const size_t need = ScratchDoubles(cfg, h, w);
+  double* base = stack;
+  if (need > kStack) {
+    heap.resize(need);
+    base = heap.data();
   }
-  if (cfg.stride_w > kStackClasses) {
-    cls_heap.resize(cfg.stride_w);
-    clsabs_heap.resize(cfg.stride_w);
-    cls = cls_heap.data();
-    clsabs = clsabs_heap.data();
+  ChannelScratch s = CarveScratch(cfg, h, base);
+  int64_t taps_stack[3 * 64];
+  thread_local std::vector<int64_t> taps_heap;
+  int64_t* taps = taps_stack;
+  if (cfg.kw > 64) {
+    taps_heap.resize(static_cast<size_t>(3 * cfg.kw));
+    taps = taps_heap.data();
   }
+  TapWindows(cfg, w, taps);
+  s.taps = taps;
   for (int64_t pl = p0; pl < p1; ++pl) {
     const int64_t c = pl % cfg.channels;
-    CheckChannel(cfg, c, x + pl * plane_in, h, w, y + pl * plane_out, z + pl * plane_out, verified[c] != 0, counts, a,
-                 aabs, cls, clsabs);
+    CheckChannel(cfg, c, x + pl * plane_in, h, w, y + pl * plane_out, z + pl * plane_out, verified[c] != 0, counts, s);
   }
 }
 
 void DepthwiseCheckChannel(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w,
                            const float* y, float* z, bool verified, DecodeCounts& counts) {
-  const size_t sums = static_cast<size_t>((h + cfg.pad_t + cfg.pad_b) * cfg.kw);
-  std::vector<double> a(sums), aabs(sums), cls(cfg.stride_w), clsabs(cfg.stride_w);
-  CheckChannel(cfg, c, x, h, w, y, z, verified, counts, a.data(), aabs.data(), cls.data(), clsabs.data());
+  std::vector<double> scratch(ScratchDoubles(cfg, h, w));
+  std::vector<int64_t> taps(static_cast<size_t>(3 * cfg.kw));
+  TapWindows(cfg, w, taps.data());
+  ChannelScratch s = CarveScratch(cfg, h, scratch.data());
+  s.taps = taps.data();
+  CheckChannel(cfg, c, x, h, w, y, z, verified, counts, s);
 }
 
 }  // namespace onnx_ecc
