@@ -143,12 +143,16 @@ def test_budgeted_model_is_exact_fault_free_and_corrects_a_weight_flip_in_a_chos
     chosen = [k for k, v in read_protection(protected)["budget"]["layers"].items() if v["mode"] != "none"]
     assert chosen, "a budget of 1.5x should leave room for some layer"
     weights = {n.name: n.input[1] for n in protected.graph.node if n.op_type == "Conv"}
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     shown = 0
     for layer in chosen:
-        wrong = _plain(corrupt_initializer(model, weights[layer], (0, 0, 0, 0), 30), feeds)
+        # the largest weight: its top exponent bit flipped makes it huge, not a small change a sum check may pass
+        w = values[weights[layer]]
+        index = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(w)), w.shape))
+        wrong = _plain(corrupt_initializer(model, weights[layer], index, 30), feeds)
         if np.allclose(wrong, clean, rtol=1e-4, atol=1e-4):
             continue  # this flip does not change the outputs: nothing to show
-        got, report = _run(corrupt_initializer(protected, weights[layer], (0, 0, 0, 0), 30), feeds)
+        got, report = _run(corrupt_initializer(protected, weights[layer], index, 30), feeds)
         assert report.corrected > 0 and report.uncorrectable == 0, (layer, report.summary())
         np.testing.assert_allclose(got, clean, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(clean).max()))
         shown += 1

@@ -24,7 +24,11 @@ Parameters stand for memory faults: an exponent-bit flip of any float32 weight (
 change predictions; mantissa flips rarely do) is about equally likely to corrupt the output
 wherever it lands, so a layer's share of such faults is its share of the weights. Output elements
 stand for transient compute faults, which land in proportion to the values a layer produces.
-Every mode but 'none' counts as covering its layer's risk.
+Every mode but 'none' counts as covering its layer's risk. The proxy ignores what follows a layer:
+a bounded activation (ReLU6) clips the huge outputs of a weight whose exponent flipped, so in
+MobileNet-style nets such flips rarely change a prediction and the prediction-changing ones sit in
+the unclipped layers (projections, classifier), which the proxy ranks high anyway because they
+are cheap to check (benchmarks/budget.py measures the share of those flips corrected).
 
 Choice: a multiple-choice knapsack (each layer: 'none' or one of its candidate modes, each mode with
 its cost) solved by dynamic programming over costs rounded up to a grid of the allowance, so the
