@@ -184,7 +184,27 @@ PARITY_CHECK = OpDecl(
     ),
 )
 
-ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK)
+SAMPLE_CHECK = OpDecl(
+    name="SampleCheck",
+    doc=(
+        "Checks a layer for the rerun strategy against a strided recomputation of a sample of its "
+        "outputs: A (the layer's fused outputs at the sampled positions) must equal B (the same "
+        "positions recomputed) within tolerance * eps32 * the sample's largest finite |value|, per "
+        "sample (first axis); a non-finite value must be matched exactly. Raised is Flag or any "
+        "sample failing."
+    ),
+    inputs=(("A", False), ("B", False), ("Flag", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("tolerance", _A.FLOAT, "allowed difference in units of eps32 x the sample's largest |value|",
+             default=1.0),
+        Attr("fail_stop", _A.INT, "1: return an error when a sample fails", default=0),
+        Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
+        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+    ),
+)
+
+ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

@@ -47,16 +47,20 @@ def _kind(node: onnx.NodeProto) -> str:
 def op_counts(graph: onnx.GraphProto) -> collections.Counter:
     """Counts of (domain, op type[+fused activation]) over the graph's nodes, our own ops left out.
 
-    A layout conversion of a global pool's output (a few values per sample, which a check reads)
-    counts as 'ReorderOutput(pooled)': it moves no activation."""
+    A layout conversion of what a check reads (a pool's few values per sample, a sampled or
+    strided copy of an activation: tensors onnx-ecc names ``*__ecc_*``) counts as
+    'ReorderOutput(check)': it converts no activation of the original."""
     pooled = {o for n in graph.node if n.op_type == "GlobalAveragePool" for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
     counts = collections.Counter()
     for n in graph.node:
         if n.domain == ops.DOMAIN:
             continue
         kind = _kind(n)
-        if kind in REORDERS and n.input[0] in pooled:
-            kind += "(pooled)"
+        source = producer.get(n.input[0]) if n.input else None
+        if kind in REORDERS and (n.input[0] in pooled or "__ecc_" in n.input[0]
+                                 or (source is not None and "__ecc_" in source.name)):
+            kind += "(check)"
         counts[(n.domain or "ai.onnx", kind)] += 1
     return counts
 

@@ -199,10 +199,11 @@ class SumCheck(OpRun):
 
 
 def parity_check_ratios(y: np.ndarray, p: np.ndarray, *, block, parity, generator, noise_gain, noise_offset,
-                        data_channels=None, **_ignored) -> np.ndarray:
+                        data_channels=None, axis=-1, **_ignored) -> np.ndarray:
     """|syndrome| / (eps32 * (gain * scale + offset)) of every vector, block and check, as an array
     [vectors, blocks, parity] (channels last): a ParityCheck with tolerance T flags a block of a
     vector where one exceeds T (or is not a number: a value was not finite)."""
+    y, p = np.moveaxis(np.asarray(y), int(axis), -1), np.moveaxis(np.asarray(p), int(axis), -1)
     y = np.asarray(y, np.float64).reshape(-1, np.shape(y)[-1])
     p = np.asarray(p, np.float64).reshape(y.shape[0], -1)
     layout = Layout(int(data_channels or y.shape[1]), int(block), int(parity))
@@ -222,7 +223,7 @@ def parity_check_ratios(y: np.ndarray, p: np.ndarray, *, block, parity, generato
 
 
 def parity_check(y: np.ndarray, p: np.ndarray, flag: bool = False, *, tolerance=64.0, **attrs) -> tuple[bool, int]:
-    """Oracle of ParityCheck (channels last): (raised, number of blocks that fail)."""
+    """Oracle of ParityCheck: (raised, number of blocks of vectors that fail)."""
     ratios = parity_check_ratios(y, p, **attrs)
     failed = int(np.count_nonzero(~(ratios <= float(tolerance)).all(axis=2)))
     return bool(flag) or failed > 0, failed
@@ -233,10 +234,39 @@ class ParityCheck(OpRun):
 
     def _run(self, Y, P, Flag=None, **attrs):  # noqa: N803
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        axis = int(attrs.pop("axis", -1))
-        raised, _ = parity_check(np.moveaxis(Y, axis, -1), np.moveaxis(P, axis, -1),
-                                 bool(Flag is not None and np.asarray(Flag).ravel()[0]), **attrs)
+        raised, _ = parity_check(Y, P, bool(Flag is not None and np.asarray(Flag).ravel()[0]), **attrs)
         return (np.array([raised]),)
 
 
-REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck]
+def sample_check_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per sample (first axis): the largest |a - b| / (eps32 * largest finite |value|); values
+    equal (or both NaN) differ by 0, a non-finite value matched by another value by inf."""
+    n = a.shape[0] if a.ndim else 1
+    a64, b64 = a.reshape(n, -1).astype(np.float64), b.reshape(n, -1).astype(np.float64)
+    both = np.concatenate([np.abs(a64), np.abs(b64)], axis=1)
+    scale = np.where(np.isfinite(both), both, 0.0).max(axis=1, initial=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a64 - b64)
+    same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+    diff = np.where(same, 0.0, np.where(np.isfinite(diff), diff, np.inf))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = diff.max(axis=1, initial=0.0) / (EPS32 * scale)
+    return np.where(np.isnan(ratio), np.where(diff.max(axis=1, initial=0.0) > 0, np.inf, 0.0), ratio)
+
+
+def sample_check(a: np.ndarray, b: np.ndarray, flag: bool = False, *, tolerance=1.0, **_ignored) -> tuple[bool, int]:
+    """Oracle of SampleCheck: (raised, number of samples that fail)."""
+    failed = int(np.count_nonzero(~(sample_check_ratios(a, b) <= float(tolerance))))
+    return bool(flag) or failed > 0, failed
+
+
+class SampleCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, A, B, Flag=None, **attrs):  # noqa: N803
+        raised, _ = sample_check(A, B, bool(Flag is not None and np.asarray(Flag).ravel()[0]),
+                                 **{k: v for k, v in attrs.items() if v is not None})
+        return (np.array([raised]),)
+
+
+REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck]

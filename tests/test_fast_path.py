@@ -101,7 +101,7 @@ def test_parity_check_kernel_agrees_with_the_numpy_ratios():
 def test_pooled_window_means_predict_the_conv_output_sum(name):
     """For stride-1 convs the check pools the input's windows: their projection must equal the
     check-weighted spatial mean of the conv's output (minus a . bias), up to float rounding."""
-    protected = protected_model(name, strategy="rerun")
+    protected = protected_model(name, strategy="rerun", conv_check="sum")
     producer = {o: n for n in protected.graph.node for o in n.output}
     pools = {"AveragePool", "GlobalAveragePool"}
 
@@ -131,16 +131,26 @@ def test_onnxruntime_keeps_every_transformer_fusion_of_the_original():
     assert {"FusedMatMul", "BiasGelu", "SkipLayerNormalization"} <= fused
 
 
-def test_a_checked_conv_loses_only_its_activation_fusion():
-    """Every exact check of a conv reads its output before the activation, so onnxruntime cannot
+@pytest.mark.parametrize("name", ["resnet_style", "depthwise_separable_cnn", "mobilenet_v2"])
+def test_sample_checks_keep_every_conv_fusion_and_layout_of_the_original(name):
+    model = zoo_model(name)
+    protected = protected_model(name, strategy="rerun")
+    assert optimized.lost_fusions(model, protected) == {}
+    counts = optimized.op_counts(optimized.optimized_graph(model))
+    assert any("+" in kind for _, kind in counts), "the original has fused conv activations to keep"
+
+
+def test_a_sum_checked_conv_loses_only_its_activation_fusion():
+    """A sum check of a conv reads its whole output before the activation, so onnxruntime cannot
     fuse that activation into the conv (README: what protection costs); nothing else is lost."""
     model = zoo_model("resnet_style")
-    protected = protected_model("resnet_style", strategy="rerun")
+    protected = protected_model("resnet_style", strategy="rerun", conv_check="sum")
     lost = optimized.lost_fusions(model, protected)
     assert set(lost) <= {"Conv+Relu", "extra ReorderOutput", "extra ReorderInput"}
     assert lost.get("extra ReorderInput", 0) == 0
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    unchecked = onnx_ecc.transform(model, strategy="rerun", layer_modes=tuple((c, "none") for c in convs))
+    unchecked = onnx_ecc.transform(model, strategy="rerun", conv_check="sum",
+                                   layer_modes=tuple((c, "none") for c in convs))
     assert "Conv+Relu" not in optimized.lost_fusions(model, unchecked)
 
 

@@ -1,4 +1,6 @@
-"""The rerun strategy: original convs plus sum checks on the fast path, decoding only on flagged runs."""
+"""The rerun strategy: original convs plus checks on the fast path, decoding only on flagged runs.
+
+Most tests here pin the sum check (conv_check='sum'); tests/test_fast_path.py covers the sample check."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from onnx_ecc.runtime import all_nodes
 from onnx_ecc.transform.rerun import RERUN_SUFFIX, projected_taps
 
 CNNS = ["cnn", "resnet_style", "grouped_cnn", "depthwise_separable_cnn"]
+SUM = {"strategy": "rerun", "conv_check": "sum"}
 
 
 def _run(model, feeds, fail_stop=None):
@@ -34,7 +37,7 @@ def _protected_convs(model):
 @pytest.mark.parametrize("name", CNNS)
 def test_fault_free_outputs_match_and_no_check_fails(name):
     model = zoo_model(name)
-    protected = protected_model(name, strategy="rerun")
+    protected = protected_model(name, **SUM)
     onnx.checker.check_model(protected, full_check=True)
     feeds = feeds_for(model, batch=4, seed=3)
     got, report = _run(protected, feeds)
@@ -47,7 +50,7 @@ def test_fault_free_outputs_match_and_no_check_fails(name):
 
 
 def test_the_two_convs_of_a_residual_add_share_one_check_on_the_add_output():
-    protected = protected_model("resnet_style", strategy="rerun")
+    protected = protected_model("resnet_style", **SUM)
     checks = {helper.get_attribute_value(a).decode(): n for n in protected.graph.node
               if n.op_type == ops.SUM_CHECK.name for a in n.attribute if a.name == "layer"}
     tolerances = {p["name"]: p["sum_check_tolerance"] for p in read_protection(protected)["protected"]
@@ -66,7 +69,7 @@ def test_the_two_convs_of_a_residual_add_share_one_check_on_the_add_output():
 @pytest.mark.parametrize("bit", [30, 26])
 def test_a_flipped_conv_weight_bit_is_caught_and_the_run_decoded(name, bit):
     model = zoo_model(name)
-    protected = protected_model(name, strategy="rerun")
+    protected = protected_model(name, **SUM)
     feeds = feeds_for(model, batch=2, seed=5)
     clean = _reference(model, feeds)
     convs = {n.name: n for n in protected.graph.node if n.op_type == "Conv"}
@@ -85,7 +88,7 @@ def test_a_flipped_conv_weight_bit_is_caught_and_the_run_decoded(name, bit):
 @pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
 def test_a_corrupted_conv_output_is_caught_and_corrected(persistent):
     model = zoo_model("resnet_style")
-    protected = protected_model("resnet_style", strategy="rerun")
+    protected = protected_model("resnet_style", **SUM)
     feeds = feeds_for(model, batch=2, seed=7)
     clean = _reference(model, feeds)
     convs = {n.name: n for n in protected.graph.node if n.op_type == "Conv"}
@@ -103,7 +106,7 @@ def test_a_corrupted_conv_output_is_caught_and_corrected(persistent):
 
 def test_detect_mode_reports_and_fail_stop_raises():
     model = zoo_model("cnn")
-    protected = onnx_ecc.transform(model, strategy="rerun", mode="detect")
+    protected = onnx_ecc.transform(model, mode="detect", **SUM)
     assert not any(n.domain == ops.DOMAIN and n.op_type == ops.DECODE.name for n in all_nodes(protected.graph)
                    if n.name.startswith("/") and "Conv" in n.name)
     feeds = feeds_for(model, batch=2, seed=1)
@@ -113,7 +116,7 @@ def test_detect_mode_reports_and_fail_stop_raises():
     assert report.checks_failed > 0 and report.corrected == 0
     # detect mode reports and does not repair: outputs are those of the original with the same fault
     np.testing.assert_array_equal(got, _reference(insert_output_fault(model, conv.output[0], seed=3, bits=(30,)), feeds))
-    stopping = onnx_ecc.transform(model, strategy="rerun", mode="detect", fail_stop=True)
+    stopping = onnx_ecc.transform(model, mode="detect", fail_stop=True, **SUM)
     with pytest.raises(Exception, match="sum check"):
         _run(insert_output_fault(stopping, conv.output[0], seed=3, bits=(30,)), feeds)
 
@@ -126,7 +129,7 @@ def test_no_check_fails_on_real_digits():
         model, data = zoo.mnist_cnn(), datasets.load("mnist")
     except Exception as e:
         pytest.skip(f"MNIST CNN or data unavailable: {e}")
-    protected = onnx_ecc.transform(model, strategy="rerun")
+    protected = onnx_ecc.transform(model, strategy="rerun")  # the default: sample checks
     feeds = {model.graph.input[0].name: data.x_test[:1000]}
     got, report = _run(protected, feeds)
     assert report.checks_failed == 0, report.summary()

@@ -541,9 +541,10 @@ const InjectOp kInjectCpu;
 const SumCheckOp kSumCheckCpu;
 
 const OrtCustomOp* ParityCheckCpuOp();  // parity_check.cc
+const OrtCustomOp* SampleCheckCpuOp();  // sample_check.cc
 
 std::vector<const OrtCustomOp*> CpuOps() {
-  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp()};
+  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp(), SampleCheckCpuOp()};
 }
 
 }  // namespace onnx_ecc

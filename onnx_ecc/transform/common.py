@@ -151,3 +151,46 @@ def layout_for(channels: int, options, groups: int = 1) -> Layout:
     """The block layout for a layer with ``channels`` outputs (blocks never exceed a group)."""
     per_group = channels // groups
     return Layout(channels, min(options.block, per_group), options.parity, groups)
+
+
+def schedule_checks_early(model, is_check=lambda node: "__ecc_" in node.name) -> None:
+    """Reorder ``model.graph.node`` in place: the original nodes keep their order and every check
+    node runs as soon as its inputs exist, so that it reads a layer's tensors while they are still
+    in cache (onnxruntime executes nodes in the graph's order where dependencies allow)."""
+    graph = model.graph
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes = list(graph.node)
+    pending_checks = [n for n in nodes if is_check(n)]
+    rest = [n for n in nodes if not is_check(n)]
+    order = []
+
+    def ready(n):
+        return all(t in produced for t in n.input)
+
+    def emit(n):
+        order.append(n)
+        produced.update(n.output)
+
+    def flush_checks():
+        progress = True
+        while progress:
+            progress = False
+            for n in list(pending_checks):
+                if ready(n):
+                    pending_checks.remove(n)
+                    emit(n)
+                    progress = True
+
+    flush_checks()
+    while rest:
+        n = next((m for m in rest if ready(m)), None)
+        if n is None:  # a node of ours that an original node needs: emit the first ready check
+            n = next(m for m in pending_checks if ready(m))
+            pending_checks.remove(n)
+        else:
+            rest.remove(n)
+        emit(n)
+        flush_checks()
+    order += pending_checks
+    del graph.node[:]
+    graph.node.extend(order)

@@ -8,6 +8,7 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
 MODES = ("correct", "detect")
 STRATEGIES = ("inline", "rerun")
 LAYER_MODES = ("check", "decode", "none")
+CONV_CHECKS = ("sample", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,11 @@ class TransformOptions:
     separate_parity: compute a layer's parity in a second Conv / Gemm / MatMul that shares nothing
         with the data weights (set by the rerun strategy, so the weights are stored once and a
         fault in them reaches the decoding graph too).
+    conv_check: how the rerun strategy's fast path checks a conv: 'sample' (a strided copy of the
+        conv recomputes every ``sample_stride``-th row and column, compared with the original's
+        fused output and checked against parity filters; the original conv chain stays fused) or
+        'sum' (a sum check of the whole output, which unfuses the conv's activation).
+    sample_stride: rows and columns between sampled positions of 'sample' checks.
     layer_modes: per-layer choice, (layer name, mode) pairs: 'check' (rerun strategy: the layer
         runs as in the original with a cheap check on the fast path, and is decoded only in the
         recomputation), 'decode' (decoded inline on every run) or 'none' (left unprotected).
@@ -65,6 +71,8 @@ class TransformOptions:
     seed: int = 0
     strategy: str = "inline"
     separate_parity: bool = False
+    conv_check: str = "sample"
+    sample_stride: int = 4
     layer_modes: tuple[tuple[str, str], ...] = ()
     budget: float | None = None
     budget_batch: int = 8
@@ -86,6 +94,10 @@ class TransformOptions:
             raise ValueError(f"scale must be 'output' or 'input', got {self.scale!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.conv_check not in CONV_CHECKS:
+            raise ValueError(f"conv_check must be one of {CONV_CHECKS}, got {self.conv_check!r}")
+        if self.sample_stride < 1:
+            raise ValueError(f"sample_stride must be >= 1, got {self.sample_stride}")
         bad = sorted({m for _, m in self.layer_modes} - set(LAYER_MODES))
         if bad:
             raise ValueError(f"layer modes must be among {LAYER_MODES}, got {bad}")

@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, schedule_checks_early
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -56,21 +56,33 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
     from onnx_ecc.transform.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
+    from onnx_ecc.transform.sample_check import add_sample_checks, calibrate_sample_checks, samplable
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
+    if options.conv_check == "sample":
+        nodes = {n.name: n for n in gs.import_onnx(model).nodes}
+        sampled = [c for c in convs if samplable(nodes[c])]
+        convs = [c for c in convs if c not in sampled]
+    else:
+        sampled = []
     linears = [p["name"] for p in checked if p["op"] != "Conv"]
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
     main, parity_sites, flag = add_parity_checks(main, linears, options, model_id)
     main = merge_parity_products(main)
+    main, sample_sites, flag = add_sample_checks(main, sampled, options, model_id, flag)
     main, sites, flag = add_sum_checks(main, convs, options, model_id, flag)
     feeds = calibration_feeds(model)
+    parity_sites += [s for s in sample_sites if not hasattr(s, "a")]
     tolerances = calibrate_parity_checks(main, parity_sites, feeds, options) if parity_sites else {}
+    samples = [s for s in sample_sites if hasattr(s, "a")]
+    sample_tolerances = calibrate_sample_checks(main, samples, feeds, options) if samples else {}
     if sites:
         tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
+    schedule_checks_early(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:
@@ -78,8 +90,11 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
         for site in sites:
             if p["name"] in site.layers:
                 p["sum_check_tolerance"] = tolerances[site.layer]
-        if p["name"] in tolerances and p["op"] != "Conv":
+        if p["name"] in tolerances:
             p["parity_check_tolerance"] = tolerances[p["name"]]
+        if p["name"] in sample_tolerances:
+            p["sample_check_tolerance"] = sample_tolerances[p["name"]]
+            p["sample_stride"] = options.sample_stride
     return out, record
 
 

@@ -1,0 +1,226 @@
+"""Fast-path checks of convolutions that leave onnxruntime's fused conv chains as they are.
+
+Why: any exact check of a conv's whole output must read it before its activation, which stops
+onnxruntime fusing the activation into the conv (and ReLU6, a Clip, cannot even run in its
+blocked layout, so the tensor is converted there and back): on a mobile CNN that costs more
+than the convs. Here the conv, its residual Add and its activation stay fused and untouched; a
+strided copy of the conv computes only every s-th row and column (1/s^2 of the work, sharing
+the weights), and two checks run on these small tensors:
+
+- SampleCheck: the original's fused output, subsampled by a 1x1 MaxPool with stride s, must
+  equal the copy's output put through the same residual Add and activation (onnxruntime computes
+  both bit for bit alike; a small tolerance covers other kernels) - a wrong value of the
+  original's computation at a sampled position is caught exactly;
+- ParityCheck: the copy's outputs before the Add and activation against parity filters
+  ``V = G W`` applied to the same input positions - a corrupted weight changes every position of
+  its output channel, so it is caught although the copy shares the original's weights. A
+  depthwise conv's parity filter would span all its channels (a dense conv as costly as the
+  layer), so there a second strided copy runs on a stored copy of the filters times 2 (exact in
+  float: tiny, C x kh x kw values) and must give exactly twice the first copy.
+
+A flag routes the run through the decoding graph (rerun.py), as for every fast-path check.
+What this does not see: a transient error of the original's computation at a position that is
+not sampled (all but 1/s^2 of them); ``conv_check='sum'`` sees those above its threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnx_ecc import ops
+from onnx_ecc.codes import Layout
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, single_consumer
+from onnx_ecc.transform.parity_check import ParityCheckSite
+
+# Activations onnxruntime fuses into a conv; the sampled copy applies the same node.
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
+SAMPLE_FLOOR = 16.0  # least SampleCheck tolerance (eps32 x the sample's largest value)
+PARITY_FILTERS = 16  # parity filters per sampled conv: onnxruntime's blocked layout takes 16 channels
+
+
+@dataclasses.dataclass
+class SampleCheckSite:
+    """One SampleCheck: its layer, the tensors it compares and the node, for calibration."""
+
+    layer: str
+    a: str
+    b: str
+    node: str
+
+
+def samplable(node: gs.Node) -> bool:
+    """A 2-D conv with constant weights and explicit pads (its copy can then be strided)."""
+    w = constant_value(node.inputs[1])
+    return (w is not None and w.ndim == 4 and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET")
+            and (len(node.inputs) < 3 or not node.inputs[2].name or constant_value(node.inputs[2]) is not None))
+
+
+def fused_chain(node: gs.Node, graph: gs.Graph) -> tuple[list[gs.Node], gs.Variable]:
+    """The residual Add and activation onnxruntime fuses after ``node``, and the tensor they end in."""
+    chain, out = [], node.outputs[0]
+    found = absorbable_residual(out, graph)
+    if found is not None:
+        chain.append(found[0])
+        out = found[0].outputs[0]
+    for op in ACTIVATIONS:
+        act = single_consumer(out, graph, op)
+        if act is not None and all(isinstance(t, gs.Constant) or constant_value(t) is not None for t in act.inputs[1:]):
+            chain.append(act)
+            out = act.outputs[0]
+            break
+    return chain, out
+
+
+def parity_filters(w: np.ndarray, groups: int, layout: Layout) -> np.ndarray:
+    """Filters V [checks, C_in, kh, kw] with conv(x, V)_q = sum_c G[q, c] conv(x, W)_c, grouped or not."""
+    c_out, cin_g = w.shape[:2]
+    per_group = c_out // groups
+    m = layout.parity_matrix()
+    v = np.zeros((m.shape[0], cin_g * groups) + w.shape[2:])
+    for g in range(groups):
+        rows = slice(g * per_group, (g + 1) * per_group)
+        v[:, g * cin_g:(g + 1) * cin_g] = np.tensordot(m[:, rows], w[rows].astype(np.float64), axes=1)
+    return v
+
+
+def _subsample(graph: gs.Graph, t: gs.Variable, stride: int, name: str, channels: int) -> gs.Variable:
+    """Every ``stride``-th row and column of ``t``, read in onnxruntime's blocked layout: a 1x1
+    MaxPool, or where the channel count is no multiple of the layout's block of 16 (which its
+    pools do not take) a strided 1x1 depthwise conv with unit filters (exact copies too)."""
+    out = gs.Variable(f"{name}__ecc_sampled", dtype=np.float32)
+    if channels % 16 == 0:
+        graph.nodes.append(gs.Node("MaxPool", f"{name}__ecc_sample_pool",
+                                   {"kernel_shape": [1, 1], "strides": [stride, stride]}, [t], [out]))
+    else:
+        ones = gs.Constant(f"{name}__ecc_sample_ones", np.ones((channels, 1, 1, 1), np.float32))
+        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_sample_pool", {"strides": [stride, stride], "group": channels},
+                                   [t, ones], [out]))
+    return out
+
+
+def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, flag):
+    """The strided copy, its parity and the two checks of one conv; returns (sites, last flag)."""
+    s, name = int(options.sample_stride), node.name
+    w = constant_value(node.inputs[1])
+    bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    groups = int(node.attrs.get("group", 1))
+    chain, observed = fused_chain(node, graph)
+    strided = dict(node.attrs, strides=[s * int(v) for v in node.attrs.get("strides", [1, 1])])
+    copy_out = gs.Variable(f"{name}__ecc_copy", dtype=np.float32)
+    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
+    c = w.shape[0]
+    if groups > 1 and groups == c and w.shape[1] == 1:
+        weight_check = _doubled_copy(graph, node, strided, w, bias, copy_out)
+    else:
+        weight_check = _parity_copy(graph, node, strided, w, bias, groups, copy_out, options)
+    # the copy put through the same residual Add and activation as the original
+    recomputed = copy_out
+    for i, link in enumerate(chain):
+        out = gs.Variable(f"{name}__ecc_copy_{i}", dtype=np.float32)
+        inputs = [recomputed] + [t for t in link.inputs[1:]]
+        if link.op == "Add":
+            other = link.inputs[1] if link.inputs[0] is node.outputs[0] else link.inputs[0]
+            inputs = [recomputed, _subsample(graph, other, s, f"{name}_residual", c)]
+        graph.nodes.append(gs.Node(link.op, f"{name}__ecc_copy_{link.op.lower()}", dict(link.attrs), inputs, [out]))
+        recomputed = out
+    sampled = _subsample(graph, observed, s, name, c)
+    fail_stop = int(options.fail_stop and options.mode == "detect")
+    raised = gs.Variable(f"{name}__ecc_sample_raised", dtype=np.bool_, shape=[1])
+    emit_node(graph, ops.SAMPLE_CHECK, [sampled, recomputed, flag if flag is not None else gs.Variable.empty()],
+              [raised], f"{name}__ecc_sample_check",
+              dict(tolerance=SAMPLE_FLOOR, fail_stop=fail_stop, layer=name, model_id=model_id))
+    sites = [SampleCheckSite(name, sampled.name, recomputed.name, f"{name}__ecc_sample_check")]
+    flag = raised
+    raised = gs.Variable(f"{name}__ecc_weight_raised", dtype=np.bool_, shape=[1])
+    decl, inputs, attrs = weight_check
+    emit_node(graph, decl, inputs + [flag], [raised], f"{name}__ecc_weight_check",
+              dict(attrs, fail_stop=fail_stop, layer=name, model_id=model_id))
+    if decl is ops.PARITY_CHECK:
+        sites.append(ParityCheckSite(name, inputs[0].name, inputs[1].name, f"{name}__ecc_weight_check"))
+    else:
+        sites.append(SampleCheckSite(name, inputs[0].name, inputs[1].name, f"{name}__ecc_weight_check"))
+    return sites, raised
+
+
+def _parity_copy(graph, node, strided, w, bias, groups, copy_out, options):
+    """Parity filters V = G W applied at the sampled positions; returns the ParityCheck of the copy
+    against them. The output channels are split into as many blocks as make 16 parity filters:
+    a conv with fewer outputs than onnxruntime's channel block runs outside the blocked layout,
+    and converting its input there would cost more than the copy."""
+    name, c = node.name, w.shape[0]
+    layout = Layout(c, max(1, -(-c // max(1, PARITY_FILTERS // options.parity))), options.parity)
+    v = parity_filters(w, groups, layout).astype(np.float32)
+    inputs = [node.inputs[0], gs.Constant(f"{name}__ecc_sample_parity_w", v)]
+    if bias is not None:
+        inputs.append(gs.Constant(f"{name}__ecc_sample_parity_b",
+                                  (layout.parity_matrix() @ bias.astype(np.float64)).astype(np.float32)))
+    parity = gs.Variable(f"{name}__ecc_copy_parity", dtype=np.float32)
+    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy_parity", {k: a for k, a in strided.items() if k != "group"},
+                               inputs, [parity]))
+    _, offsets = layout.noise_bounds(w.reshape(c, -1), None if bias is None else np.abs(bias))
+    attrs = dict(axis=1, data_channels=c, block=layout.block, parity=layout.parity,
+                 generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(), noise_offset=offsets,
+                 tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE))
+    return ops.PARITY_CHECK, [copy_out, parity], attrs
+
+
+def _doubled_copy(graph, node, strided, w, bias, copy_out):
+    """A depthwise conv's second strided copy on stored filters (and bias) times 2; returns the
+    SampleCheck of it against twice the first copy (both exact in float)."""
+    name = node.name
+    inputs = [node.inputs[0], gs.Constant(f"{name}__ecc_sample_double_w", (2 * w).astype(np.float32))]
+    if bias is not None:
+        inputs.append(gs.Constant(f"{name}__ecc_sample_double_b", (2 * bias).astype(np.float32)))
+    doubled = gs.Variable(f"{name}__ecc_copy_doubled", dtype=np.float32)
+    twice = gs.Variable(f"{name}__ecc_copy_twice", dtype=np.float32)
+    graph.nodes += [gs.Node("Conv", f"{name}__ecc_copy_doubled", dict(strided), inputs, [doubled]),
+                    gs.Node("Add", f"{name}__ecc_copy_twice", {}, [copy_out, copy_out], [twice])]
+    return ops.SAMPLE_CHECK, [doubled, twice], dict(tolerance=SAMPLE_FLOOR)
+
+
+def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None):
+    """Give each named conv its sampled copy and checks; returns the model, the sites and the last flag."""
+    from onnx_ecc.transform import _restore_model_fields
+
+    if not convs:
+        return model, [], flag_name
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    flag = graph.tensors()[flag_name] if flag_name else None
+    wanted, sites = set(convs), []
+    for node in list(graph.nodes):
+        if node.op == "Conv" and node.name in wanted:
+            found, flag = add_sample_check(graph, node, options, model_id, flag)
+            sites += found
+    graph.toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    _restore_model_fields(model, out)
+    return out, sites, flag.name if flag is not None else None
+
+
+def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite], feeds_list: list[dict],
+                            options) -> dict[str, float]:
+    """Set each SampleCheck's tolerance to margin x the largest clean ratio it saw, at least
+    SAMPLE_FLOOR; returns the largest tolerance per layer."""
+    from onnx_ecc.noise import probe, set_attribute
+    from onnx_ecc.reference import sample_check_ratios
+
+    nodes = {n.name: n for n in model.graph.node}
+    values_of = probe(model, [t for s in sites for t in (s.a, s.b)])
+    worst = {s.node: 0.0 for s in sites}
+    for feeds in feeds_list:
+        values = values_of(feeds)
+        for s in sites:
+            worst[s.node] = max(worst[s.node], float(sample_check_ratios(values[s.a], values[s.b]).max()))
+    chosen: dict[str, float] = {}
+    for s in sites:
+        if not np.isfinite(worst[s.node]):
+            raise ValueError(f"{s.layer}: its strided copy does not reproduce it on clean inputs "
+                             "(use conv_check='sum')")
+        tol = max(SAMPLE_FLOOR, options.margin * worst[s.node])
+        set_attribute(nodes[s.node], "tolerance", float(tol))
+        chosen[s.layer] = max(chosen.get(s.layer, 0.0), tol)
+    return chosen
