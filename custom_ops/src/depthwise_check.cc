@@ -223,6 +223,136 @@ ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float*
 }
 
 
+// ---- eight small planes at once ---------------------------------------------------------------
+// For planes of up to kSmallPlane values (stride_w 1) the per-row scalar work dominates. Eight
+// consecutive planes are transposed so that value e of plane p + l sits at xt[e * 8 + l]; then
+// every double and float operation of CheckChannel's check runs once as a vector across the
+// eight planes, in the same order, so each lane computes exactly what CheckChannel computes for
+// its plane. Only the fault-free outcome is taken from here: a plane with a failing row is
+// checked again, counted and repaired by CheckChannel.
+
+// Element-aligned (the scratch lives in std::vector storage, which need not be 64-byte aligned).
+typedef double D8 __attribute__((vector_size(64), aligned(8)));
+typedef int64_t L8 __attribute__((vector_size(64), aligned(8)));
+constexpr int64_t kSmallPlane = 1024;
+
+ECC_INLINE D8 ToD8(sweep::F8 v) { return __builtin_convertvector(v, D8); }
+ECC_INLINE sweep::F8 AbsF8(sweep::F8 v) {
+  return reinterpret_cast<sweep::F8>(reinterpret_cast<sweep::I8>(v) & 0x7fffffff);
+}
+ECC_INLINE D8 AbsD8(D8 v) { return reinterpret_cast<D8>(reinterpret_cast<L8>(v) & 0x7fffffffffffffffLL); }
+
+bool SmallPlanes(const DepthwiseConfig& cfg, int64_t h, int64_t w) {
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b;
+  return cfg.stride_w == 1 && h * w <= kSmallPlane && cfg.OutH(h) * cfg.OutW(w) <= kSmallPlane && hp * cfg.kw <= 1024 &&
+         hp <= 256 && cfg.kh * cfg.kw <= 64;
+}
+
+// out[e * 8 + l] = planes[l * len + e] for e < len: 8x8 tiles through one transpose each.
+ECC_INLINE void TransposePlanes(const float* planes, int64_t len, float* out) {
+  int64_t e = 0;
+  for (; e + 8 <= len; e += 8) {
+    sweep::F8 t[8];
+    for (int l = 0; l < 8; ++l) t[l] = sweep::Load8(planes + l * len + e);
+    sweep::Transpose8(t);
+    for (int m = 0; m < 8; ++m) sweep::Store8(out + (e + m) * 8, t[m]);
+  }
+  for (; e < len; ++e)
+    for (int l = 0; l < 8; ++l) out[e * 8 + l] = planes[l * len + e];
+}
+
+// RowSums of `rows` rows of width w, row i's value q at v[(i * w + q) * 8 + lane], per lane.
+ECC_INLINE void RowSums8(const float* v, int64_t rows, int64_t w, D8* t, D8* tabs) {
+  const int64_t w8 = w - w % 8;
+  const D8 dz = {0, 0, 0, 0, 0, 0, 0, 0};
+  const sweep::F8 fz = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* row = v + i * w * 8;
+    D8 t0 = dz, t1 = dz;
+    if (w8 > 0) {
+      for (int l = 0; l < 8; ++l) {  // lane l of the row's 8 float accumulators, then into double
+        sweep::F8 a = fz, b = fz;
+        for (int64_t q = l; q < w8; q += 8) {
+          const sweep::F8 x = sweep::Load8(row + q * 8);
+          a += x;
+          b += AbsF8(x);
+        }
+        t0 += ToD8(a);
+        t1 += ToD8(b);
+      }
+    }
+    for (int64_t q = w8; q < w; ++q) {
+      const sweep::F8 x = sweep::Load8(row + q * 8);
+      t0 += ToD8(x);
+      t1 += ToD8(AbsF8(x));
+    }
+    t[i] = t0;
+    tabs[i] = t1;
+  }
+}
+
+// Checks planes p .. p + 7 (all of stride_w 1 and small); returns a bit per plane whose check
+// failed somewhere (those are left to CheckChannel).
+ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, const float* x, int64_t h, int64_t w,
+                                 const float* y, const int64_t* taps, float* xt, float* yt, D8* a, D8* aabs, D8* rows,
+                                 D8* rows_abs, D8* actual) {
+  const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b;
+  const int64_t kh = cfg.kh, kw = cfg.kw;
+  TransposePlanes(x + p * h * w, h * w, xt);
+  TransposePlanes(y + p * hout * wout, hout * wout, yt);
+  const D8 dz = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i < hp * kw; ++i) a[i] = aabs[i] = dz;
+  RowSums8(xt, h, w, rows, rows_abs);
+  for (int64_t i = 0; i < h; ++i) {
+    const float* row = xt + i * w * 8;
+    for (int64_t j = 0; j < kw; ++j) {
+      const int64_t lo_end = taps[3 * j + 1], hi_begin = taps[3 * j + 2];  // residue class 0 (stride 1)
+      D8 v = rows[i], va = rows_abs[i];
+      for (int64_t q = 0; q < lo_end; ++q) {
+        const sweep::F8 xq = sweep::Load8(row + q * 8);
+        v -= ToD8(xq);
+        va -= ToD8(AbsF8(xq));
+      }
+      for (int64_t q = hi_begin; q < w; ++q) {
+        const sweep::F8 xq = sweep::Load8(row + q * 8);
+        v -= ToD8(xq);
+        va -= ToD8(AbsF8(xq));
+      }
+      a[j * hp + i + cfg.pad_t] = v;
+      aabs[j * hp + i + cfg.pad_t] = va;
+    }
+  }
+  RowSums8(yt, hout, wout, actual, rows_abs);  // |y| sums unused
+  D8 wv[64], wa[64], bias = dz;
+  for (int l = 0; l < 8; ++l) {
+    const int64_t c = (p + l) % cfg.channels;
+    for (int64_t t = 0; t < kh * kw; ++t) {
+      const float f = cfg.weights[c * kh * kw + t];
+      wv[t][l] = f;
+      wa[t][l] = std::fabs(f);
+    }
+    bias[l] = cfg.bias[c];
+  }
+  const D8 e0 = bias * static_cast<double>(wout), b0 = AbsD8(bias) * static_cast<double>(wout);
+  const double tol = cfg.tolerance * FLT_EPSILON;  // float product, as CheckChannel's
+  const int64_t sh = cfg.stride_h, dh = cfg.dil_h;
+  L8 bad = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t oh = 0; oh < hout; ++oh) {
+    D8 expected = e0, bound = b0;
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j) {
+        const int64_t at = j * hp + oh * sh + i * dh;
+        expected += wv[i * kw + j] * a[at];
+        bound += wa[i * kw + j] * aabs[at];
+      }
+    bad |= ~(AbsD8(actual[oh] - expected) <= tol * bound);
+  }
+  unsigned mask = 0;
+  for (int l = 0; l < 8; ++l) mask |= static_cast<unsigned>(bad[l] != 0) << l;
+  return mask;
+}
+
 // Scratch sizes: hp * kw tap sums and a slack that 8 rows' reads may run into (twice),
 // max(H, H_out) row sums (three), stride_w classes (twice).
 int64_t Slack(const DepthwiseConfig& cfg) { return 8 * cfg.stride_h; }
@@ -271,7 +401,38 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
   }
   TapWindows(cfg, w, taps);
   s.taps = taps;
-  for (int64_t pl = p0; pl < p1; ++pl) {
+  int64_t pl = p0;
+  if (SmallPlanes(cfg, h, w) && p1 - p0 >= 8) {
+    thread_local std::vector<float> ft;
+    thread_local std::vector<D8> dt;
+    const int64_t hp = h + cfg.pad_t + cfg.pad_b, hout = cfg.OutH(h);
+    ft.resize(static_cast<size_t>(8 * (plane_in + plane_out)));
+    dt.resize(static_cast<size_t>(2 * hp * cfg.kw + 2 * h + hout));
+    D8* a8 = dt.data();
+    D8* aabs8 = a8 + hp * cfg.kw;
+    D8* rows8 = aabs8 + hp * cfg.kw;
+    D8* rows_abs8 = rows8 + h;
+    D8* actual8 = rows_abs8 + std::max(h, hout);
+    if (cfg.relu) {
+      ECC_IVDEP
+      for (int64_t i = (p1 - p0 - (p1 - p0) % 8) * plane_out, e = 0; e < i; ++e)
+        z[p0 * plane_out + e] = y[p0 * plane_out + e] > 0.f ? y[p0 * plane_out + e] : 0.f;
+    } else {
+      std::memcpy(z + p0 * plane_out, y + p0 * plane_out, sizeof(float) * (p1 - p0 - (p1 - p0) % 8) * plane_out);
+    }
+    for (; pl + 8 <= p1; pl += 8) {
+      const unsigned bad = CheckPlanes8(cfg, pl, x, h, w, y, taps, ft.data(), ft.data() + 8 * plane_in, a8, aabs8,
+                                        rows8, rows_abs8, actual8);
+      for (int l = 0; l < 8; ++l) {
+        const int64_t q = pl + l, c = q % cfg.channels;
+        if (bad >> l & 1u)
+          CheckChannel(cfg, c, x + q * plane_in, h, w, y + q * plane_out, z + q * plane_out, verified[c] != 0, counts, s);
+        else
+          counts.vectors += hout;
+      }
+    }
+  }
+  for (; pl < p1; ++pl) {
     const int64_t c = pl % cfg.channels;
     CheckChannel(cfg, c, x + pl * plane_in, h, w, y + pl * plane_out, z + pl * plane_out, verified[c] != 0, counts, s);
   }
