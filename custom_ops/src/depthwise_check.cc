@@ -378,6 +378,13 @@ ChannelScratch CarveScratch(const DepthwiseConfig& cfg, int64_t h, double* base)
 
 }  // namespace
 
+int64_t DepthwisePlanesPerItem(const DepthwiseConfig& cfg, int64_t h, int64_t w, int64_t planes) {
+  const int64_t plane_floats = std::max<int64_t>(1, h * w + 2 * cfg.OutH(h) * cfg.OutW(w));
+  int64_t per_item = std::max<int64_t>(1, std::min((16384 + plane_floats - 1) / plane_floats, planes / 64));
+  if (SmallPlanes(cfg, h, w)) per_item = (per_item + 7) / 8 * 8;
+  return per_item;
+}
+
 ECC_CLONES
 void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, const float* x, int64_t h, int64_t w,
                           const float* y, float* z, const char* verified, DecodeCounts& counts) {
@@ -407,7 +414,7 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
     thread_local std::vector<D8> dt;
     const int64_t hp = h + cfg.pad_t + cfg.pad_b, hout = cfg.OutH(h);
     ft.resize(static_cast<size_t>(8 * (plane_in + plane_out)));
-    dt.resize(static_cast<size_t>(2 * hp * cfg.kw + 2 * h + hout));
+    dt.resize(static_cast<size_t>(2 * hp * cfg.kw + h + std::max(h, hout) + hout));
     D8* a8 = dt.data();
     D8* aabs8 = a8 + hp * cfg.kw;
     D8* rows8 = aabs8 + hp * cfg.kw;

@@ -390,8 +390,7 @@ struct DepthwiseKernel : DepthwiseAttrs {
       }
       for (int64_t c = 0; c < cfg.channels; ++c) verified[c] = cfg.ChannelVerified(c);
       const int64_t planes = xs[0] * xs[1];
-      const int64_t plane_floats = std::max<int64_t>(1, xs[2] * xs[3] + 2 * ys[2] * ys[3]);
-      const int64_t per_item = std::max<int64_t>(1, std::min((16384 + plane_floats - 1) / plane_floats, planes / 64));
+      const int64_t per_item = DepthwisePlanesPerItem(cfg, xs[2], xs[3], planes);
       SharedCounts counts;
       Job job{this, x.GetTensorData<float>(), y.GetTensorData<float>(), z.GetTensorMutableData<float>(), planes,
               per_item, xs[2], xs[3], verified, &counts};

@@ -28,6 +28,11 @@ struct DepthwiseConfig {
   bool ChannelVerified(int64_t c) const;
 };
 
+// Planes per thread-pool work item for `planes` planes of H x W: about 16K values per item, at
+// least 64 items when there are enough planes, and a multiple of 8 where DepthwiseCheckPlanes
+// checks eight small planes at once.
+int64_t DepthwisePlanesPerItem(const DepthwiseConfig& cfg, int64_t h, int64_t w, int64_t planes);
+
 // Checks (and repairs) planes [p0, p1) of an [N, C, H, W] input x, output y and result z (plane p:
 // sample p / C, channel p % C); verified[c]: whether channel c's reference weights verify.
 void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, const float* x, int64_t h, int64_t w,
