@@ -1,7 +1,8 @@
 """Latency of protected models relative to the originals, measured in one run (CPU).
 
 For each model and batch size: original, protected (correct and detect modes, inline
-decoding; and correct mode with the rerun strategy, whose fast path only checks) and duplicated
+decoding; correct mode with the rerun strategy, whose fast path only checks, with its default
+sample checks of convs and with sum checks) and duplicated
 execution (the original run twice and compared, what users would otherwise do), with
 interleaved repeats and medians, at onnxruntime's default optimisation level unless
 --level says otherwise. Prints ratios to the original.
@@ -22,6 +23,7 @@ import onnxruntime as ort
 import onnx_ecc
 from onnx_ecc import zoo
 
+VARIANTS = ("correct", "detect", "rerun", "rerun_sum", "duplicated")
 LEVELS = {"default": None, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
           "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
@@ -72,12 +74,13 @@ def measure(model_name: str, batch: int, repeats: int, level: str, threads: int,
     variants = {"original": model,
                 "correct": onnx_ecc.transform(model, mode="correct", **extra),
                 "detect": onnx_ecc.transform(model, mode="detect", **extra),
-                "rerun": onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra)}
+                "rerun": onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra),
+                "rerun_sum": onnx_ecc.transform(model, mode="correct", strategy="rerun", conv_check="sum", **extra)}
     sessions = {k: _session(m, level, threads) for k, m in variants.items()}
     med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
     return {"model": model_name, "batch": batch, "level": level,
             "original_ms": 1e3 * med["original"],
-            **{f"{k}/original": med[k] / med["original"] for k in ("correct", "detect", "rerun", "duplicated")}}
+            **{f"{k}/original": med[k] / med["original"] for k in VARIANTS}}
 
 
 def main() -> None:
@@ -92,14 +95,14 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
-    print(f"{'model':26s} {'batch':>5s} {'orig ms':>8s} {'correct':>8s} {'detect':>8s} {'rerun':>8s} {'dup':>6s}")
+    print(f"{'model':26s} {'batch':>5s} {'orig ms':>8s} " + " ".join(f"{k:>10s}" for k in VARIANTS))
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             row = measure(name, batch, args.repeats, args.level, args.threads,
                           {"block": args.block, "parity": args.parity})
             rows.append(row)
-            print(f"{name:26s} {batch:5d} {row['original_ms']:8.2f} {row['correct/original']:8.3f} "
-                  f"{row['detect/original']:8.3f} {row['rerun/original']:8.3f} {row['duplicated/original']:6.2f}", flush=True)
+            print(f"{name:26s} {batch:5d} {row['original_ms']:8.2f} "
+                  + " ".join(f"{row[k + '/original']:10.3f}" for k in VARIANTS), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

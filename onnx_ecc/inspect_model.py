@@ -36,6 +36,20 @@ def format_budget(plan: dict) -> list[str]:
     return lines
 
 
+CHECK_NAMES = {"decode": "decoded inline", "check": ""}
+
+
+def _conv_check(layer: dict) -> str:
+    """The kind of fast-path check a layer of the rerun strategy has, from its record."""
+    if layer.get("fast_path") != "check":
+        return ""
+    if "sample_check_tolerance" in layer:
+        return f"sample check every {layer.get('sample_stride', '?')} rows/columns"
+    if "sum_check_tolerance" in layer:
+        return "sum check"
+    return "parity check"
+
+
 def format_report(model: onnx.ModelProto) -> str:
     """A plain-text table of the protection record (or a note that there is none)."""
     record = read_protection(model)
@@ -61,8 +75,10 @@ def format_report(model: onnx.ModelProto) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     if opts.get("strategy") == "rerun":
-        lines.append("rerun strategy: convs run as in the original plus a sum check each; extra FLOPs are those "
-                     "of the decoding branch, which runs only when a check fails")
+        checks = sorted({CHECK_NAMES.get(p.get("fast_path", ""), "") + _conv_check(p) for p in record["protected"]} - {""})
+        lines.append("rerun strategy: layers run as in the original with a fast-path check each ("
+                     + ", ".join(checks) + "); extra FLOPs are those of the decoding branch, which runs only "
+                     "when a check fails")
     if record.get("budget"):
         lines += format_budget(record["budget"])
     cost = cost_summary(record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from onnx_ecc.io import ModelFileError, check_output_path, load_model, save_model
-from onnx_ecc.transform.options import SUPPORTED_OPS
+from onnx_ecc.transform.options import CONV_CHECKS, SUPPORTED_OPS
 
 
 def add_arguments(parser) -> None:
@@ -24,8 +24,13 @@ def add_arguments(parser) -> None:
                         help="fixed threshold multiplier (default: calibrated per layer)")
     parser.add_argument("--margin", type=float, default=32.0, help="safety factor of calibrated thresholds")
     parser.add_argument("--strategy", choices=["inline", "rerun"], default="inline",
-                        help="inline: decode every run; rerun: sum-check convs on the fast path and decode "
-                             "only runs where a check fails (faster with onnxruntime's blocked conv layout)")
+                        help="inline: decode every run; rerun: check layers on the fast path (the layers as in "
+                             "the original) and decode only runs where a check fails")
+    parser.add_argument("--conv-check", choices=list(CONV_CHECKS), default="sample",
+                        help="rerun strategy's conv check: sample (a strided copy compared at every "
+                             "--sample-stride-th row and column; keeps onnxruntime's conv fusions) or sum "
+                             "(the whole output's sum; unfuses the activation)")
+    parser.add_argument("--sample-stride", type=int, default=4, help="rows and columns between sampled positions")
     parser.add_argument("--budget", type=float, default=None, metavar="RATIO",
                         help="latency budget as a ratio to the original (e.g. 1.10): measure each layer's cost "
                              "here and protect the layers with the most risk per cost that fit (rerun strategy)")
@@ -50,7 +55,8 @@ def run(args) -> int:
                                    tolerance=args.tolerance, margin=args.margin, fail_stop=args.fail_stop,
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
                                    weight_checks=args.weight_checks, depthwise=not args.no_depthwise,
-                                   strategy=args.strategy, budget=args.budget, budget_batch=args.budget_batch)
+                                   strategy=args.strategy, conv_check=args.conv_check,
+                                   sample_stride=args.sample_stride, budget=args.budget, budget_batch=args.budget_batch)
         check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)

@@ -96,8 +96,8 @@ class TransformOptions:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.conv_check not in CONV_CHECKS:
             raise ValueError(f"conv_check must be one of {CONV_CHECKS}, got {self.conv_check!r}")
-        if self.sample_stride < 1:
-            raise ValueError(f"sample_stride must be >= 1, got {self.sample_stride}")
+        if self.sample_stride < 2:
+            raise ValueError(f"sample_stride must be >= 2, got {self.sample_stride}")
         bad = sorted({m for _, m in self.layer_modes} - set(LAYER_MODES))
         if bad:
             raise ValueError(f"layer modes must be among {LAYER_MODES}, got {bad}")

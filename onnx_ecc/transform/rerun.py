@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, schedule_checks_early
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -82,7 +82,6 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     sample_tolerances = calibrate_sample_checks(main, samples, feeds, options) if samples else {}
     if sites:
         tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
-    schedule_checks_early(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:

@@ -5,7 +5,8 @@ onnxruntime fusing the activation into the conv (and ReLU6, a Clip, cannot even 
 blocked layout, so the tensor is converted there and back): on a mobile CNN that costs more
 than the convs. Here the conv, its residual Add and its activation stay fused and untouched; a
 strided copy of the conv computes only every s-th row and column (1/s^2 of the work, sharing
-the weights), and two checks run on these small tensors:
+the weights; s is smaller on small outputs, see sample_strides), and two checks run on these
+small tensors:
 
 - SampleCheck: the original's fused output, subsampled by a 1x1 MaxPool with stride s, must
   equal the copy's output put through the same residual Add and activation (onnxruntime computes
@@ -87,29 +88,76 @@ def parity_filters(w: np.ndarray, groups: int, layout: Layout) -> np.ndarray:
     return v
 
 
-def _subsample(graph: gs.Graph, t: gs.Variable, stride: int, name: str, channels: int) -> gs.Variable:
-    """Every ``stride``-th row and column of ``t``, read in onnxruntime's blocked layout: a 1x1
-    MaxPool, or where the channel count is no multiple of the layout's block of 16 (which its
-    pools do not take) a strided 1x1 depthwise conv with unit filters (exact copies too)."""
+def _subsample(graph: gs.Graph, t: gs.Variable, stride: tuple[int, int], offset: tuple[int, int], name: str,
+               channels: int) -> gs.Variable:
+    """Rows offset[0] + stride[0] * i and columns offset[1] + stride[1] * j of ``t``, read in onnxruntime's
+    blocked layout: a 1x1 MaxPool, or (at an offset, or where the channel count is no multiple of
+    the layout's block of 16, which its pools do not take) a strided depthwise conv whose one-hot
+    filter picks the value at the offset (exact copies too)."""
     out = gs.Variable(f"{name}__ecc_sampled", dtype=np.float32)
-    if channels % 16 == 0:
+    if channels % 16 == 0 and offset == (0, 0):
         graph.nodes.append(gs.Node("MaxPool", f"{name}__ecc_sample_pool",
-                                   {"kernel_shape": [1, 1], "strides": [stride, stride]}, [t], [out]))
-    else:
-        ones = gs.Constant(f"{name}__ecc_sample_ones", np.ones((channels, 1, 1, 1), np.float32))
-        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_sample_pool", {"strides": [stride, stride], "group": channels},
-                                   [t, ones], [out]))
+                                   {"kernel_shape": [1, 1], "strides": list(stride)}, [t], [out]))
+        return out
+    pick = np.zeros((channels, 1, offset[0] + 1, offset[1] + 1), np.float32)
+    pick[:, :, offset[0], offset[1]] = 1.0
+    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_sample_pool", {"strides": list(stride), "group": channels},
+                               [t, gs.Constant(f"{name}__ecc_sample_pick", pick)], [out]))
     return out
+
+
+def _output_size(node: gs.Node):
+    """(rows, columns) of a conv's output when shape inference knows them, else None."""
+    shape = node.outputs[0].shape
+    if shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
+        return tuple(shape[2:])
+    return None
+
+
+def sample_strides(node: gs.Node, stride: int) -> tuple[int, int]:
+    """Rows and columns between samples: ``stride``, or less on small outputs, so that each axis
+    has at least 4 samples where it can (on a 7x7 map a stride of 4 would sample 4 of 49
+    positions, and a corrupted weight whose input is zero at all of them would go unseen), but
+    at least 2: a copy with the original's own strides would be merged with it by onnxruntime."""
+    stride = max(2, stride)
+    out = _output_size(node)
+    if out is None:
+        return stride, stride
+    return tuple(max(2, min(stride, -(-n // 4))) for n in out)
+
+
+def sample_offsets(node: gs.Node) -> tuple[int, int]:
+    """The first sampled row and column: past the rows and columns whose windows reach into the
+    leading padding, where a filter's border taps read zeros, so that every tap of every filter
+    is used at a sampled position (else a corrupted border tap could change the output unseen).
+    On outputs of a row or two every position may touch the padding: some taps stay unseen."""
+    strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
+    pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
+    out = _output_size(node)
+    offsets = []
+    for axis in range(2):
+        off = pads[axis] // strides[axis]  # whole strides only: the copy's first pad stays >= 0
+        if out is not None:
+            off = min(off, out[axis] - 1)
+        offsets.append(max(off, 0))
+    return offsets[0], offsets[1]
 
 
 def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, flag):
     """The strided copy, its parity and the two checks of one conv; returns (sites, last flag)."""
-    s, name = int(options.sample_stride), node.name
+    name = node.name
+    s = sample_strides(node, int(options.sample_stride))
     w = constant_value(node.inputs[1])
     bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
     groups = int(node.attrs.get("group", 1))
     chain, observed = fused_chain(node, graph)
-    strided = dict(node.attrs, strides=[s * int(v) for v in node.attrs.get("strides", [1, 1])])
+    offset = sample_offsets(node)
+    strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
+    pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
+    # output row offset + s * i reads input rows from (offset + s * i) * stride - pad: the copy's
+    # first pad shrinks by offset * stride (>= 0, see sample_offsets); its last pad is unchanged
+    copy_pads = [pads[0] - offset[0] * strides[0], pads[1] - offset[1] * strides[1], pads[2], pads[3]]
+    strided = dict(node.attrs, strides=[s[0] * strides[0], s[1] * strides[1]], pads=copy_pads)
     copy_out = gs.Variable(f"{name}__ecc_copy", dtype=np.float32)
     graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
     c = w.shape[0]
@@ -124,10 +172,10 @@ def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, fla
         inputs = [recomputed] + [t for t in link.inputs[1:]]
         if link.op == "Add":
             other = link.inputs[1] if link.inputs[0] is node.outputs[0] else link.inputs[0]
-            inputs = [recomputed, _subsample(graph, other, s, f"{name}_residual", c)]
+            inputs = [recomputed, _subsample(graph, other, s, offset, f"{name}_residual", c)]
         graph.nodes.append(gs.Node(link.op, f"{name}__ecc_copy_{link.op.lower()}", dict(link.attrs), inputs, [out]))
         recomputed = out
-    sampled = _subsample(graph, observed, s, name, c)
+    sampled = _subsample(graph, observed, s, offset, name, c)
     fail_stop = int(options.fail_stop and options.mode == "detect")
     raised = gs.Variable(f"{name}__ecc_sample_raised", dtype=np.bool_, shape=[1])
     emit_node(graph, ops.SAMPLE_CHECK, [sampled, recomputed, flag if flag is not None else gs.Variable.empty()],
