@@ -152,3 +152,40 @@ def layout_for(channels: int, options, groups: int = 1) -> Layout:
     per_group = channels // groups
     return Layout(channels, min(options.block, per_group), options.parity, groups)
 
+
+
+def _check_rank(node) -> int:
+    """0 for the original's nodes, 1 for the standard nodes a check adds, 2 for onnx-ecc's ops."""
+    if node.domain == ops.DOMAIN:
+        return 2
+    return 1 if "__ecc_" in node.name else 0
+
+
+def order_checks_last(model, rank=_check_rank) -> None:
+    """Reorder ``model.graph.node`` in place: a topological order that puts the original's nodes
+    first as far as their inputs allow, then the standard nodes checks add, then onnx-ecc's ops."""
+    import heapq
+
+    graph = model.graph
+    nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    producers = {o: i for i, n in enumerate(nodes) for o in n.output}
+    waiting = [len({t for t in n.input if t not in available and t in producers}) for n in nodes]
+    consumers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for t in {t for t in n.input if t not in available and t in producers}:
+            consumers.setdefault(producers[t], []).append(i)
+    ready = [(rank(n), i) for i, n in enumerate(nodes) if waiting[i] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in consumers.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, (rank(nodes[j]), j))
+    if len(order) != len(nodes):
+        raise ValueError("the protected graph has a cycle")
+    del graph.node[:]
+    graph.node.extend(order)

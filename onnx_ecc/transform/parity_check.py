@@ -71,8 +71,10 @@ def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, a
     return p
 
 
-def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_id: str):
-    """Give each named Gemm / MatMul a separate parity product and a ParityCheck.
+def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_id: str,
+                      flag_name: str | None = None):
+    """Give each named Gemm / MatMul a separate parity product and a ParityCheck, chained after
+    the flag ``flag_name`` of earlier checks.
 
     Returns the model, the check sites and the name of the last check's flag (None if none).
     """
@@ -80,10 +82,10 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
 
     wanted = set(layers)
     if not wanted:
-        return model, [], None
+        return model, [], flag_name
     graph = gs.import_onnx(model)
     sites: list[ParityCheckSite] = []
-    flag = None
+    flag = graph.tensors()[flag_name] if flag_name else None
     for node in list(graph.nodes):
         if node.name not in wanted or node.op not in ("Gemm", "MatMul"):
             continue

@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, order_checks_last
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -71,10 +71,12 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
         sampled = []
     linears = [p["name"] for p in checked if p["op"] != "Conv"]
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
-    main, parity_sites, flag = add_parity_checks(main, linears, options, model_id)
-    main = merge_parity_products(main)
-    main, sample_sites, flag = add_sample_checks(main, sampled, options, model_id, flag)
+    # the checks' flags are chained in the layers' order (convs, then the Gemm / MatMul layers
+    # that usually follow them), which order_checks_last relies on
+    main, sample_sites, flag = add_sample_checks(main, sampled, options, model_id, None)
     main, sites, flag = add_sum_checks(main, convs, options, model_id, flag)
+    main, parity_sites, flag = add_parity_checks(main, linears, options, model_id, flag)
+    main = merge_parity_products(main)
     feeds = calibration_feeds(model)
     parity_sites += [s for s in sample_sites if not hasattr(s, "a")]
     tolerances = calibrate_parity_checks(main, parity_sites, feeds, options) if parity_sites else {}
@@ -82,6 +84,7 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     sample_tolerances = calibrate_sample_checks(main, samples, feeds, options) if samples else {}
     if sites:
         tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
+    order_checks_last(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:
