@@ -187,17 +187,28 @@ PARITY_CHECK = OpDecl(
 SAMPLE_CHECK = OpDecl(
     name="SampleCheck",
     doc=(
-        "Checks a layer for the rerun strategy against a strided recomputation of a sample of its "
-        "outputs: A (the layer's fused outputs at the sampled positions) must equal B (the same "
-        "positions recomputed) within tolerance * eps32 * the sample's largest finite |value|, per "
-        "sample (first axis); a non-finite value must be matched exactly. Raised is Flag or any "
-        "sample failing."
+        "Checks a convolution for the rerun strategy at a sample of its output positions: A (the "
+        "layer's fused output there) must equal act(Y + R), Y being a strided copy of the conv at "
+        "the same positions (its first data_channels channels), within tolerance * eps32 * the "
+        "sample's largest finite |value| (a non-finite value matched exactly); Y's further channels "
+        "are its parity from parity filters, checked as ParityCheck does (parity > 0); D, for a "
+        "depthwise conv, is a copy on doubled filters that must equal 2 Y by A's rule. Per sample "
+        "(first axis); Raised is Flag or any sample failing."
     ),
-    inputs=(("A", False), ("B", False), ("Flag", True)),
+    inputs=(("A", False), ("Y", False), ("D", True), ("R", True), ("Flag", True)),
     outputs=(("Raised", False),),
     attrs=(
+        Attr("data_channels", _A.INT, "output channels of the conv", required=True),
+        Attr("activation", _A.STRING, "the conv's fused activation: '', 'Relu', 'Clip' or 'LeakyRelu'", default=""),
+        Attr("activation_params", _A.FLOATS, "Clip: [min, max]; LeakyRelu: [alpha]"),
         Attr("tolerance", _A.FLOAT, "allowed difference in units of eps32 x the sample's largest |value|",
-             default=1.0),
+             default=16.0),
+        Attr("block", _A.INT, "parity code of Y's extra channels: data channels per block", default=0),
+        Attr("parity", _A.INT, "checks per block (0: Y has no parity channels)", default=0),
+        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator (with parity > 0)"),
+        Attr("noise_gain", _A.FLOATS, "per block and check: rounding bound per unit of the block's scale"),
+        Attr("noise_offset", _A.FLOATS, "per block and check: rounding bound independent of the values"),
+        Attr("parity_tolerance", _A.FLOAT, "the parity channels' threshold multiplier", default=DEFAULT_TOLERANCE),
         Attr("fail_stop", _A.INT, "1: return an error when a sample fails", default=0),
         Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
         Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),

@@ -238,6 +238,17 @@ class ParityCheck(OpRun):
         return (np.array([raised]),)
 
 
+def _activate(x: np.ndarray, activation: str, params) -> np.ndarray:
+    """The conv activations SampleCheck knows, in float32 as onnxruntime applies them."""
+    if activation == "Relu":
+        return np.where(x > 0, x, np.float32(0))
+    if activation == "Clip":
+        return np.minimum(np.maximum(x, np.float32(params[0])), np.float32(params[1]))
+    if activation == "LeakyRelu":
+        return np.where(x >= 0, x, np.float32(params[0]) * x)
+    return x
+
+
 def sample_check_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per sample (first axis): the largest |a - b| / (eps32 * largest finite |value|); values
     equal (or both NaN) differ by 0, a non-finite value matched by another value by inf."""
@@ -254,18 +265,44 @@ def sample_check_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(ratio), np.where(diff.max(axis=1, initial=0.0) > 0, np.inf, 0.0), ratio)
 
 
-def sample_check(a: np.ndarray, b: np.ndarray, flag: bool = False, *, tolerance=1.0, **_ignored) -> tuple[bool, int]:
+def sample_check_parts(a, y, d=None, r=None, *, data_channels, activation="", activation_params=(), parity=0,
+                       **code) -> dict[str, np.ndarray]:
+    """Per sample, the ratios each part of a SampleCheck compares with its tolerance: 'sample'
+    (A against act(Y + R)), 'double' (D against 2 Y) and 'parity' (the largest parity ratio)."""
+    c = int(data_channels)
+    data = np.asarray(y, np.float32)[:, :c]
+    recomputed = data if r is None else (data + np.asarray(r, np.float32)).astype(np.float32)
+    if isinstance(activation, bytes):
+        activation = activation.decode()
+    parts = {"sample": sample_check_ratios(np.asarray(a, np.float32), _activate(recomputed, activation,
+                                                                                 activation_params))}
+    if d is not None:
+        parts["double"] = sample_check_ratios(np.asarray(d, np.float32), (2 * data).astype(np.float32))
+    if int(parity) > 0:
+        code = {k: v for k, v in code.items() if k in ("block", "generator", "noise_gain", "noise_offset")}
+        ratios = parity_check_ratios(data, np.asarray(y, np.float32)[:, c:], parity=parity, axis=1,
+                                     data_channels=c, **code)
+        parts["parity"] = np.nan_to_num(ratios, nan=np.inf).reshape(data.shape[0], -1).max(axis=1)
+    return parts
+
+
+def sample_check(a, y, d=None, r=None, flag: bool = False, *, tolerance=16.0, parity_tolerance=64.0,
+                 **attrs) -> tuple[bool, int]:
     """Oracle of SampleCheck: (raised, number of samples that fail)."""
-    failed = int(np.count_nonzero(~(sample_check_ratios(a, b) <= float(tolerance))))
-    return bool(flag) or failed > 0, failed
+    parts = sample_check_parts(a, y, d, r, **attrs)
+    limits = {"sample": float(tolerance), "double": float(tolerance), "parity": float(parity_tolerance)}
+    failed = np.zeros(np.shape(a)[0], bool)
+    for part, ratios in parts.items():
+        failed |= ~(ratios <= limits[part])
+    return bool(flag) or bool(failed.any()), int(failed.sum())
 
 
 class SampleCheck(OpRun):
     op_domain = ops.DOMAIN
 
-    def _run(self, A, B, Flag=None, **attrs):  # noqa: N803
-        raised, _ = sample_check(A, B, bool(Flag is not None and np.asarray(Flag).ravel()[0]),
-                                 **{k: v for k, v in attrs.items() if v is not None})
+    def _run(self, A, Y, D=None, R=None, Flag=None, **attrs):  # noqa: N803
+        keep = {k: v for k, v in attrs.items() if v is not None and k not in ("fail_stop", "layer", "model_id")}
+        raised, _ = sample_check(A, Y, D, R, bool(Flag is not None and np.asarray(Flag).ravel()[0]), **keep)
         return (np.array([raised]),)
 
 

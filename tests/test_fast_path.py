@@ -204,35 +204,68 @@ def test_sample_checks_catch_output_errors_at_sampled_positions():
         np.testing.assert_allclose(got, clean, **_tol(clean))
 
 
-def test_sample_check_kernel_matches_its_oracle():
+def _sample_check_session(inputs, **attrs):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from onnx_ecc.reference import sample_check
-
-    rng = np.random.default_rng(0)
-    node = ops.SAMPLE_CHECK.make_node(["A", "B"], ["R"], "check", tolerance=8.0)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "AB"],
-                          [helper.make_tensor_value_info("R", TensorProto.BOOL, None)])
+    node = ops.SAMPLE_CHECK.make_node(inputs, ["Raised"], "check", **attrs)
+    types = {"Flag": TensorProto.BOOL}
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), None)
+                                        for n in inputs if n],
+                          [helper.make_tensor_value_info("Raised", TensorProto.BOOL, None)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
                           ir_version=9)
-    sess = ort.InferenceSession(m.SerializeToString(), onnx_ecc.session_options(), providers=["CPUExecutionProvider"])
-    eps = np.finfo(np.float32).eps
-    for case in range(8):
-        a = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
-        b = a.copy()
-        if case == 1:   # within tolerance: a few ulps of the sample's largest value
-            b[1, 0, 0, 0] += np.float32(4 * eps * np.abs(a[1]).max())
-        if case == 2:   # beyond it
-            b[2, 3, 4, 4] += np.float32(20 * eps * np.abs(a[2]).max())
-        if case == 3:   # a NaN matched by a NaN passes, a NaN matched by a number does not
-            a[0, 0, 0, 0] = b[0, 0, 0, 0] = np.nan
-            a[1, 1, 1, 1] = np.nan
-        if case == 4:
-            a[2, 0, 0, 0] = np.inf
-        got = bool(sess.run(None, {"A": a, "B": b})[0][0])
-        want, failed = sample_check(a, b, tolerance=8.0)
-        assert got == want, case
-        assert want == (case in (2, 3, 4)), case
+    return ort.InferenceSession(m.SerializeToString(), onnx_ecc.session_options(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sample_check_kernel_matches_its_oracle(seed):
+    """Random conv samples with a Clip and a residual, parity channels (or a doubled copy), and
+    the faults each part must see: the kernel's verdict and count equal the numpy oracle's."""
+    from onnx_ecc.codes import Layout
+    from onnx_ecc.reference import sample_check
+
+    rng = np.random.default_rng(seed)
+    n, c, h, w = 3, 12, 4, 5
+    depthwise = seed % 2 == 1
+    y = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    r = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    a = np.minimum(np.maximum(y + r, np.float32(0)), np.float32(6))
+    attrs = dict(data_channels=c, activation="Clip", activation_params=[0.0, 6.0], tolerance=8.0)
+    layout = Layout(c, 4, 2)
+    if depthwise:
+        extra, d = y, (2 * y).astype(np.float32)
+    else:
+        parity = np.einsum("pc,nchw->nphw", layout.parity_matrix(), y.astype(np.float64)).astype(np.float32)
+        extra, d = np.concatenate([y, parity], axis=1), None
+        attrs.update(block=4, parity=2, generator=layout.generator_attribute(),
+                     noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * 6, parity_tolerance=16.0)
+    fault = seed // 2
+    bad = int(rng.integers(0, n))
+    if fault == 1:      # the original's output wrong at a sampled position
+        a[bad, 2, 1, 1] += np.float32(0.5)
+    elif fault == 2:    # a value a few ulps off: within the tolerance
+        a[bad, 3, 0, 0] = np.nextafter(np.nextafter(a[bad, 3, 0, 0], np.float32(9)), np.float32(9))
+    elif fault == 3:    # the copy disagrees with its parity or with the doubled copy (a corrupted weight)
+        if depthwise:
+            d[bad, 5, 2, 2] *= np.float32(1.5)
+        else:
+            extra[bad, c + 1, 2, 2] += np.float32(1.0)
+    elif fault == 4:    # NaN matched by NaN passes; NaN against a number does not
+        a[bad, 0, 0, 0] = np.nan
+    feeds = {"A": a, "Y": extra, "R": r}
+    inputs = ["A", "Y", "D" if d is not None else "", "R"]
+    if d is not None:
+        feeds["D"] = d
+    got = bool(_sample_check_session(inputs, **attrs).run(None, feeds)[0][0])
+    want, failed = sample_check(a, extra, d, r, **attrs)
+    assert got == want, (seed, failed)
+    assert want == (fault in (1, 3, 4)), seed
+
+
+def test_sample_check_rejects_bad_tensors_with_an_error():
+    sess = _sample_check_session(["A", "Y"], data_channels=4)
     with pytest.raises(Exception, match="onnx-ecc SampleCheck"):
-        sess.run(None, {"A": np.zeros((2, 3), np.float32), "B": np.zeros((2, 4), np.float32)})
+        sess.run(None, {"A": np.zeros((2, 4, 3, 3), np.float32), "Y": np.zeros((2, 5, 3, 3), np.float32)})
+    with pytest.raises(Exception, match="onnx-ecc SampleCheck"):
+        sess.run(None, {"A": np.zeros((2, 3, 3, 3), np.float32), "Y": np.zeros((2, 3, 3, 3), np.float32)})

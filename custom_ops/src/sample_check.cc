@@ -8,36 +8,93 @@
 #include "onnxruntime_cxx_api.h"
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/sample_check.h"
+#include "sweeps.h"
 
 namespace onnx_ecc {
 
 std::string SampleCheckConfig::Validate() const {
+  if (channels < 1) return "data_channels must be >= 1";
   if (!(tolerance >= 0)) return "tolerance must be >= 0";
+  if (activation == SampleActivation::kClip && !(act_lo <= act_hi)) return "activation_params must be [min, max]";
+  if (has_parity) {
+    if (parity.layout.data_channels != channels) return "the parity code must cover data_channels";
+    return parity.Validate();
+  }
   return "";
 }
 
-int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, int64_t n) {
-  // One sweep: the largest finite |value| and the largest difference of unequal pairs (a pair
-  // with a non-finite value that is not matched exactly counts as infinitely different).
-  float m = 0.f, worst = 0.f;
+float SampleCheckConfig::Activate(float x) const {
+  switch (activation) {
+    case SampleActivation::kRelu: return x > 0.f ? x : 0.f;
+    case SampleActivation::kClip: return std::min(std::max(x, act_lo), act_hi);
+    case SampleActivation::kLeakyRelu: return x >= 0.f ? x : act_lo * x;
+    default: return x;
+  }
+}
+
+namespace {
+
+// f(b) of SampleMismatches for one activation, inlined into the sweeps.
+template <SampleActivation kAct>
+inline float Apply(float x, float lo, float hi) {
+  if constexpr (kAct == SampleActivation::kRelu) return x > 0.f ? x : 0.f;
+  if constexpr (kAct == SampleActivation::kClip) return std::min(std::max(x, lo), hi);
+  if constexpr (kAct == SampleActivation::kLeakyRelu) return x >= 0.f ? x : lo * x;
+  return x;
+}
+
+// One vectorisable sweep: the largest finite |value| of both sides and the largest difference of
+// unequal pairs (a pair with a non-finite value not matched exactly counts as infinitely far).
+template <SampleActivation kAct, bool kResidual, bool kDoubled>
+ECC_CLONES void Sweep(const float* __restrict a, const float* __restrict b, const float* __restrict r, int64_t n,
+                      float lo, float hi, float* scale, float* worst) {
+  float m = 0.f, w = 0.f;
+  ECC_IVDEP
   for (int64_t i = 0; i < n; ++i) {
-    const float u = std::fabs(a[i]), v = std::fabs(b[i]);
-    m = (u > m && u <= FLT_MAX) ? u : m;
-    m = (v > m && v <= FLT_MAX) ? v : m;
-    const bool same = a[i] == b[i] || (a[i] != a[i] && b[i] != b[i]);
-    float d = std::fabs(a[i] - b[i]);
-    d = same ? 0.f : (d <= FLT_MAX ? d : FLT_MAX * 2.f);  // NaN or inf difference: infinite
-    worst = d > worst ? d : worst;
+    const float u = a[i];
+    const float v = kDoubled ? 2.f * b[i] : Apply<kAct>(kResidual ? b[i] + r[i] : b[i], lo, hi);
+    m = sweep::MaxFinite(m, u);
+    m = sweep::MaxFinite(m, v);
+    const bool same = u == v || (u != u && v != v);
+    float d = std::fabs(u - v);
+    d = d <= FLT_MAX ? d : 2 * FLT_MAX;
+    d = same ? 0.f : d;
+    w = d > w ? d : w;
+  }
+  *scale = m;
+  *worst = w;
+}
+
+template <SampleActivation kAct>
+void SweepAct(const float* a, const float* b, const float* r, int64_t n, float lo, float hi, bool doubled,
+              float* scale, float* worst) {
+  if (doubled) Sweep<kAct, false, true>(a, b, r, n, lo, hi, scale, worst);
+  else if (r) Sweep<kAct, true, false>(a, b, r, n, lo, hi, scale, worst);
+  else Sweep<kAct, false, false>(a, b, r, n, lo, hi, scale, worst);
+}
+
+}  // namespace
+
+int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, const float* r, int64_t n,
+                         bool doubled) {
+  float m = 0.f, worst = 0.f;
+  switch (c.activation) {
+    case SampleActivation::kRelu: SweepAct<SampleActivation::kRelu>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst); break;
+    case SampleActivation::kClip: SweepAct<SampleActivation::kClip>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst); break;
+    case SampleActivation::kLeakyRelu:
+      SweepAct<SampleActivation::kLeakyRelu>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst);
+      break;
+    default: SweepAct<SampleActivation::kNone>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst);
   }
   if (!(worst > 0.f)) return 0;
-  // recount exactly in double only when some pair differs beyond the sample's threshold
   const double thr = c.tolerance * FLT_EPSILON * m;
   if (static_cast<double>(worst) <= thr * (1 - 1e-6)) return 0;
-  int64_t bad = 0;
+  auto f = [&](int64_t i) { return doubled ? 2.f * b[i] : c.Activate(r ? b[i] + r[i] : b[i]); };
+  int64_t bad = 0;  // the rare path: recount exactly in double
   for (int64_t i = 0; i < n; ++i) {
-    if (a[i] == b[i] || (a[i] != a[i] && b[i] != b[i])) continue;
-    const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-    if (!(d <= thr)) ++bad;
+    const float u = a[i], v = f(i);
+    if (u == v || (u != u && v != v)) continue;
+    if (!(std::fabs(static_cast<double>(u) - static_cast<double>(v)) <= thr)) ++bad;
   }
   return bad;
 }
@@ -47,32 +104,59 @@ int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float
 struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
   struct Job {
     const SampleCheckKernel* k;
-    const float* a;
-    const float* b;
-    int64_t per_sample;
-    std::vector<int64_t>* failed;
+    const float *a, *y, *d, *r;
+    int64_t hw;
+    std::vector<unsigned char>* failed;
   };
   static void Run(void* data, size_t item) {
     auto* j = static_cast<Job*>(data);
-    const int64_t off = static_cast<int64_t>(item) * j->per_sample;
-    (*j->failed)[item] = SampleMismatches(j->k->cfg, j->a + off, j->b + off, j->per_sample) > 0;
+    const auto& cfg = j->k->cfg;
+    const int64_t n = static_cast<int64_t>(item), c = cfg.channels, hw = j->hw;
+    const float* a = j->a + n * c * hw;
+    const float* y = j->y + n * (c + cfg.extra_channels()) * hw;
+    bool bad = SampleMismatches(cfg, a, y, j->r ? j->r + n * c * hw : nullptr, c * hw, false) > 0;
+    if (!bad && j->d) bad = SampleMismatches(cfg, j->d + n * c * hw, y, nullptr, c * hw, true) > 0;
+    if (!bad && cfg.has_parity) {
+      DecodeCounts counts;
+      CheckParity(cfg.parity, y, hw, 1, y + c * hw, hw, 1, hw, counts);
+      bad = counts.flagged > 0;
+    }
+    (*j->failed)[item] = bad;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
+      const size_t count = ctx.GetInputCount();
+      auto tensor = [&](size_t i) -> const float* {
+        if (i >= count) return nullptr;
+        auto v = ctx.GetInput(i);
+        return static_cast<const OrtValue*>(v) ? v.GetTensorData<float>() : nullptr;
+      };
       auto a = ctx.GetInput(0);
-      auto b = ctx.GetInput(1);
+      auto y = ctx.GetInput(1);
       auto ai = a.GetTensorTypeAndShapeInfo();
-      auto bi = b.GetTensorTypeAndShapeInfo();
+      auto yi = y.GetTensorTypeAndShapeInfo();
       if (ai.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
-          bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-        return Error(ORT_INVALID_ARGUMENT, name, "A and B must be float32");
+          yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return Error(ORT_INVALID_ARGUMENT, name, "A and Y must be float32");
       const auto as = ai.GetShape();
-      if (as != bi.GetShape()) return Error(ORT_INVALID_ARGUMENT, name, "A and B must have the same shape");
+      if (as.size() < 2 || as[1] != cfg.channels)
+        return Error(ORT_INVALID_ARGUMENT, name, "A must be [N, " + std::to_string(cfg.channels) + ", ...]");
+      auto expected = as;
+      expected[1] = cfg.channels + cfg.extra_channels();
+      if (yi.GetShape() != expected)
+        return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape with " + std::to_string(expected[1]) +
+                                                     " channels (data, then parity)");
+      for (size_t i : {size_t(2), size_t(3)}) {
+        if (!tensor(i)) continue;
+        auto ti = ctx.GetInput(i).GetTensorTypeAndShapeInfo();
+        if (ti.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ti.GetShape() != as)
+          return Error(ORT_INVALID_ARGUMENT, name, std::string(i == 2 ? "D" : "R") + " must be float32 with A's shape");
+      }
       bool raised = false;
-      if (ctx.GetInputCount() > 2) {
-        auto f = ctx.GetInput(2);
+      if (count > 4) {
+        auto f = ctx.GetInput(4);
         if (static_cast<const OrtValue*>(f) != nullptr) {
           auto fi = f.GetTensorTypeAndShapeInfo();
           if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
@@ -80,15 +164,20 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
           raised = f.GetTensorData<bool>()[0];
         }
       }
-      const int64_t samples = as.empty() ? 1 : as[0];
-      const int64_t total = static_cast<int64_t>(ai.GetElementCount());
+      const int64_t samples = as[0];
+      int64_t hw = 1;
+      for (size_t i = 2; i < as.size(); ++i) hw *= as[i];
       DecodeCounts c;
-      if (samples > 0 && total > 0) {
-        std::vector<int64_t> failed(static_cast<size_t>(samples));
-        Job job{this, a.GetTensorData<float>(), b.GetTensorData<float>(), total / samples, &failed};
-        ctx.ParallelFor(&Run, failed.size(), 0, &job);
+      if (samples > 0 && hw > 0) {
+        std::vector<unsigned char> failed(static_cast<size_t>(samples));
+        Job job{this, a.GetTensorData<float>(), y.GetTensorData<float>(), tensor(2), tensor(3), hw, &failed};
+        if (samples * cfg.channels * hw < (1 << 15)) {  // small: not worth waking the thread pool
+          for (size_t i = 0; i < failed.size(); ++i) Run(&job, i);
+        } else {
+          ctx.ParallelFor(&Run, failed.size(), 0, &job);
+        }
         c.vectors = samples;
-        for (int64_t f : failed) c.flagged += f;
+        for (unsigned char f : failed) c.flagged += f;
       }
       counters->Add(c);
       auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
@@ -104,9 +193,36 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
 
 OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheckKernel* k) {
   k->name = "SampleCheck(" + AttrString(info, "layer", "") + ")";
-  k->cfg.tolerance = AttrFloat(info, "tolerance", 1.f);
-  std::string err = k->cfg.Validate();
+  auto& cfg = k->cfg;
+  cfg.channels = AttrInt(info, "data_channels", 0);
+  cfg.tolerance = AttrFloat(info, "tolerance", 16.f);
+  const std::string act = AttrString(info, "activation", "");
+  const auto params = AttrFloats(info, "activation_params", false);
+  if (act == "Relu") {
+    cfg.activation = SampleActivation::kRelu;
+  } else if (act == "Clip" || act == "LeakyRelu") {
+    const size_t want = act == "Clip" ? 2 : 1;
+    if (params.size() != want)
+      return Error(ORT_INVALID_ARGUMENT, k->name, act + " needs " + std::to_string(want) + " activation_params");
+    cfg.activation = act == "Clip" ? SampleActivation::kClip : SampleActivation::kLeakyRelu;
+    cfg.act_lo = params[0];
+    cfg.act_hi = want == 2 ? params[1] : 0.f;
+  } else if (!act.empty()) {
+    return Error(ORT_INVALID_ARGUMENT, k->name, "activation must be '', 'Relu', 'Clip' or 'LeakyRelu'");
+  }
+  const int64_t parity = AttrInt(info, "parity", 0);
+  if (parity > 0) {
+    cfg.has_parity = true;
+    std::string err = cfg.parity.layout.Init(cfg.channels, 1, AttrInt(info, "block", 0), parity);
+    if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+    cfg.parity.generator = AttrFloats(info, "generator", true);
+    cfg.parity.gain = AttrFloats(info, "noise_gain", true);
+    cfg.parity.offset = AttrFloats(info, "noise_offset", true);
+    cfg.parity.tolerance = AttrFloat(info, "parity_tolerance", 64.f);
+  }
+  std::string err = cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  if (cfg.has_parity) cfg.parity.Prepare();
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SampleCheck");
   return nullptr;
@@ -117,12 +233,12 @@ struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true>
     return MakeKernel<SampleCheckKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs);
   }
   const char* GetName() const { return "SampleCheck"; }
-  size_t GetInputTypeCount() const { return 3; }
+  size_t GetInputTypeCount() const { return 5; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }

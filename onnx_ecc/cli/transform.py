@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
                         help="rerun strategy's conv check: sample (a strided copy compared at every "
                              "--sample-stride-th row and column; keeps onnxruntime's conv fusions) or sum "
                              "(the whole output's sum; unfuses the activation)")
-    parser.add_argument("--sample-stride", type=int, default=4, help="rows and columns between sampled positions")
+    parser.add_argument("--sample-stride", type=int, default=8, help="rows and columns between sampled positions (default 8)")
     parser.add_argument("--budget", type=float, default=None, metavar="RATIO",
                         help="latency budget as a ratio to the original (e.g. 1.10): measure each layer's cost "
                              "here and protect the layers with the most risk per cost that fit (rerun strategy)")

@@ -72,7 +72,7 @@ class TransformOptions:
     strategy: str = "inline"
     separate_parity: bool = False
     conv_check: str = "sample"
-    sample_stride: int = 4
+    sample_stride: int = 8
     layer_modes: tuple[tuple[str, str], ...] = ()
     budget: float | None = None
     budget_batch: int = 8

@@ -78,10 +78,8 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     main, parity_sites, flag = add_parity_checks(main, linears, options, model_id, flag)
     main = merge_parity_products(main)
     feeds = calibration_feeds(model)
-    parity_sites += [s for s in sample_sites if not hasattr(s, "a")]
     tolerances = calibrate_parity_checks(main, parity_sites, feeds, options) if parity_sites else {}
-    samples = [s for s in sample_sites if hasattr(s, "a")]
-    sample_tolerances = calibrate_sample_checks(main, samples, feeds, options) if samples else {}
+    sample_tolerances = calibrate_sample_checks(main, sample_sites, feeds, options) if sample_sites else {}
     if sites:
         tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
     order_checks_last(main)

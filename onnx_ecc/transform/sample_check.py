@@ -5,19 +5,19 @@ onnxruntime fusing the activation into the conv (and ReLU6, a Clip, cannot even 
 blocked layout, so the tensor is converted there and back): on a mobile CNN that costs more
 than the convs. Here the conv, its residual Add and its activation stay fused and untouched; a
 strided copy of the conv computes only every s-th row and column (1/s^2 of the work, sharing
-the weights; s is smaller on small outputs, see sample_strides), and two checks run on these
-small tensors:
+the weights; s is smaller on small outputs, see sample_strides), and one SampleCheck node
+compares, on these small tensors:
 
-- SampleCheck: the original's fused output, subsampled by a 1x1 MaxPool with stride s, must
-  equal the copy's output put through the same residual Add and activation (onnxruntime computes
-  both bit for bit alike; a small tolerance covers other kernels) - a wrong value of the
-  original's computation at a sampled position is caught exactly;
-- ParityCheck: the copy's outputs before the Add and activation against parity filters
-  ``V = G W`` applied to the same input positions - a corrupted weight changes every position of
-  its output channel, so it is caught although the copy shares the original's weights. A
-  depthwise conv's parity filter would span all its channels (a dense conv as costly as the
-  layer), so there a second strided copy runs on a stored copy of the filters times 2 (exact in
-  float: tiny, C x kh x kw values) and must give exactly twice the first copy.
+- the original's fused output, subsampled in the blocked layout, with the copy put through the
+  same residual Add and activation (onnxruntime computes both bit for bit alike; a small
+  tolerance covers other kernels) - a wrong value of the original's computation at a sampled
+  position is caught exactly;
+- the copy against its parity channels, computed in the same conv from parity filters
+  ``V = G W`` - a corrupted weight changes every position of its output channel, so it is
+  caught although the copy shares the original's weights. A depthwise conv's parity filter would
+  span all its channels (a dense conv as costly as the layer), so there a second strided copy
+  runs on a stored copy of the filters times 2 (exact in float: C x kh x kw values) and must
+  give exactly twice the first copy.
 
 A flag routes the run through the decoding graph (rerun.py), as for every fast-path check.
 What this does not see: a transient error of the original's computation at a position that is
@@ -35,22 +35,20 @@ import onnx_graphsurgeon as gs
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
 from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, single_consumer
-from onnx_ecc.transform.parity_check import ParityCheckSite
 
-# Activations onnxruntime fuses into a conv; the sampled copy applies the same node.
-ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
+# Activations onnxruntime fuses into a conv and SampleCheck applies to the copy as onnxruntime does.
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
 SAMPLE_FLOOR = 16.0  # least SampleCheck tolerance (eps32 x the sample's largest value)
 PARITY_FILTERS = 16  # parity filters per sampled conv: onnxruntime's blocked layout takes 16 channels
 
 
 @dataclasses.dataclass
 class SampleCheckSite:
-    """One SampleCheck: its layer, the tensors it compares and the node, for calibration."""
+    """One SampleCheck: its layer, node and the tensors it reads (A, Y, D, R; '' if absent)."""
 
     layer: str
-    a: str
-    b: str
     node: str
+    inputs: tuple[str, str, str, str]
 
 
 def samplable(node: gs.Node) -> bool:
@@ -143,13 +141,29 @@ def sample_offsets(node: gs.Node) -> tuple[int, int]:
     return offsets[0], offsets[1]
 
 
+def _activation(chain: list[gs.Node]) -> tuple[str, list[float]]:
+    """SampleCheck's activation attributes for the end of a fused chain."""
+    act = chain[-1] if chain and chain[-1].op in ACTIVATIONS else None
+    if act is None:
+        return "", []
+    if act.op == "Clip":
+        bounds = [constant_value(t) if t.name else None for t in act.inputs[1:3]] + [None, None]
+        lo = float(bounds[0]) if bounds[0] is not None else -np.inf
+        hi = float(bounds[1]) if bounds[1] is not None else np.inf
+        return "Clip", [lo, hi]
+    if act.op == "LeakyRelu":
+        return "LeakyRelu", [float(act.attrs.get("alpha", 0.01))]
+    return act.op, []
+
+
 def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, flag):
-    """The strided copy, its parity and the two checks of one conv; returns (sites, last flag)."""
+    """The strided copy of one conv (with its parity channels, or a copy on doubled filters) and
+    its SampleCheck; returns (site, the check's flag)."""
     name = node.name
     s = sample_strides(node, int(options.sample_stride))
     w = constant_value(node.inputs[1])
     bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
-    groups = int(node.attrs.get("group", 1))
+    groups, c = int(node.attrs.get("group", 1)), w.shape[0]
     chain, observed = fused_chain(node, graph)
     offset = sample_offsets(node)
     strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
@@ -159,75 +173,78 @@ def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, fla
     copy_pads = [pads[0] - offset[0] * strides[0], pads[1] - offset[1] * strides[1], pads[2], pads[3]]
     strided = dict(node.attrs, strides=[s[0] * strides[0], s[1] * strides[1]], pads=copy_pads)
     copy_out = gs.Variable(f"{name}__ecc_copy", dtype=np.float32)
-    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
-    c = w.shape[0]
+    attrs: dict = {}
+    doubled = gs.Variable.empty()
     if groups > 1 and groups == c and w.shape[1] == 1:
-        weight_check = _doubled_copy(graph, node, strided, w, bias, copy_out)
+        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
+        doubled = _doubled_copy(graph, node, strided, w, bias)
     else:
-        weight_check = _parity_copy(graph, node, strided, w, bias, groups, copy_out, options)
-    # the copy put through the same residual Add and activation as the original
-    recomputed = copy_out
-    for i, link in enumerate(chain):
-        out = gs.Variable(f"{name}__ecc_copy_{i}", dtype=np.float32)
-        inputs = [recomputed] + [t for t in link.inputs[1:]]
-        if link.op == "Add":
-            other = link.inputs[1] if link.inputs[0] is node.outputs[0] else link.inputs[0]
-            inputs = [recomputed, _subsample(graph, other, s, offset, f"{name}_residual", c)]
-        graph.nodes.append(gs.Node(link.op, f"{name}__ecc_copy_{link.op.lower()}", dict(link.attrs), inputs, [out]))
-        recomputed = out
+        attrs = _copy_with_parity(graph, node, strided, w, bias, groups, copy_out, options)
+    residual = gs.Variable.empty()
+    if chain and chain[0].op == "Add":
+        add = chain[0]
+        other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+        residual = _subsample(graph, other, s, offset, f"{name}_residual", c)
+    activation, params = _activation(chain)
     sampled = _subsample(graph, observed, s, offset, name, c)
-    fail_stop = int(options.fail_stop and options.mode == "detect")
     raised = gs.Variable(f"{name}__ecc_sample_raised", dtype=np.bool_, shape=[1])
-    emit_node(graph, ops.SAMPLE_CHECK, [sampled, recomputed, flag if flag is not None else gs.Variable.empty()],
-              [raised], f"{name}__ecc_sample_check",
-              dict(tolerance=SAMPLE_FLOOR, fail_stop=fail_stop, layer=name, model_id=model_id))
-    sites = [SampleCheckSite(name, sampled.name, recomputed.name, f"{name}__ecc_sample_check")]
-    flag = raised
-    raised = gs.Variable(f"{name}__ecc_weight_raised", dtype=np.bool_, shape=[1])
-    decl, inputs, attrs = weight_check
-    emit_node(graph, decl, inputs + [flag], [raised], f"{name}__ecc_weight_check",
-              dict(attrs, fail_stop=fail_stop, layer=name, model_id=model_id))
-    if decl is ops.PARITY_CHECK:
-        sites.append(ParityCheckSite(name, inputs[0].name, inputs[1].name, f"{name}__ecc_weight_check"))
-    else:
-        sites.append(SampleCheckSite(name, inputs[0].name, inputs[1].name, f"{name}__ecc_weight_check"))
-    return sites, raised
+    inputs = [sampled, copy_out, doubled, residual, flag if flag is not None else gs.Variable.empty()]
+    emit_node(graph, ops.SAMPLE_CHECK, inputs, [raised], f"{name}__ecc_sample_check",
+              dict(attrs, data_channels=c, activation=activation, tolerance=SAMPLE_FLOOR,
+                   fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id,
+                   **({"activation_params": params} if params else {})))
+    site = SampleCheckSite(name, f"{name}__ecc_sample_check", tuple(t.name for t in inputs[:4]))
+    return site, raised
 
 
-def _parity_copy(graph, node, strided, w, bias, groups, copy_out, options):
-    """Parity filters V = G W applied at the sampled positions; returns the ParityCheck of the copy
-    against them. The output channels are split into as many blocks as make 16 parity filters:
-    a conv with fewer outputs than onnxruntime's channel block runs outside the blocked layout,
-    and converting its input there would cost more than the copy."""
+def _copy_with_parity(graph, node, strided, w, bias, groups, copy_out, options) -> dict:
+    """The strided copy of a (grouped or not) conv followed by its parity channels from parity
+    filters V = G W, in one conv where the conv has no groups: its weights are the layer's own,
+    joined to V by a Concat onnxruntime folds when it loads the model, so a corrupted stored weight
+    reaches the copy but not V. Returns the SampleCheck attributes of the parity code. The output
+    channels are split into as many blocks as make 16 parity filters: a conv with a channel count
+    off the blocked layout's 16 runs outside it, converting its input there and back."""
     name, c = node.name, w.shape[0]
     layout = Layout(c, max(1, -(-c // max(1, PARITY_FILTERS // options.parity))), options.parity)
     v = parity_filters(w, groups, layout).astype(np.float32)
-    inputs = [node.inputs[0], gs.Constant(f"{name}__ecc_sample_parity_w", v)]
+    v_const = gs.Constant(f"{name}__ecc_sample_parity_w", v)
+    pb = None
     if bias is not None:
-        inputs.append(gs.Constant(f"{name}__ecc_sample_parity_b",
-                                  (layout.parity_matrix() @ bias.astype(np.float64)).astype(np.float32)))
-    parity = gs.Variable(f"{name}__ecc_copy_parity", dtype=np.float32)
-    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy_parity", {k: a for k, a in strided.items() if k != "group"},
-                               inputs, [parity]))
+        pb = gs.Constant(f"{name}__ecc_sample_parity_b",
+                         (layout.parity_matrix() @ bias.astype(np.float64)).astype(np.float32))
+    if groups == 1:
+        weights = gs.Variable(f"{name}__ecc_copy_w", dtype=np.float32)
+        graph.nodes.append(gs.Node("Concat", f"{name}__ecc_copy_w", {"axis": 0}, [node.inputs[1], v_const], [weights]))
+        inputs = [node.inputs[0], weights]
+        if bias is not None:
+            joined_b = gs.Variable(f"{name}__ecc_copy_b", dtype=np.float32)
+            graph.nodes.append(gs.Node("Concat", f"{name}__ecc_copy_b", {"axis": 0}, [node.inputs[2], pb], [joined_b]))
+            inputs.append(joined_b)
+        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, inputs, [copy_out]))
+    else:  # grouped: the parity filters span every input channel, so they need a conv of their own
+        data = gs.Variable(f"{name}__ecc_copy_data", dtype=np.float32)
+        parity = gs.Variable(f"{name}__ecc_copy_parity", dtype=np.float32)
+        graph.nodes += [
+            gs.Node("Conv", f"{name}__ecc_copy_data", strided, list(node.inputs), [data]),
+            gs.Node("Conv", f"{name}__ecc_copy_parity", {k: a for k, a in strided.items() if k != "group"},
+                    [node.inputs[0], v_const] + ([pb] if pb is not None else []), [parity]),
+            gs.Node("Concat", f"{name}__ecc_copy", {"axis": 1}, [data, parity], [copy_out]),
+        ]
     _, offsets = layout.noise_bounds(w.reshape(c, -1), None if bias is None else np.abs(bias))
-    attrs = dict(axis=1, data_channels=c, block=layout.block, parity=layout.parity,
-                 generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(), noise_offset=offsets,
-                 tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE))
-    return ops.PARITY_CHECK, [copy_out, parity], attrs
+    return dict(block=layout.block, parity=layout.parity, generator=layout.generator_attribute(),
+                noise_gain=layout.output_noise_gains(), noise_offset=offsets,
+                parity_tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE))
 
 
-def _doubled_copy(graph, node, strided, w, bias, copy_out):
-    """A depthwise conv's second strided copy on stored filters (and bias) times 2; returns the
-    SampleCheck of it against twice the first copy (both exact in float)."""
+def _doubled_copy(graph, node, strided, w, bias) -> gs.Variable:
+    """A depthwise conv's second strided copy, on a stored copy of its filters (and bias) times 2."""
     name = node.name
     inputs = [node.inputs[0], gs.Constant(f"{name}__ecc_sample_double_w", (2 * w).astype(np.float32))]
     if bias is not None:
         inputs.append(gs.Constant(f"{name}__ecc_sample_double_b", (2 * bias).astype(np.float32)))
     doubled = gs.Variable(f"{name}__ecc_copy_doubled", dtype=np.float32)
-    twice = gs.Variable(f"{name}__ecc_copy_twice", dtype=np.float32)
-    graph.nodes += [gs.Node("Conv", f"{name}__ecc_copy_doubled", dict(strided), inputs, [doubled]),
-                    gs.Node("Add", f"{name}__ecc_copy_twice", {}, [copy_out, copy_out], [twice])]
-    return ops.SAMPLE_CHECK, [doubled, twice], dict(tolerance=SAMPLE_FLOOR)
+    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy_doubled", dict(strided), inputs, [doubled]))
+    return doubled
 
 
 def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None):
@@ -241,8 +258,8 @@ def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_i
     wanted, sites = set(convs), []
     for node in list(graph.nodes):
         if node.op == "Conv" and node.name in wanted:
-            found, flag = add_sample_check(graph, node, options, model_id, flag)
-            sites += found
+            site, flag = add_sample_check(graph, node, options, model_id, flag)
+            sites.append(site)
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
@@ -251,24 +268,31 @@ def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_i
 
 def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite], feeds_list: list[dict],
                             options) -> dict[str, float]:
-    """Set each SampleCheck's tolerance to margin x the largest clean ratio it saw, at least
-    SAMPLE_FLOOR; returns the largest tolerance per layer."""
+    """Set each SampleCheck's tolerances to margin x the largest clean ratio of each part (sample
+    comparison: at least SAMPLE_FLOOR; parity: the given tolerance if any); returns them per layer."""
     from onnx_ecc.noise import probe, set_attribute
-    from onnx_ecc.reference import sample_check_ratios
+    from onnx_ecc.reference import sample_check_parts
 
     nodes = {n.name: n for n in model.graph.node}
-    values_of = probe(model, [t for s in sites for t in (s.a, s.b)])
-    worst = {s.node: 0.0 for s in sites}
+    values_of = probe(model, [t for s in sites for t in s.inputs if t])
+    worst = {s.node: {} for s in sites}
     for feeds in feeds_list:
         values = values_of(feeds)
         for s in sites:
-            worst[s.node] = max(worst[s.node], float(sample_check_ratios(values[s.a], values[s.b]).max()))
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[s.node].attribute}
+            tensors = [values[t] if t else None for t in s.inputs]
+            for part, ratios in sample_check_parts(*tensors, **attrs).items():
+                worst[s.node][part] = max(worst[s.node].get(part, 0.0), float(ratios.max()))
     chosen: dict[str, float] = {}
     for s in sites:
-        if not np.isfinite(worst[s.node]):
+        w = worst[s.node]
+        if not all(np.isfinite(v) for v in w.values()):
             raise ValueError(f"{s.layer}: its strided copy does not reproduce it on clean inputs "
                              "(use conv_check='sum')")
-        tol = max(SAMPLE_FLOOR, options.margin * worst[s.node])
+        tol = max(SAMPLE_FLOOR, options.margin * max(w.get("sample", 0.0), w.get("double", 0.0)))
         set_attribute(nodes[s.node], "tolerance", float(tol))
-        chosen[s.layer] = max(chosen.get(s.layer, 0.0), tol)
+        if "parity" in w:
+            ptol = float(options.tolerance) if options.tolerance is not None else max(0.05, options.margin * w["parity"])
+            set_attribute(nodes[s.node], "parity_tolerance", float(ptol))
+        chosen[s.layer] = tol
     return chosen
