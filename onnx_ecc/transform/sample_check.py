@@ -39,6 +39,7 @@ from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_
 # Activations onnxruntime fuses into a conv and SampleCheck applies to the copy as onnxruntime does.
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
 SAMPLE_FLOOR = 16.0  # least SampleCheck tolerance (eps32 x the sample's largest value)
+MIN_SAMPLES = 2      # sampled rows (and columns) of a small output at least
 PARITY_FILTERS = 16  # parity filters per sampled conv: onnxruntime's blocked layout takes 16 channels
 
 
@@ -114,14 +115,14 @@ def _output_size(node: gs.Node):
 
 def sample_strides(node: gs.Node, stride: int) -> tuple[int, int]:
     """Rows and columns between samples: ``stride``, or less on small outputs, so that each axis
-    has at least 4 samples where it can (on a 7x7 map a stride of 4 would sample 4 of 49
-    positions, and a corrupted weight whose input is zero at all of them would go unseen), but
-    at least 2: a copy with the original's own strides would be merged with it by onnxruntime."""
+    has at least MIN_SAMPLES samples where it can (a stride of 8 would sample one position of a
+    7x7 map, and a corrupted weight whose input is zero there would go unseen), but at least 2:
+    a copy with the original's own strides would be merged with it by onnxruntime."""
     stride = max(2, stride)
     out = _output_size(node)
     if out is None:
         return stride, stride
-    return tuple(max(2, min(stride, -(-n // 4))) for n in out)
+    return tuple(max(2, min(stride, -(-n // MIN_SAMPLES))) for n in out)
 
 
 def sample_offsets(node: gs.Node) -> tuple[int, int]:
