@@ -167,6 +167,8 @@ PARITY_CHECK = OpDecl(
     outputs=(("Raised", False),),
     attrs=(
         Attr("axis", _A.INT, "channel axis of Y and P", default=-1),
+        Attr("stride", _A.INT, "check every stride-th vector of Y (channels last, all other axes flattened); "
+             "P is then [vectors / stride rounded up, checks]", default=1),
         Attr("data_channels", _A.INT, "channels of Y", required=True),
         Attr("block", _A.INT, "channels per code block (the last may be shorter)", required=True),
         Attr("parity", _A.INT, "checks per block; block k's are P's channels k*parity .. k*parity+parity-1",

@@ -199,12 +199,12 @@ class SumCheck(OpRun):
 
 
 def parity_check_ratios(y: np.ndarray, p: np.ndarray, *, block, parity, generator, noise_gain, noise_offset,
-                        data_channels=None, axis=-1, **_ignored) -> np.ndarray:
+                        data_channels=None, axis=-1, stride=1, **_ignored) -> np.ndarray:
     """|syndrome| / (eps32 * (gain * scale + offset)) of every vector, block and check, as an array
     [vectors, blocks, parity] (channels last): a ParityCheck with tolerance T flags a block of a
     vector where one exceeds T (or is not a number: a value was not finite)."""
     y, p = np.moveaxis(np.asarray(y), int(axis), -1), np.moveaxis(np.asarray(p), int(axis), -1)
-    y = np.asarray(y, np.float64).reshape(-1, np.shape(y)[-1])
+    y = np.asarray(y, np.float64).reshape(-1, np.shape(y)[-1])[::int(stride)]
     p = np.asarray(p, np.float64).reshape(y.shape[0], -1)
     layout = Layout(int(data_channels or y.shape[1]), int(block), int(parity))
     gens, gains, offsets = np.asarray(generator), np.asarray(noise_gain), np.asarray(noise_offset)

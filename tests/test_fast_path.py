@@ -64,13 +64,16 @@ def test_a_flipped_linear_weight_bit_fails_its_parity_check_and_the_run_is_decod
 
 
 def test_a_gross_error_in_a_linear_output_is_caught_and_recomputed():
+    """The parity check reads every sample_stride-th output row: errors at many places (some in
+    a checked row) are caught; a single error in an unchecked row would pass (README)."""
     model = zoo_model("mlp")
     protected = protected_model("mlp", strategy="rerun")
     feeds = feeds_for(model, batch=4, seed=6)
     clean = onnx_ecc.ProtectedSession(model).run(None, feeds)[0]
     nodes = {n.name: n for n in protected.graph.node}
     for layer in _linear_layers(protected):
-        got, report = _run(insert_output_fault(protected, nodes[layer].output[0], seed=9, bits=(30,)), feeds)
+        got, report = _run(insert_output_fault(protected, nodes[layer].output[0], seed=9, bits=(30,), count=40),
+                           feeds)
         assert report.checks_failed > 0, (layer, report.summary())
         np.testing.assert_allclose(got, clean, **_tol(clean))
 
@@ -269,3 +272,33 @@ def test_sample_check_rejects_bad_tensors_with_an_error():
         sess.run(None, {"A": np.zeros((2, 4, 3, 3), np.float32), "Y": np.zeros((2, 5, 3, 3), np.float32)})
     with pytest.raises(Exception, match="onnx-ecc SampleCheck"):
         sess.run(None, {"A": np.zeros((2, 3, 3, 3), np.float32), "Y": np.zeros((2, 3, 3, 3), np.float32)})
+
+
+def test_parity_check_with_a_stride_checks_every_strided_row_as_its_oracle():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from onnx_ecc.codes import Layout
+    from onnx_ecc.reference import parity_check
+
+    rng = np.random.default_rng(3)
+    rows, n, stride = 7, 40, 3
+    layout = Layout(n, 16, 2)
+    attrs = dict(axis=-1, stride=stride, data_channels=n, block=16, parity=2, generator=layout.generator_attribute(),
+                 noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * 6, tolerance=32.0)
+    node = ops.PARITY_CHECK.make_node(["Y", "P"], ["R"], "check", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in "YP"],
+                          [helper.make_tensor_value_info("R", TensorProto.BOOL, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
+                          ir_version=9)
+    sess = ort.InferenceSession(m.SerializeToString(), onnx_ecc.session_options(), providers=["CPUExecutionProvider"])
+    y = rng.standard_normal((rows, n)).astype(np.float32)
+    p = (y[::stride].astype(np.float64) @ layout.parity_matrix().T).astype(np.float32)
+    for row, expect in ((None, False), (3, True), (4, False)):  # row 3 is checked, row 4 is not
+        yy = y.copy()
+        if row is not None:
+            yy[row, 5] += np.float32(1.0)
+        got = bool(sess.run(None, {"Y": yy, "P": p})[0][0])
+        assert got == expect == parity_check(yy, p, **attrs)[0], row
+    with pytest.raises(Exception, match="onnx-ecc ParityCheck"):
+        sess.run(None, {"Y": y, "P": np.zeros((rows, 6), np.float32)})

@@ -684,7 +684,7 @@ __global__ void ParityCheckKernel(ParityCheckParams p, const float* y, const flo
     const int64_t k = t % p.num_blocks, o = t / p.num_blocks;
     const int64_t start = k * p.block;
     const int b = static_cast<int>(p.data_channels - start < p.block ? p.data_channels - start : p.block);
-    const float* yk = y + (o * p.data_channels + start) * p.inner + i;
+    const float* yk = y + (o * p.y_row_stride * p.data_channels + start) * p.inner + i;
     const float* pk = pp + (o * p.num_blocks * p.parity + k * r) * p.inner + i;
     if (!ParityBlockHoldsExact(yk, p.inner, pk, p.inner, p.generator + start * r, b, r, p.gain + k * r,
                                p.offset + k * r, p.tolerance)) {

@@ -75,6 +75,7 @@ cudaError_t LaunchDepthwise(const DepthwiseParams& p, const float* x, const floa
 
 struct ParityCheckParams {
   int64_t outer = 0, inner = 0;                  // Y is [outer, data_channels, inner]
+  int64_t y_row_stride = 1;                      // inner == 1: rows of Y between checked vectors
   int64_t data_channels = 0, num_blocks = 0, block = 0, parity = 0;  // P is [outer, num_blocks * parity, inner]
   float tolerance = 64.f;
   const float* generator = nullptr;  // device: per block, parity x size, row-major

@@ -324,7 +324,7 @@ struct ParityCheckCudaKernel : ParityCheckAttrs, GpuKernelBase {
       auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
 
       cuda::ParityCheckParams p;
-      p.outer = in.outer; p.inner = in.inner; p.data_channels = L.data_channels; p.num_blocks = L.num_blocks();
+      p.outer = in.outer; p.inner = in.inner; p.y_row_stride = in.y_row_stride; p.data_channels = L.data_channels; p.num_blocks = L.num_blocks();
       p.block = L.block; p.parity = L.parity; p.tolerance = cfg.tolerance;
 
       std::lock_guard<std::mutex> lock(mu);

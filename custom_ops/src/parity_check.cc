@@ -165,6 +165,8 @@ OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheck
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->cfg.Prepare();
   k->axis = AttrInt(info, "axis", -1);
+  k->stride = AttrInt(info, "stride", 1);
+  if (k->stride < 1) return Error(ORT_INVALID_ARGUMENT, k->name, "stride must be >= 1");
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "ParityCheck");
   return nullptr;
@@ -187,11 +189,26 @@ OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx
     return Error(ORT_INVALID_ARGUMENT, name, "Y has " + std::to_string(ys[ax]) + " channels on axis " +
                                                  std::to_string(ax) + ", the code expects " +
                                                  std::to_string(L.data_channels));
-  auto expected = ys;
-  expected[ax] = L.parity * L.num_blocks();
-  if (ps != expected)
-    return Error(ORT_INVALID_ARGUMENT, name, "P must have Y's shape with " + std::to_string(expected[ax]) +
-                                                 " checks on the channel axis");
+  const int64_t checks = L.parity * L.num_blocks();
+  in->outer = in->inner = 1;
+  for (int64_t i = 0; i < ax; ++i) in->outer *= ys[i];
+  for (int64_t i = ax + 1; i < rank; ++i) in->inner *= ys[i];
+  in->y_row_stride = 1;
+  if (k.stride > 1) {  // every stride-th vector of Y (its rows, all axes but the last flattened)
+    if (ax != rank - 1) return Error(ORT_INVALID_ARGUMENT, name, "stride > 1 needs the channels on the last axis");
+    const int64_t sampled = (in->outer + k.stride - 1) / k.stride;
+    if (ps != std::vector<int64_t>{sampled, checks})
+      return Error(ORT_INVALID_ARGUMENT, name, "P must be [" + std::to_string(sampled) + ", " + std::to_string(checks) +
+                                                   "]: the checks of every " + std::to_string(k.stride) + "th row of Y");
+    in->outer = sampled;
+    in->y_row_stride = k.stride;
+  } else {
+    auto expected = ys;
+    expected[ax] = checks;
+    if (ps != expected)
+      return Error(ORT_INVALID_ARGUMENT, name, "P must have Y's shape with " + std::to_string(expected[ax]) +
+                                                   " checks on the channel axis");
+  }
   in->flag = nullptr;
   if (ctx.GetInputCount() > 2) {
     auto f = ctx.GetInput(2);
@@ -202,9 +219,6 @@ OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx
       in->flag = f.GetTensorData<bool>();
     }
   }
-  in->outer = in->inner = 1;
-  for (int64_t i = 0; i < ax; ++i) in->outer *= ys[i];
-  for (int64_t i = ax + 1; i < rank; ++i) in->inner *= ys[i];
   in->y = y.GetTensorData<float>();
   in->p = p.GetTensorData<float>();
   return nullptr;
@@ -217,7 +231,7 @@ struct ParityCheckKernel : ParityCheckAttrs {
     const ParityCheckKernel* k;
     const float* y;
     const float* p;
-    int64_t outer, inner;
+    int64_t outer, inner, y_row_stride;
     WorkSplit split;
     SharedCounts* counts;
   };
@@ -232,8 +246,8 @@ struct ParityCheckKernel : ParityCheckAttrs {
     j->split.Item(item, j->outer, j->inner, L.num_blocks(), &o, &v0, &n, &kb0, &kb1);
     DecodeCounts c;
     if (j->inner == 1)
-      CheckParity(j->k->cfg, j->y + v0 * L.data_channels, 1, L.data_channels, j->p + v0 * checks, 1, checks, n, c, kb0,
-                  kb1);
+      CheckParity(j->k->cfg, j->y + v0 * j->y_row_stride * L.data_channels, 1, j->y_row_stride * L.data_channels,
+                  j->p + v0 * checks, 1, checks, n, c, kb0, kb1);
     else
       CheckParity(j->k->cfg, j->y + o * L.data_channels * j->inner + v0, j->inner, 1, j->p + o * checks * j->inner + v0,
                   j->inner, 1, n, c, kb0, kb1);
@@ -250,7 +264,7 @@ struct ParityCheckKernel : ParityCheckAttrs {
       const int64_t blocks = L.num_blocks();
       SharedCounts counts;
       if (in.outer * in.inner > 0) {
-        Job job{this, in.y, in.p, in.outer, in.inner,
+        Job job{this, in.y, in.p, in.outer, in.inner, in.y_row_stride,
                 SplitWork(in.outer, in.inner, blocks, L.data_channels + L.parity * blocks), &counts};
         ctx.ParallelFor(&Run, static_cast<size_t>(job.split.items), 0, &job);
       }

@@ -54,16 +54,37 @@ def linear_rows(node: gs.Node):
     return rows, bias, float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
 
 
-def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, alpha, beta) -> gs.Variable:
-    """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input)."""
+def sampled_rows(graph: gs.Graph, x: gs.Variable, features: int, stride: int, cache: dict) -> gs.Variable:
+    """Every ``stride``-th row of ``x`` flattened to [rows, features] (one Reshape and one strided
+    Slice per input, shared by the layers that read it)."""
+    if x.name not in cache:
+        flat = gs.Variable(f"{x.name}__ecc_flat", dtype=np.float32)
+        rows = gs.Variable(f"{x.name}__ecc_rows", dtype=np.float32)
+        big = np.iinfo(np.int64).max
+        graph.nodes += [
+            gs.Node("Reshape", f"{x.name}__ecc_flat", {}, [x, gs.Constant(f"{x.name}__ecc_flat_shape",
+                                                                           np.array([-1, features], np.int64))], [flat]),
+            gs.Node("Slice", f"{x.name}__ecc_rows", {},
+                    [flat] + [gs.Constant(f"{x.name}__ecc_rows_{k}", np.array([v], np.int64))
+                              for k, v in (("start", 0), ("end", big), ("axis", 0), ("step", stride))], [rows]),
+        ]
+        cache[x.name] = rows
+    return cache[x.name]
+
+
+def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, alpha, beta,
+                   x: gs.Variable | None = None) -> gs.Variable:
+    """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input, or
+    ``x``: its sampled rows)."""
     m = layout.parity_matrix()
     weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(np.float32))  # [K, checks]
     p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=np.float32)
     w = gs.Constant(f"{node.name}__ecc_parity_w", weight)
+    x = node.inputs[0] if x is None else x
     if node.op == "MatMul":
-        graph.nodes.append(gs.Node("MatMul", f"{node.name}__ecc_parity", {}, [node.inputs[0], w], [p]))
+        graph.nodes.append(gs.Node("MatMul", f"{node.name}__ecc_parity", {}, [x, w], [p]))
     else:
-        inputs = [node.inputs[0], w]
+        inputs = [x, w]
         if bias is not None:
             inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", (m @ bias).astype(np.float32)))
         graph.nodes.append(gs.Node("Gemm", f"{node.name}__ecc_parity", {"alpha": alpha, "beta": beta},
@@ -86,6 +107,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
     graph = gs.import_onnx(model)
     sites: list[ParityCheckSite] = []
     flag = graph.tensors()[flag_name] if flag_name else None
+    stride, cache = max(1, int(options.sample_stride)), {}
     for node in list(graph.nodes):
         if node.name not in wanted or node.op not in ("Gemm", "MatMul"):
             continue
@@ -94,10 +116,12 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             raise ValueError(f"{node.name}: no separate parity product for this layer (use layer mode 'decode')")
         rows, bias, alpha, beta = found
         layout = layout_for(rows.shape[0], options)
-        p = parity_product(graph, node, layout, rows, bias, alpha, beta)
+        # the check reads every stride-th output row: a corrupted weight changes its output column
+        # in every row, a transient error is seen in a sampled row
+        p = parity_product(graph, node, layout, rows, bias, alpha, beta, sampled_rows(graph, node.inputs[0], rows.shape[1], stride, cache))
         _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
         raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
-        attrs = dict(axis=-1, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
+        attrs = dict(axis=-1, stride=stride, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
                      generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(),
                      noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,

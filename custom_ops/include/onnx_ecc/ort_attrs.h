@@ -82,6 +82,7 @@ OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs*
 
 struct ParityCheckAttrs : CheckAttrs<ParityCheckConfig> {
   int64_t axis = -1;
+  int64_t stride = 1;  // check every stride-th vector (channels last only); P holds only those
 };
 OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheckAttrs* out);
 
@@ -92,7 +93,8 @@ struct ParityInputs {
   const float* y = nullptr;
   const float* p = nullptr;
   const bool* flag = nullptr;
-  int64_t outer = 1, inner = 1;
+  int64_t outer = 1, inner = 1;  // with stride > 1: outer counts the checked vectors only
+  int64_t y_row_stride = 1;      // rows of Y between checked vectors (channels last)
 };
 OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx, ParityInputs* in);
 
