@@ -100,6 +100,39 @@ def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], mar
     return chosen
 
 
+def clean_ratio_maxima(model: onnx.ModelProto, checks: dict[str, tuple[str, ...]], feeds_list: list[dict],
+                       ratios: Callable) -> dict[str, dict[str, float]]:
+    """Per check node (name -> the tensors it reads, '' for an absent one): the largest clean ratio
+    of each of its parts over ``feeds_list``; ``ratios(values, attrs)`` gives {part: ratios}."""
+    nodes = {n.name: n for n in model.graph.node}
+    values_of = probe(model, [t for ts in checks.values() for t in ts if t])
+    worst: dict[str, dict[str, float]] = {name: {} for name in checks}
+    for feeds in feeds_list:
+        values = values_of(feeds)
+        for name, tensors in checks.items():
+            found = ratios([values[t] if t else None for t in tensors], _attrs(nodes[name]))
+            for part, r in found.items():
+                worst[name][part] = max(worst[name].get(part, 0.0), float(np.max(r, initial=0.0)))
+    return worst
+
+
+def calibrate_checks(model: onnx.ModelProto, checks: dict[str, tuple[str, str, tuple[str, ...]]], feeds_list: list[dict],
+                     options, ratios: Callable, floor: float = 0.05) -> dict[str, float]:
+    """Set each fast-path check's tolerance to margin x its largest clean ratio (at least ``floor``),
+    or to the given tolerance; ``checks``: node name -> (layer, the tensors it reads). Returns the
+    tolerance per layer."""
+    nodes = {n.name: n for n in model.graph.node}
+    if options.tolerance is not None:
+        return {layer: float(options.tolerance) for layer, _ in checks.values()}
+    worst = clean_ratio_maxima(model, {n: ts for n, (_, ts) in checks.items()}, feeds_list, ratios)
+    chosen = {}
+    for name, (layer, _) in checks.items():
+        tol = max(floor, options.margin * max(worst[name].values(), default=0.0))
+        set_attribute(nodes[name], "tolerance", float(tol))
+        chosen[layer] = tol
+    return chosen
+
+
 def set_attribute(node: onnx.NodeProto, name: str, value) -> None:
     """Set (add or replace) one attribute of a node."""
     for attr in node.attribute:

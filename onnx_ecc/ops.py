@@ -63,6 +63,14 @@ class OpDecl:
         return helper.make_node(self.name, list(inputs), list(outputs), name=name, domain=DOMAIN, **attrs)
 
 
+def _reporting(fails: str) -> tuple[Attr, ...]:
+    """The attributes every checking op reports with: fail_stop (``fails``: what makes it fail),
+    and the layer and model its error counters are kept under."""
+    return (Attr("fail_stop", _A.INT, f"1: return an error when {fails}", default=0),
+            Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
+            Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""))
+
+
 DECODE = OpDecl(
     name="Decode",
     doc=(
@@ -180,10 +188,7 @@ PARITY_CHECK = OpDecl(
              required=True),
         Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
              default=DEFAULT_TOLERANCE),
-        Attr("fail_stop", _A.INT, "1: return an error when a block fails", default=0),
-        Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
-        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
-    ),
+    ) + _reporting("a block fails"),
 )
 
 SAMPLE_CHECK = OpDecl(
@@ -211,10 +216,7 @@ SAMPLE_CHECK = OpDecl(
         Attr("noise_gain", _A.FLOATS, "per block and check: rounding bound per unit of the block's scale"),
         Attr("noise_offset", _A.FLOATS, "per block and check: rounding bound independent of the values"),
         Attr("parity_tolerance", _A.FLOAT, "the parity channels' threshold multiplier", default=DEFAULT_TOLERANCE),
-        Attr("fail_stop", _A.INT, "1: return an error when a sample fails", default=0),
-        Attr("layer", _A.STRING, "name of the checked layer, for the error counters", default=""),
-        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
-    ),
+    ) + _reporting("a sample fails"),
 )
 
 ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK)

@@ -83,6 +83,22 @@ OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::strin
   return Ort::GetApi().CreateStatus(code, ("onnx-ecc " + where + ": " + msg).c_str());
 }
 
+OrtStatusPtr ReadFlag(Ort::KernelContext& ctx, size_t index, const std::string& where, bool* raised) {
+  *raised = false;
+  if (ctx.GetInputCount() <= index) return nullptr;
+  auto f = ctx.GetInput(index);
+  if (static_cast<const OrtValue*>(f) == nullptr) return nullptr;
+  auto fi = f.GetTensorTypeAndShapeInfo();
+  if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
+    return Error(ORT_INVALID_ARGUMENT, where, "Flag must be one bool");
+  *raised = f.GetTensorData<bool>()[0];
+  return nullptr;
+}
+
+void WriteRaised(Ort::KernelContext& ctx, bool raised) {
+  ctx.GetOutput(0, std::vector<int64_t>{1}).GetTensorMutableData<bool>()[0] = raised;
+}
+
 int64_t Numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
@@ -478,15 +494,7 @@ struct SumCheckKernel : SumCheckAttrs {
       if (n && x_per < cfg.taps)
         return Error(ORT_INVALID_ARGUMENT, name, "X must hold at least " + std::to_string(cfg.taps) + " means per sample");
       bool raised = false;
-      if (ctx.GetInputCount() > 2) {
-        auto f = ctx.GetInput(2);
-        if (static_cast<const OrtValue*>(f) != nullptr) {
-          auto fi = f.GetTensorTypeAndShapeInfo();
-          if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
-            return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
-          raised = f.GetTensorData<bool>()[0];
-        }
-      }
+      if (OrtStatusPtr st = ReadFlag(ctx, 2, name, &raised)) return st;
       const float* rp = nullptr;
       if (ctx.GetInputCount() > 3) {
         auto r = ctx.GetInput(3);
@@ -505,8 +513,7 @@ struct SumCheckKernel : SumCheckAttrs {
         if (!(SumCheckRatio(cfg, yp + s * y_per, xp + s * x_per, rp ? rp + s * y_per : nullptr) <= cfg.tolerance))
           ++c.flagged;
       counters->Add(c);
-      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
-      out.GetTensorMutableData<bool>()[0] = raised || c.flagged > 0;
+      WriteRaised(ctx, raised || c.flagged > 0);
       if (fail_stop && c.flagged > 0)
         return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) + " sample(s) failed the sum check");
       return nullptr;

@@ -270,8 +270,7 @@ struct ParityCheckKernel : ParityCheckAttrs {
       }
       const DecodeCounts total = counts.Total(in.outer * in.inner * blocks);
       counters->Add(total);
-      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
-      out.GetTensorMutableData<bool>()[0] = raised || total.flagged > 0;
+      WriteRaised(ctx, raised || total.flagged > 0);
       if (fail_stop && total.flagged > 0)
         return Error(ORT_FAIL, name, "error detected: " + std::to_string(total.flagged) + " block(s) failed the parity check");
       return nullptr;

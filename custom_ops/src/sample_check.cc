@@ -155,15 +155,7 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
           return Error(ORT_INVALID_ARGUMENT, name, std::string(i == 2 ? "D" : "R") + " must be float32 with A's shape");
       }
       bool raised = false;
-      if (count > 4) {
-        auto f = ctx.GetInput(4);
-        if (static_cast<const OrtValue*>(f) != nullptr) {
-          auto fi = f.GetTensorTypeAndShapeInfo();
-          if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
-            return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
-          raised = f.GetTensorData<bool>()[0];
-        }
-      }
+      if (OrtStatusPtr st = ReadFlag(ctx, 4, name, &raised)) return st;
       const int64_t samples = as[0];
       int64_t hw = 1;
       for (size_t i = 2; i < as.size(); ++i) hw *= as[i];
@@ -180,8 +172,7 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
         for (unsigned char f : failed) c.flagged += f;
       }
       counters->Add(c);
-      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
-      out.GetTensorMutableData<bool>()[0] = raised || c.flagged > 0;
+      WriteRaised(ctx, raised || c.flagged > 0);
       if (fail_stop && c.flagged > 0)
         return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) + " sample(s) failed the sample check");
       return nullptr;

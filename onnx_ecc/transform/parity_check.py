@@ -139,23 +139,10 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
 def calibrate_parity_checks(model: onnx.ModelProto, sites: list[ParityCheckSite], feeds_list: list[dict],
                             options) -> dict[str, float]:
     """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
-    from onnx_ecc.noise import probe, set_attribute
+    from onnx_ecc.noise import calibrate_checks
 
-    nodes = {n.name: n for n in model.graph.node}
-    if options.tolerance is not None:
-        return {s.layer: float(options.tolerance) for s in sites}
-    values_of = probe(model, [t for s in sites for t in (s.y, s.p)])
-    worst = {s.layer: 0.0 for s in sites}
-    for feeds in feeds_list:
-        values = values_of(feeds)
-        for s in sites:
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[s.node].attribute}
-            worst[s.layer] = max(worst[s.layer], float(parity_check_ratios(values[s.y], values[s.p], **attrs).max()))
-    chosen = {}
-    for s in sites:
-        chosen[s.layer] = max(0.05, options.margin * worst[s.layer])
-        set_attribute(nodes[s.node], "tolerance", float(chosen[s.layer]))
-    return chosen
+    return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in sites}, feeds_list, options,
+                            lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)})
 
 
 def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:

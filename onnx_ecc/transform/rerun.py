@@ -294,27 +294,15 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
 def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feeds_list: list[dict],
                          options) -> dict[str, float]:
     """Set each SumCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
-    from onnx_ecc.noise import probe, set_attribute
+    from onnx_ecc.noise import calibrate_checks
     from onnx_ecc.reference import sum_check_ratios
 
-    nodes = {n.name: n for n in model.graph.node}
-    if options.tolerance is not None:
-        return {s.layer: float(options.tolerance) for s in sites}
-    values_of = probe(model, [t for s in sites for t in (s.y_means, s.x_means, s.r_means) if t])
-    worst = {s.layer: 0.0 for s in sites}
-    for feeds in feeds_list:
-        values = values_of(feeds)
-        for s in sites:
-            attrs = {a.name: helper.get_attribute_value(a) for a in nodes[s.node].attribute}
-            ratios = sum_check_ratios(values[s.y_means], values[s.x_means],
-                                      values[s.r_means] if s.r_means else None, weights=attrs["weights"],
-                                      taps=attrs["taps"], offset=attrs["offset"])
-            worst[s.layer] = max(worst[s.layer], float(ratios.max()))
-    chosen = {}
-    for s in sites:
-        chosen[s.layer] = max(0.05, options.margin * worst[s.layer])
-        set_attribute(nodes[s.node], "tolerance", float(chosen[s.layer]))
-    return chosen
+    def ratios(v, attrs):
+        return {"sum": sum_check_ratios(v[0], v[1], v[2], weights=attrs["weights"], taps=attrs["taps"],
+                                        offset=attrs["offset"])}
+
+    return calibrate_checks(model, {s.node: (s.layer, (s.y_means, s.x_means, s.r_means or "")) for s in sites},
+                            feeds_list, options, ratios)
 
 
 def wrap_with_rerun(main: onnx.ModelProto, full: onnx.ModelProto | None, flag: str | None) -> onnx.ModelProto:

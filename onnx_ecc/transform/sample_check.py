@@ -271,19 +271,12 @@ def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite]
                             options) -> dict[str, float]:
     """Set each SampleCheck's tolerances to margin x the largest clean ratio of each part (sample
     comparison: at least SAMPLE_FLOOR; parity: the given tolerance if any); returns them per layer."""
-    from onnx_ecc.noise import probe, set_attribute
+    from onnx_ecc.noise import clean_ratio_maxima, set_attribute
     from onnx_ecc.reference import sample_check_parts
 
     nodes = {n.name: n for n in model.graph.node}
-    values_of = probe(model, [t for s in sites for t in s.inputs if t])
-    worst = {s.node: {} for s in sites}
-    for feeds in feeds_list:
-        values = values_of(feeds)
-        for s in sites:
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[s.node].attribute}
-            tensors = [values[t] if t else None for t in s.inputs]
-            for part, ratios in sample_check_parts(*tensors, **attrs).items():
-                worst[s.node][part] = max(worst[s.node].get(part, 0.0), float(ratios.max()))
+    worst = clean_ratio_maxima(model, {s.node: s.inputs for s in sites}, feeds_list,
+                               lambda v, attrs: sample_check_parts(*v, **attrs))
     chosen: dict[str, float] = {}
     for s in sites:
         w = worst[s.node]

@@ -29,6 +29,13 @@ std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char
 // An ORT status "onnx-ecc <where>: <msg>".
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg);
 
+// The fast-path checks' optional Flag input (one bool, host memory) at ``index``: sets *raised
+// to it (false when absent); an error status names the op when it is not one bool.
+OrtStatusPtr ReadFlag(Ort::KernelContext& ctx, size_t index, const std::string& where, bool* raised);
+
+// Writes the checks' Raised output: one bool.
+void WriteRaised(Ort::KernelContext& ctx, bool raised);
+
 // The parsed and validated attributes of each op. Parse* return nullptr or an error status;
 // they may throw (callers catch).
 
