@@ -302,3 +302,17 @@ def test_parity_check_with_a_stride_checks_every_strided_row_as_its_oracle():
         assert got == expect == parity_check(yy, p, **attrs)[0], row
     with pytest.raises(Exception, match="onnx-ecc ParityCheck"):
         sess.run(None, {"Y": y, "P": np.zeros((rows, 6), np.float32)})
+
+
+def test_auto_conv_check_samples_depthwise_and_relu6_convs_and_sums_the_others():
+    model = zoo_model("mobilenet_v2")
+    protected = protected_model("mobilenet_v2", strategy="rerun", conv_check="auto")
+    layers = {p["name"]: p for p in read_protection(protected)["protected"] if p["op"] == "Conv"}
+    kinds = {n.name: ("sample" if "sample_check_tolerance" in layers[n.name] else "sum")
+             for n in model.graph.node if n.name in layers}
+    consumers = {t: m.op_type for m in model.graph.node for t in m.input}
+    for node in model.graph.node:
+        if node.name in kinds:
+            clipped = consumers.get(node.output[0]) == "Clip"
+            assert kinds[node.name] == ("sample" if clipped else "sum"), node.name
+    assert set(kinds.values()) == {"sample", "sum"}

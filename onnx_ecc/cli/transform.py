@@ -28,8 +28,9 @@ def add_arguments(parser) -> None:
                              "the original) and decode only runs where a check fails")
     parser.add_argument("--conv-check", choices=list(CONV_CHECKS), default="sample",
                         help="rerun strategy's conv check: sample (a strided copy compared at every "
-                             "--sample-stride-th row and column; keeps onnxruntime's conv fusions) or sum "
-                             "(the whole output's sum; unfuses the activation)")
+                             "--sample-stride-th row and column; keeps onnxruntime's conv fusions; default), "
+                             "sum (the whole output's sum; sees an error anywhere, unfuses the activation) or "
+                             "auto (sum after a Relu or no activation, sample for depthwise and ReLU6 convs)")
     parser.add_argument("--sample-stride", type=int, default=8, help="rows and columns between sampled positions (default 8)")
     parser.add_argument("--budget", type=float, default=None, metavar="RATIO",
                         help="latency budget as a ratio to the original (e.g. 1.10): measure each layer's cost "

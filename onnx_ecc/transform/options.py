@@ -8,7 +8,7 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
 MODES = ("correct", "detect")
 STRATEGIES = ("inline", "rerun")
 LAYER_MODES = ("check", "decode", "none")
-CONV_CHECKS = ("sample", "sum")
+CONV_CHECKS = ("auto", "sample", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,12 @@ class TransformOptions:
         fault in them reaches the decoding graph too).
     conv_check: how the rerun strategy's fast path checks a conv: 'sample' (a strided copy of the
         conv recomputes every ``sample_stride``-th row and column, compared with the original's
-        fused output and checked against parity filters; the original conv chain stays fused) or
-        'sum' (a sum check of the whole output, which unfuses the conv's activation).
+        fused output and checked against parity filters; the original conv chain stays fused),
+        'sum' (a sum check of the whole output, which unfuses the conv's activation and sees an
+        error anywhere), or 'auto' ('sum' where that is cheap - a Relu or no activation - and
+        'sample' for depthwise convs and convs with a ReLU6 / LeakyRelu). 'sample' is the default:
+        it is the cheapest, but sees a transient error only at sampled positions and a corrupted
+        weight only where its input is non-zero at a sampled position (README: coverage).
     sample_stride: rows and columns between sampled positions of 'sample' checks.
     layer_modes: per-layer choice, (layer name, mode) pairs: 'check' (rerun strategy: the layer
         runs as in the original with a cheap check on the fast path, and is decoded only in the

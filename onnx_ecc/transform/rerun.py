@@ -56,16 +56,18 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
     from onnx_ecc.transform.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
-    from onnx_ecc.transform.sample_check import add_sample_checks, calibrate_sample_checks, samplable
+    from onnx_ecc.transform.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
-    if options.conv_check == "sample":
-        nodes = {n.name: n for n in gs.import_onnx(model).nodes}
-        sampled = [c for c in convs if samplable(nodes[c])]
+    if options.conv_check in ("sample", "auto"):
+        graph = gs.import_onnx(model)
+        nodes = {n.name: n for n in graph.nodes}
+        sampled = [c for c in convs if samplable(nodes[c])
+                   and (options.conv_check == "sample" or needs_sampling(nodes[c], graph))]
         convs = [c for c in convs if c not in sampled]
     else:
         sampled = []

@@ -59,6 +59,18 @@ def samplable(node: gs.Node) -> bool:
             and (len(node.inputs) < 3 or not node.inputs[2].name or constant_value(node.inputs[2]) is not None))
 
 
+def needs_sampling(node: gs.Node, graph: gs.Graph) -> bool:
+    """For conv_check='auto': whether a conv's sum check would cost more than sampling it. A sum
+    check reads the conv's output before its activation: cheap where that activation runs in
+    onnxruntime's blocked layout (Relu, or none), costly where it does not (Clip, i.e. ReLU6, and
+    LeakyRelu are then converted out of it and back) and for depthwise convs, whose sum check's
+    input projection costs as much as the conv."""
+    chain, _ = fused_chain(node, graph)
+    w = constant_value(node.inputs[1])
+    depthwise = w is not None and int(node.attrs.get("group", 1)) == w.shape[0] > 1 and w.shape[1] == 1
+    return depthwise or any(link.op in ("Clip", "LeakyRelu") for link in chain)
+
+
 def fused_chain(node: gs.Node, graph: gs.Graph) -> tuple[list[gs.Node], gs.Variable]:
     """The residual Add and activation onnxruntime fuses after ``node``, and the tensor they end in."""
     chain, out = [], node.outputs[0]
