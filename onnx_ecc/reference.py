@@ -39,7 +39,7 @@ def chunk_max_abs(x: np.ndarray | None, outer: int) -> np.ndarray:
 
 
 def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | None = None, *, axis=1,
-           data_channels, groups=1, block, parity, generator, noise_gain, noise_offset, tolerance=64.0,
+           data_channels, groups=1, block, parity, generator, noise_gain, noise_offset, tolerance=ops.DEFAULT_TOLERANCE,
            scale="output", mode="correct", activation="", **_ignored):
     """Reference Decode: returns (act(corrected data channels + residual), counts)."""
     layout = Layout(int(data_channels), int(block), int(parity), int(groups))
@@ -98,7 +98,7 @@ def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | No
 
 
 def depthwise_check(x: np.ndarray, y: np.ndarray, *, weights, bias, weight_sums, strides=(1, 1), pads=(0, 0, 0, 0),
-                    dilations=(1, 1), tolerance=64.0, mode="correct", activation="", **_ignored):
+                    dilations=(1, 1), tolerance=ops.DEFAULT_TOLERANCE, mode="correct", activation="", **_ignored):
     """Reference DepthwiseCheck: per (sample, channel, output row) spatial-sum check and row recompute."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float32)
@@ -181,7 +181,7 @@ def sum_check_ratios(y_means: np.ndarray, x_means: np.ndarray, r_means: np.ndarr
 
 
 def sum_check(y_means: np.ndarray, x_means: np.ndarray, flag: bool = False, r_means: np.ndarray | None = None, *,
-              weights, taps: int, offset: float = 0.0, tolerance: float = 64.0) -> tuple[bool, int]:
+              weights, taps: int, offset: float = 0.0, tolerance: float = ops.DEFAULT_TOLERANCE) -> tuple[bool, int]:
     """Oracle of SumCheck: (raised, number of samples that fail)."""
     ratios = sum_check_ratios(y_means, x_means, r_means, weights=weights, taps=taps, offset=offset)
     failed = int(np.count_nonzero(~(ratios <= tolerance)))
@@ -222,7 +222,7 @@ def parity_check_ratios(y: np.ndarray, p: np.ndarray, *, block, parity, generato
     return np.stack(out, axis=1)
 
 
-def parity_check(y: np.ndarray, p: np.ndarray, flag: bool = False, *, tolerance=64.0, **attrs) -> tuple[bool, int]:
+def parity_check(y: np.ndarray, p: np.ndarray, flag: bool = False, *, tolerance=ops.DEFAULT_TOLERANCE, **attrs) -> tuple[bool, int]:
     """Oracle of ParityCheck: (raised, number of blocks of vectors that fail)."""
     ratios = parity_check_ratios(y, p, **attrs)
     failed = int(np.count_nonzero(~(ratios <= float(tolerance)).all(axis=2)))
@@ -286,7 +286,7 @@ def sample_check_parts(a, y, d=None, r=None, *, data_channels, activation="", ac
     return parts
 
 
-def sample_check(a, y, d=None, r=None, flag: bool = False, *, tolerance=16.0, parity_tolerance=64.0,
+def sample_check(a, y, d=None, r=None, flag: bool = False, *, tolerance=16.0, parity_tolerance=ops.DEFAULT_TOLERANCE,
                  **attrs) -> tuple[bool, int]:
     """Oracle of SampleCheck: (raised, number of samples that fail)."""
     parts = sample_check_parts(a, y, d, r, **attrs)

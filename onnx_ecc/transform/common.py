@@ -125,7 +125,7 @@ def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout,
     attrs = dict(
         axis=axis, scale=options.scale, data_channels=layout.data_channels, groups=layout.groups, block=layout.block,
         parity=layout.parity, generator=layout.generator_attribute(), noise_gain=gains,
-        noise_offset=offsets, tolerance=float(options.tolerance or 64.0), mode=options.mode,
+        noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE), mode=options.mode,
         fail_stop=int(options.fail_stop), activation="Relu" if "Relu" in absorbed else "",
         layer=layer, model_id=model_id)
     inputs = [aug, x if options.scale == "input" else gs.Variable.empty()]

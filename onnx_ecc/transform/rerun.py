@@ -278,7 +278,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
             taps = sum(k for _, k in tap_means)
         raised = gs.Variable(f"{name}__ecc_raised", dtype=np.bool_, shape=[1])
         attrs = dict(weights=[float(t) for t in a], taps=taps, offset=sum(_bias_dot(n, a) for n in group),
-                     tolerance=float(options.tolerance or 64.0),
+                     tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id)
         inputs = [y_means, x_means, flag if flag is not None else gs.Variable.empty()]
         if r_means is not None:
