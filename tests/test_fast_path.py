@@ -316,3 +316,21 @@ def test_auto_conv_check_samples_depthwise_and_relu6_convs_and_sums_the_others()
             clipped = consumers.get(node.output[0]) == "Clip"
             assert kinds[node.name] == ("sample" if clipped else "sum"), node.name
     assert set(kinds.values()) == {"sample", "sum"}
+
+
+def test_sample_checks_work_on_dynamic_spatial_sizes():
+    """With the image size unknown at transform time the copies sample from row and column 0 at
+    the full stride; fault-free outputs match at two sizes and a flipped weight is still caught."""
+    model = zoo_model("resnet_style")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del model.graph.value_info[:]
+    protected = onnx_ecc.transform(model, strategy="rerun")
+    for size in (32, 48):
+        feeds = {"input": np.random.default_rng(size).random((2, 3, size, size), dtype=np.float32)}
+        got, report = _run(protected, feeds)
+        np.testing.assert_allclose(got, onnx_ecc.ProtectedSession(model).run(None, feeds)[0], rtol=1e-5, atol=1e-6)
+        assert report.checks_failed == 0, report.summary()
+    conv = next(n for n in protected.graph.node if n.name == "/3/conv1/Conv")
+    _, report = _run(corrupt_initializer(protected, conv.input[1], (0, 0, 1, 1), 30), feeds)
+    assert report.checks_failed > 0 and report.corrected > 0, report.summary()

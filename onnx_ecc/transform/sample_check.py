@@ -141,17 +141,16 @@ def sample_offsets(node: gs.Node) -> tuple[int, int]:
     """The first sampled row and column: past the rows and columns whose windows reach into the
     leading padding, where a filter's border taps read zeros, so that every tap of every filter
     is used at a sampled position (else a corrupted border tap could change the output unseen).
-    On outputs of a row or two every position may touch the padding: some taps stay unseen."""
+    On outputs of a row or two every position may touch the padding: some taps stay unseen; where
+    the output size is unknown (dynamic spatial dimensions) sampling starts at 0."""
     strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
     pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
     out = _output_size(node)
-    offsets = []
-    for axis in range(2):
-        off = pads[axis] // strides[axis]  # whole strides only: the copy's first pad stays >= 0
-        if out is not None:
-            off = min(off, out[axis] - 1)
-        offsets.append(max(off, 0))
-    return offsets[0], offsets[1]
+    if out is None:
+        return 0, 0
+    # whole strides only, so that the copy's first pad stays >= 0
+    offs = [max(0, min(pads[axis] // strides[axis], out[axis] - 1)) for axis in range(2)]
+    return offs[0], offs[1]
 
 
 def _activation(chain: list[gs.Node]) -> tuple[str, list[float]]:
