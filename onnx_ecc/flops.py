@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     """Static shapes of every tensor, dynamic dimensions taken as 1 (batch 1)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -24,7 +24,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
 
 def layer_macs(model: onnx.ModelProto) -> dict[str, int]:
     """Multiply-adds per sample of each Conv, Gemm and MatMul node (by node name)."""
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     macs = {}
     for i, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{i}"

@@ -102,19 +102,9 @@ class BudgetPlan:
 
 def _elements(model: onnx.ModelProto) -> dict[str, int]:
     """Elements per sample of every tensor with a static shape (batch taken as 1) or initializer."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:
-        inferred = model
-    out = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            out[vi.name] = int(np.prod([d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-                                        for d in t.shape.dim]))
-    for init in inferred.graph.initializer:
-        out[init.name] = int(np.prod(init.dims))
-    return out
+    from onnx_ecc.flops import static_shapes
+
+    return {name: int(np.prod(shape)) for name, shape in static_shapes(model).items()}
 
 
 def layer_stats(model: onnx.ModelProto) -> dict[str, dict[str, int]]:

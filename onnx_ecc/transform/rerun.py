@@ -64,7 +64,10 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
     if options.conv_check in ("sample", "auto"):
-        graph = gs.import_onnx(model)
+        try:  # shapes let fused_chain see a residual Add before the activation
+            graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+        except Exception:
+            graph = gs.import_onnx(model)
         nodes = {n.name: n for n in graph.nodes}
         sampled = [c for c in convs if samplable(nodes[c])
                    and (options.conv_check == "sample" or needs_sampling(nodes[c], graph))]
