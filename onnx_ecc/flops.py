@@ -1,4 +1,5 @@
-"""Parameter and multiply-add counts of a model's Conv / Gemm / MatMul layers at batch 1."""
+"""Parameter and multiply-add counts of a model's linear layers (Conv, Gemm, MatMul, Einsum and
+their quantised forms) at batch 1."""
 
 from __future__ import annotations
 
@@ -39,9 +40,36 @@ def layer_macs(model: onnx.ModelProto) -> dict[str, int]:
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
             k = ins[0][0] if trans_a else ins[0][-1]
             macs[name] = int(np.prod(out)) * int(k)
-        elif node.op_type == "MatMul":
+        elif node.op_type in ("MatMul", "MatMulInteger"):
             macs[name] = int(np.prod(out)) * int(ins[0][-1])
+        elif node.op_type in ("ConvInteger", "ConvTranspose"):
+            w = ins[1]
+            macs[name] = int(np.prod(out)) * int(np.prod(w[1:])) if node.op_type == "ConvInteger" \
+                else int(np.prod(ins[0])) * int(np.prod(w[1:]))
+        elif node.op_type == "Einsum":
+            macs[name] = _einsum_macs(node, ins, out)
+    for i, node in enumerate(model.graph.node):  # the quantised forms: inputs (x, x_scale, x_zp, w, ...)
+        name = node.name or f"{node.op_type}_{i}"
+        if node.op_type in ("QLinearConv", "QLinearMatMul") and shapes.get(node.output[0]) is not None \
+                and shapes.get(node.input[3]) is not None:
+            w, out = shapes[node.input[3]], shapes[node.output[0]]
+            per = int(np.prod(w[1:])) if node.op_type == "QLinearConv" else int(w[0])
+            macs[name] = int(np.prod(out)) * per
     return macs
+
+
+def _einsum_macs(node: onnx.NodeProto, ins, out) -> int:
+    """Output size times the sizes of the indices summed over, for a two-operand Einsum."""
+    eq = next((a.s.decode() for a in node.attribute if a.name == "equation"), "").replace(" ", "")
+    if "->" not in eq or "." in eq or len(ins) != 2:
+        return 0
+    lhs, right = eq.split("->")
+    sizes = {}
+    for term, shape in zip(lhs.split(","), ins):
+        if shape is None or len(term) != len(shape):
+            return 0
+        sizes.update(zip(term, shape))
+    return int(np.prod(out)) * int(np.prod([sizes[c] for c in sizes if c not in right] or [1]))
 
 
 def model_cost(model: onnx.ModelProto) -> dict[str, int]:

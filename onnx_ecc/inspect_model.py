@@ -39,6 +39,25 @@ def format_budget(plan: dict) -> list[str]:
 CHECK_NAMES = {"decode": "decoded inline", "check": ""}
 
 
+def coverage_summary(record: dict) -> list[str]:
+    """What is not covered, by op type: layers left alone, their count and share of the multiply-adds."""
+    total = (record.get("original") or {}).get("macs") or 0
+    alone: dict[str, list[int]] = {}
+    for s in record.get("skipped", []):
+        alone.setdefault(s["op"], [0, 0])
+        alone[s["op"]][0] += 1
+        alone[s["op"]][1] += int(s.get("macs", 0))
+    n_protected = len(record.get("protected", []))
+    left = sum(v[1] for v in alone.values())
+    share = (f", {100.0 * (1 - left / total):.1f}% of the linear layers' multiply-adds" if total else "")
+    lines = [f"coverage: {n_protected} of {n_protected + sum(v[0] for v in alone.values())} linear layer(s) "
+             f"protected{share}"]
+    for op, (count, macs) in sorted(alone.items(), key=lambda kv: -kv[1][1]):
+        pct = f", {100.0 * macs / total:.1f}% of the multiply-adds" if total else ""
+        lines.append(f"  not covered: {op} x{count}{pct}")
+    return lines
+
+
 def _conv_check(layer: dict) -> str:
     """The kind of fast-path check a layer of the rerun strategy has, from its record."""
     if layer.get("fast_path") != "check":
@@ -84,6 +103,7 @@ def format_report(model: onnx.ModelProto) -> str:
     cost = cost_summary(record)
     lines.append(f"{len(record['protected'])} layer(s) protected: +{cost['extra_params_pct']:.1f}% parameters, "
                  f"+{cost['extra_macs_pct']:.1f}% multiply-adds of the original model (Conv/Gemm/MatMul, per sample)")
+    lines += coverage_summary(record)
     if record["skipped"]:
         lines.append(f"{len(record['skipped'])} layer(s) left alone:")
         for s in record["skipped"]:

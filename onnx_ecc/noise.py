@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from onnx_ecc import ops
 from onnx_ecc.codes import EPS32, Layout
@@ -78,8 +79,9 @@ def syndrome_ratios(protected: onnx.ModelProto, feeds: dict) -> dict[str, dict[s
 
 
 def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], margin: float,
-                         floor: float = 0.05) -> dict[str, float]:
-    """Set each Decode's tolerance to ``margin`` x the largest clean ratio seen (at least ``floor``).
+                         floor: float = 0.05, floors: dict[str, float] | None = None) -> dict[str, float]:
+    """Set each Decode's tolerance to ``margin`` x the largest clean ratio seen (at least ``floor``,
+    or the layer's entry in ``floors``).
 
     Rounding noise depends on the data, so the bound in the attributes is deliberately
     generous; calibrating on clean inputs brings the threshold down to a fixed safety
@@ -94,7 +96,7 @@ def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], mar
         if node.domain != ops.DOMAIN or node.op_type != ops.DECODE.name:
             continue
         layer = _attrs(node).get("layer", node.name)
-        tol = max(floor, margin * worst.get(layer, 0.0))
+        tol = max((floors or {}).get(layer, floor), margin * worst.get(layer, 0.0))
         chosen[layer] = tol
         set_attribute(node, "tolerance", float(tol))
     return chosen
@@ -103,22 +105,28 @@ def calibrate_tolerances(protected: onnx.ModelProto, feeds_list: list[dict], mar
 def clean_ratio_maxima(model: onnx.ModelProto, checks: dict[str, tuple[str, ...]], feeds_list: list[dict],
                        ratios: Callable) -> dict[str, dict[str, float]]:
     """Per check node (name -> the tensors it reads, '' for an absent one): the largest clean ratio
-    of each of its parts over ``feeds_list``; ``ratios(values, attrs)`` gives {part: ratios}."""
+    of each of its parts over ``feeds_list``; ``ratios(values, attrs)`` gives {part: ratios}.
+    Initializers among the tensors are read from the model, the others probed at run time."""
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+                 if any(t.name in ts for ts in checks.values())}
     nodes = {n.name: n for n in model.graph.node}
-    values_of = probe(model, [t for ts in checks.values() for t in ts if t])
+    values_of = probe(model, [t for ts in checks.values() for t in ts if t and t not in constants])
     worst: dict[str, dict[str, float]] = {name: {} for name in checks}
     for feeds in feeds_list:
         values = values_of(feeds)
         for name, tensors in checks.items():
-            found = ratios([values[t] if t else None for t in tensors], _attrs(nodes[name]))
+            found = ratios([constants[t] if t in constants else values[t] if t else None for t in tensors],
+                           _attrs(nodes[name]))
             for part, r in found.items():
                 worst[name][part] = max(worst[name].get(part, 0.0), float(np.max(r, initial=0.0)))
     return worst
 
 
 def calibrate_checks(model: onnx.ModelProto, checks: dict[str, tuple[str, str, tuple[str, ...]]], feeds_list: list[dict],
-                     options, ratios: Callable, floor: float = 0.05) -> dict[str, float]:
-    """Set each fast-path check's tolerance to margin x its largest clean ratio (at least ``floor``),
+                     options, ratios: Callable, floor: float = 0.05,
+                     floors: dict[str, float] | None = None) -> dict[str, float]:
+    """Set each fast-path check's tolerance to margin x its largest clean ratio (at least ``floor``,
+    or the layer's entry in ``floors``),
     or to the given tolerance; ``checks``: node name -> (layer, the tensors it reads). Returns the
     tolerance per layer."""
     nodes = {n.name: n for n in model.graph.node}
@@ -127,7 +135,7 @@ def calibrate_checks(model: onnx.ModelProto, checks: dict[str, tuple[str, str, t
     worst = clean_ratio_maxima(model, {n: ts for n, (_, ts) in checks.items()}, feeds_list, ratios)
     chosen = {}
     for name, (layer, _) in checks.items():
-        tol = max(floor, options.margin * max(worst[name].values(), default=0.0))
+        tol = max((floors or {}).get(layer, floor), options.margin * max(worst[name].values(), default=0.0))
         set_attribute(nodes[name], "tolerance", float(tol))
         chosen[layer] = tol
     return chosen

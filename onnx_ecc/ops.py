@@ -15,6 +15,7 @@ from onnx import defs, helper
 
 DOMAIN = "ai.onnx_ecc"
 OPSET_VERSION = 1
+FILTER_TOLERANCE = 8.0  # SampleCheck: filter sums are exact up to float rounding of the stored sum
 DEFAULT_TOLERANCE = 64.0  # threshold multiplier on eps32 x the rounding bound, before calibration
 
 _A = defs.OpSchema.AttrType
@@ -198,11 +199,13 @@ SAMPLE_CHECK = OpDecl(
         "layer's fused output there) must equal act(Y + R), Y being a strided copy of the conv at "
         "the same positions (its first data_channels channels), within tolerance * eps32 * the "
         "sample's largest finite |value| (a non-finite value matched exactly); Y's further channels "
-        "are its parity from parity filters, checked as ParityCheck does (parity > 0); D, for a "
-        "depthwise conv, is a copy on doubled filters that must equal 2 Y by A's rule. Per sample "
-        "(first axis); Raised is Flag or any sample failing."
+        "are its parity from parity filters, checked as ParityCheck does (parity > 0). Per sample "
+        "(first axis). W and Bias, when given, are the conv's own filters [C, ...] and bias [C]: "
+        "each output channel's filter plus bias must sum to its filter_sums value within "
+        "filter_tolerance * eps32 * the sum of their magnitudes, else every sample fails (this sees "
+        "a corrupted weight wherever its inputs are zero). Raised is Flag or any sample failing."
     ),
-    inputs=(("A", False), ("Y", False), ("D", True), ("R", True), ("Flag", True)),
+    inputs=(("A", False), ("Y", False), ("W", True), ("R", True), ("Flag", True), ("Bias", True)),
     outputs=(("Raised", False),),
     attrs=(
         Attr("data_channels", _A.INT, "output channels of the conv", required=True),
@@ -216,6 +219,9 @@ SAMPLE_CHECK = OpDecl(
         Attr("noise_gain", _A.FLOATS, "per block and check: rounding bound per unit of the block's scale"),
         Attr("noise_offset", _A.FLOATS, "per block and check: rounding bound independent of the values"),
         Attr("parity_tolerance", _A.FLOAT, "the parity channels' threshold multiplier", default=DEFAULT_TOLERANCE),
+        Attr("filter_sums", _A.FLOATS, "per output channel: the sum of its filter and bias (with W)"),
+        Attr("filter_tolerance", _A.FLOAT, "allowed filter-sum difference in units of eps32 x the sum of "
+             "the magnitudes", default=FILTER_TOLERANCE),
     ) + _reporting("a sample fails"),
 )
 

@@ -265,10 +265,23 @@ def sample_check_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(ratio), np.where(diff.max(axis=1, initial=0.0) > 0, np.inf, 0.0), ratio)
 
 
-def sample_check_parts(a, y, d=None, r=None, *, data_channels, activation="", activation_params=(), parity=0,
-                       **code) -> dict[str, np.ndarray]:
+def filter_sum_ratios(w, bias, filter_sums) -> np.ndarray:
+    """Per output channel: |sum of its filter and bias - its stored sum| / (eps32 * the sum of
+    their magnitudes); inf where a value is not finite."""
+    rows = np.asarray(w, np.float64).reshape(len(filter_sums), -1)
+    if bias is not None:
+        rows = np.concatenate([rows, np.asarray(bias, np.float64).reshape(-1, 1)], axis=1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.abs(rows.sum(axis=1) - np.asarray(filter_sums, np.float32).astype(np.float64))
+        ratio = diff / (EPS32 * np.abs(rows).sum(axis=1))
+    return np.where(np.isfinite(diff), np.nan_to_num(ratio, nan=0.0), np.inf)
+
+
+def sample_check_parts(a, y, w=None, r=None, bias=None, *, data_channels, activation="", activation_params=(),
+                       parity=0, filter_sums=(), **code) -> dict[str, np.ndarray]:
     """Per sample, the ratios each part of a SampleCheck compares with its tolerance: 'sample'
-    (A against act(Y + R)), 'double' (D against 2 Y) and 'parity' (the largest parity ratio)."""
+    (A against act(Y + R)), 'parity' (the largest parity ratio) and 'filters' (with W: the largest
+    filter-sum ratio, the same for every sample)."""
     c = int(data_channels)
     data = np.asarray(y, np.float32)[:, :c]
     recomputed = data if r is None else (data + np.asarray(r, np.float32)).astype(np.float32)
@@ -276,8 +289,9 @@ def sample_check_parts(a, y, d=None, r=None, *, data_channels, activation="", ac
         activation = activation.decode()
     parts = {"sample": sample_check_ratios(np.asarray(a, np.float32), _activate(recomputed, activation,
                                                                                  activation_params))}
-    if d is not None:
-        parts["double"] = sample_check_ratios(np.asarray(d, np.float32), (2 * data).astype(np.float32))
+    if w is not None:
+        worst = filter_sum_ratios(w, bias, filter_sums).max(initial=0.0)
+        parts["filters"] = np.full(data.shape[0], worst)
     if int(parity) > 0:
         code = {k: v for k, v in code.items() if k in ("block", "generator", "noise_gain", "noise_offset")}
         ratios = parity_check_ratios(data, np.asarray(y, np.float32)[:, c:], parity=parity, axis=1,
@@ -286,11 +300,12 @@ def sample_check_parts(a, y, d=None, r=None, *, data_channels, activation="", ac
     return parts
 
 
-def sample_check(a, y, d=None, r=None, flag: bool = False, *, tolerance=16.0, parity_tolerance=ops.DEFAULT_TOLERANCE,
+def sample_check(a, y, w=None, r=None, flag: bool = False, bias=None, *, tolerance=16.0,
+                 parity_tolerance=ops.DEFAULT_TOLERANCE, filter_tolerance=ops.FILTER_TOLERANCE,
                  **attrs) -> tuple[bool, int]:
     """Oracle of SampleCheck: (raised, number of samples that fail)."""
-    parts = sample_check_parts(a, y, d, r, **attrs)
-    limits = {"sample": float(tolerance), "double": float(tolerance), "parity": float(parity_tolerance)}
+    parts = sample_check_parts(a, y, w, r, bias, **attrs)
+    limits = {"sample": float(tolerance), "filters": float(filter_tolerance), "parity": float(parity_tolerance)}
     failed = np.zeros(np.shape(a)[0], bool)
     for part, ratios in parts.items():
         failed |= ~(ratios <= limits[part])
@@ -300,9 +315,9 @@ def sample_check(a, y, d=None, r=None, flag: bool = False, *, tolerance=16.0, pa
 class SampleCheck(OpRun):
     op_domain = ops.DOMAIN
 
-    def _run(self, A, Y, D=None, R=None, Flag=None, **attrs):  # noqa: N803
+    def _run(self, A, Y, W=None, R=None, Flag=None, Bias=None, **attrs):  # noqa: N803
         keep = {k: v for k, v in attrs.items() if v is not None and k not in ("fail_stop", "layer", "model_id")}
-        raised, _ = sample_check(A, Y, D, R, bool(Flag is not None and np.asarray(Flag).ravel()[0]), **keep)
+        raised, _ = sample_check(A, Y, W, R, bool(Flag is not None and np.asarray(Flag).ravel()[0]), Bias, **keep)
         return (np.array([raised]),)
 
 

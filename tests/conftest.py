@@ -57,3 +57,25 @@ def insert_output_fault(model: onnx.ModelProto, tensor: str, seed: int, kind: st
 def corrupt_initializer(model: onnx.ModelProto, name: str, index: tuple, bit: int) -> onnx.ModelProto:
     """A copy of ``model`` with one bit flipped in one element of initializer ``name``."""
     return flip_weight_bit(model, name, index, bit)[0]
+
+
+def with_wrong_value(model: onnx.ModelProto, tensor: str, shape, kind: str, where: int,
+                     dtype=np.float32) -> onnx.ModelProto:
+    """``model`` with one value of ``tensor`` (static ``shape``) made wrong: times 16 or -16, or
+    inf or NaN, by a standard Mul / Add with a constant (of ``dtype``) that is neutral elsewhere."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    size = int(np.prod(shape))
+    if kind.startswith("x"):
+        mask, op = np.ones(size, dtype), "Mul"
+        mask[where % size] = float(kind[1:])
+    else:
+        mask, op = np.zeros(size, dtype), "Add"
+        mask[where % size] = np.inf if kind == "inf" else np.nan
+    faulty = f"{tensor}__wrong"
+    for node in out.graph.node:
+        node.input[:] = [faulty if t == tensor else t for t in node.input]
+    producer = next(i for i, n in enumerate(out.graph.node) if tensor in n.output)
+    out.graph.initializer.append(onnx.numpy_helper.from_array(mask.reshape(shape), f"{tensor}__mask"))
+    out.graph.node.insert(producer + 1, onnx.helper.make_node(op, [tensor, f"{tensor}__mask"], [faulty], f"{tensor}__err"))
+    return out

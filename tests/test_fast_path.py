@@ -21,7 +21,8 @@ def _run(model, feeds):
 
 
 def _linear_layers(protected):
-    return [p["name"] for p in read_protection(protected)["protected"] if p["op"] in ("Gemm", "MatMul")]
+    """The Gemm / MatMul layers with a weight (not the products of two activations)."""
+    return [p["name"] for p in read_protection(protected)["protected"] if p["op"] in ("Gemm", "MatMul") and p["params"]]
 
 
 def _tol(clean):
@@ -35,11 +36,12 @@ def test_linear_layers_are_checked_by_a_parity_product_and_not_decoded_on_the_fa
     onnx.checker.check_model(protected, full_check=True)
     top = [n for n in protected.graph.node if n.domain == ops.DOMAIN]
     assert {n.op_type for n in top} == {ops.PARITY_CHECK.name}
-    assert len(top) == len(_linear_layers(protected)) > 0
+    assert len(top) == len(read_protection(protected)["protected"]) > 0  # products of activations too
     # the layers' weights are the original ones: the parity comes from a product of its own
     originals = {i.name for i in model.graph.initializer}
+    weight_layers = [p["name"] for p in read_protection(protected)["protected"] if p["params"] > 0]
     for node in protected.graph.node:
-        if node.name in _linear_layers(protected):
+        if node.name in weight_layers:
             assert node.input[1] in originals
     feeds = feeds_for(model, batch=3, seed=2)
     got, report = _run(protected, feeds)
@@ -172,8 +174,7 @@ def test_real_size_zoo_models_protect_with_equal_outputs(name):
 @pytest.mark.parametrize("name", ["resnet_style", "depthwise_separable_cnn", "grouped_cnn"])
 @pytest.mark.parametrize("bit", [30, 26])
 def test_sample_checks_catch_a_flipped_conv_weight_and_the_run_is_decoded(name, bit):
-    """The strided copy shares the weights, so a flipped weight is caught by the parity filters
-    (or, for a depthwise conv, by the copy on doubled filters), at every sampled position."""
+    """A flipped weight fails its output channel's filter sum, so the run is decoded."""
     model = zoo_model(name)
     protected = protected_model(name, strategy="rerun")
     feeds = feeds_for(model, batch=2, seed=5)
@@ -190,6 +191,45 @@ def test_sample_checks_catch_a_flipped_conv_weight_and_the_run_is_decoded(name, 
         assert report.checks_failed > 0, (layer, report.summary())
         assert report.corrected > 0 and report.uncorrectable == 0, (layer, report.summary())
         np.testing.assert_allclose(got, clean, **_tol(clean))
+
+
+def _one_conv_model(groups: int):
+    """x [1, 8, 16, 16] -> 3x3 conv (8 -> 8 channels, pads 1, ``groups``) -> Relu, random weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 8 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], "conv", pads=[1, 1, 1, 1], group=groups),
+         helper.make_node("Relu", ["c"], ["y"], "relu")], "one_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_filter_sums_catch_a_weight_whose_input_is_zero_at_every_sample(groups):
+    """Input channel 0 is non-zero only at (5, 5), which no sampled output reads: the strided copy
+    never sees its weights, but the filter sums do; the parity filters (the alternative) do not."""
+    model = _one_conv_model(groups)
+    x = np.zeros((1, 8, 16, 16), np.float32)
+    x[0, 0, 5, 5] = 1.0
+    x[0, 1:] = np.random.default_rng(0).random((7, 16, 16), dtype=np.float32)
+    feeds = {"x": x}
+    clean = onnx_ecc.ProtectedSession(model).run(None, feeds)[0]
+    wrong = onnx_ecc.ProtectedSession(corrupt_initializer(model, "w", (0, 0, 1, 1), 30)).run(None, feeds)[0]
+    assert not np.allclose(wrong, clean)
+    by_sums = onnx_ecc.transform(model, strategy="rerun", filter_checks="sums", sample_stride=8)
+    got, report = _run(corrupt_initializer(by_sums, "w", (0, 0, 1, 1), 30), feeds)
+    assert report.checks_failed > 0 and report.uncorrectable == 0, report.summary()
+    np.testing.assert_allclose(got, clean, **_tol(clean))
+    if groups == 1:  # parity filters exist for dense convs only; blind here
+        by_parity = onnx_ecc.transform(model, strategy="rerun", filter_checks="parity", sample_stride=8)
+        got, report = _run(corrupt_initializer(by_parity, "w", (0, 0, 1, 1), 30), feeds)
+        assert report.checks_failed == 0
+        np.testing.assert_array_equal(got, wrong)
 
 
 def test_sample_checks_catch_output_errors_at_sampled_positions():
@@ -221,12 +261,14 @@ def _sample_check_session(inputs, **attrs):
     return ort.InferenceSession(m.SerializeToString(), onnx_ecc.session_options(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(12))
 def test_sample_check_kernel_matches_its_oracle(seed):
-    """Random conv samples with a Clip and a residual, parity channels (or a doubled copy), and
-    the faults each part must see: the kernel's verdict and count equal the numpy oracle's."""
+    """Random conv samples with a Clip and a residual, parity channels (or, for a depthwise conv,
+    its filters and bias with their sums), and the faults each part must see: the kernel's verdict
+    and count equal the numpy oracle's."""
     from onnx_ecc.codes import Layout
     from onnx_ecc.reference import sample_check
+    from onnx_ecc.transform.sample_check import filter_sums
 
     rng = np.random.default_rng(seed)
     n, c, h, w = 3, 12, 4, 5
@@ -236,11 +278,15 @@ def test_sample_check_kernel_matches_its_oracle(seed):
     a = np.minimum(np.maximum(y + r, np.float32(0)), np.float32(6))
     attrs = dict(data_channels=c, activation="Clip", activation_params=[0.0, 6.0], tolerance=8.0)
     layout = Layout(c, 4, 2)
+    filters = bias = None
     if depthwise:
-        extra, d = y, (2 * y).astype(np.float32)
+        extra = y
+        filters = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+        bias = rng.standard_normal(c).astype(np.float32)
+        attrs.update(filter_sums=filter_sums(filters, bias))
     else:
         parity = np.einsum("pc,nchw->nphw", layout.parity_matrix(), y.astype(np.float64)).astype(np.float32)
-        extra, d = np.concatenate([y, parity], axis=1), None
+        extra = np.concatenate([y, parity], axis=1)
         attrs.update(block=4, parity=2, generator=layout.generator_attribute(),
                      noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * 6, parity_tolerance=16.0)
     fault = seed // 2
@@ -249,24 +295,33 @@ def test_sample_check_kernel_matches_its_oracle(seed):
         a[bad, 2, 1, 1] += np.float32(0.5)
     elif fault == 2:    # a value a few ulps off: within the tolerance
         a[bad, 3, 0, 0] = np.nextafter(np.nextafter(a[bad, 3, 0, 0], np.float32(9)), np.float32(9))
-    elif fault == 3:    # the copy disagrees with its parity or with the doubled copy (a corrupted weight)
+    elif fault == 3:    # a corrupted weight: the copy disagrees with its parity, or a filter with its sum
         if depthwise:
-            d[bad, 5, 2, 2] *= np.float32(1.5)
+            filters[5, 0, 2, 2] *= np.float32(1.5)
         else:
             extra[bad, c + 1, 2, 2] += np.float32(1.0)
     elif fault == 4:    # NaN matched by NaN passes; NaN against a number does not
         a[bad, 0, 0, 0] = np.nan
+    elif fault == 5:    # a non-finite weight or bias
+        if depthwise:
+            bias[7] = np.inf
+        else:
+            extra[bad, c, 0, 1] = np.nan
     feeds = {"A": a, "Y": extra, "R": r}
-    inputs = ["A", "Y", "D" if d is not None else "", "R"]
-    if d is not None:
-        feeds["D"] = d
+    inputs = ["A", "Y", "W" if depthwise else "", "R", "", "Bias" if depthwise else ""]
+    if depthwise:
+        feeds.update(W=filters, Bias=bias)
     got = bool(_sample_check_session(inputs, **attrs).run(None, feeds)[0][0])
-    want, failed = sample_check(a, extra, d, r, **attrs)
+    want, failed = sample_check(a, extra, filters, r, bias=bias, **attrs)
     assert got == want, (seed, failed)
-    assert want == (fault in (1, 3, 4)), seed
+    assert want == (fault in (1, 3, 4, 5)), seed
 
 
 def test_sample_check_rejects_bad_tensors_with_an_error():
+    with_filters = _sample_check_session(["A", "Y", "W"], data_channels=4)  # W without filter_sums
+    with pytest.raises(Exception, match="onnx-ecc SampleCheck.*filter_sums"):
+        with_filters.run(None, {"A": np.zeros((2, 4, 3, 3), np.float32), "Y": np.zeros((2, 4, 3, 3), np.float32),
+                                "W": np.zeros((4, 1, 3, 3), np.float32)})
     sess = _sample_check_session(["A", "Y"], data_channels=4)
     with pytest.raises(Exception, match="onnx-ecc SampleCheck"):
         sess.run(None, {"A": np.zeros((2, 4, 3, 3), np.float32), "Y": np.zeros((2, 5, 3, 3), np.float32)})

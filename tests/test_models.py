@@ -135,8 +135,10 @@ def test_inspect_lists_layers_left_alone():
     from onnx_ecc.inspect_model import format_report
 
     report = format_report(protected_model("transformer_encoder"))
-    assert "second input is not a constant weight" in report
+    assert "coverage: 16 of 16 linear layer(s) protected, 100.0%" in report
     assert "R=2 per 32" in report
+    partial = format_report(protected_model("transformer_encoder", ops=("Gemm", "Conv")))
+    assert "not covered: MatMul x16" in partial and "op type not selected" in partial
 
 
 def test_float16_weights_are_refused_with_a_reason():
@@ -156,18 +158,18 @@ def test_float16_weights_are_refused_with_a_reason():
     assert any(s["name"] == first.name and "not a constant" in s["reason"] for s in record["skipped"])
 
 
-def test_pure_float16_layers_are_left_alone_with_a_clear_reason():
+def test_layers_of_other_float_types_are_left_alone_with_a_clear_reason():
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.ones((4, 3), np.float16)
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm16")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3])],
+    w = np.ones((4, 3), np.float64)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm64")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 3])],
                           [numpy_helper.from_array(w, "w")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     record = read_protection(onnx_ecc.transform(model))
-    assert record["skipped"] == [{"name": "mm16", "op": "MatMul",
-                                  "reason": "float16 weights are not supported yet (convert the model to float32)"}]
+    assert [(s["name"], s["reason"]) for s in record["skipped"]] == [
+        ("mm64", "weights of type float64 are not supported (float32 and float16 only)")]
 
 
 def test_depthwise_convolutions_can_be_left_alone():

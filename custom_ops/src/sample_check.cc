@@ -45,14 +45,14 @@ inline float Apply(float x, float lo, float hi) {
 
 // One vectorisable sweep: the largest finite |value| of both sides and the largest difference of
 // unequal pairs (a pair with a non-finite value not matched exactly counts as infinitely far).
-template <SampleActivation kAct, bool kResidual, bool kDoubled>
+template <SampleActivation kAct, bool kResidual>
 ECC_CLONES void Sweep(const float* __restrict a, const float* __restrict b, const float* __restrict r, int64_t n,
                       float lo, float hi, float* scale, float* worst) {
   float m = 0.f, w = 0.f;
   ECC_IVDEP
   for (int64_t i = 0; i < n; ++i) {
     const float u = a[i];
-    const float v = kDoubled ? 2.f * b[i] : Apply<kAct>(kResidual ? b[i] + r[i] : b[i], lo, hi);
+    const float v = Apply<kAct>(kResidual ? b[i] + r[i] : b[i], lo, hi);
     m = sweep::MaxFinite(m, u);
     m = sweep::MaxFinite(m, v);
     const bool same = u == v || (u != u && v != v);
@@ -66,35 +66,61 @@ ECC_CLONES void Sweep(const float* __restrict a, const float* __restrict b, cons
 }
 
 template <SampleActivation kAct>
-void SweepAct(const float* a, const float* b, const float* r, int64_t n, float lo, float hi, bool doubled,
-              float* scale, float* worst) {
-  if (doubled) Sweep<kAct, false, true>(a, b, r, n, lo, hi, scale, worst);
-  else if (r) Sweep<kAct, true, false>(a, b, r, n, lo, hi, scale, worst);
-  else Sweep<kAct, false, false>(a, b, r, n, lo, hi, scale, worst);
+void SweepAct(const float* a, const float* b, const float* r, int64_t n, float lo, float hi, float* scale,
+              float* worst) {
+  if (r) Sweep<kAct, true>(a, b, r, n, lo, hi, scale, worst);
+  else Sweep<kAct, false>(a, b, r, n, lo, hi, scale, worst);
 }
 
 }  // namespace
 
-int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, const float* r, int64_t n,
-                         bool doubled) {
+int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, const float* r, int64_t n) {
   float m = 0.f, worst = 0.f;
   switch (c.activation) {
-    case SampleActivation::kRelu: SweepAct<SampleActivation::kRelu>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst); break;
-    case SampleActivation::kClip: SweepAct<SampleActivation::kClip>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst); break;
+    case SampleActivation::kRelu: SweepAct<SampleActivation::kRelu>(a, b, r, n, c.act_lo, c.act_hi, &m, &worst); break;
+    case SampleActivation::kClip: SweepAct<SampleActivation::kClip>(a, b, r, n, c.act_lo, c.act_hi, &m, &worst); break;
     case SampleActivation::kLeakyRelu:
-      SweepAct<SampleActivation::kLeakyRelu>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst);
+      SweepAct<SampleActivation::kLeakyRelu>(a, b, r, n, c.act_lo, c.act_hi, &m, &worst);
       break;
-    default: SweepAct<SampleActivation::kNone>(a, b, r, n, c.act_lo, c.act_hi, doubled, &m, &worst);
+    default: SweepAct<SampleActivation::kNone>(a, b, r, n, c.act_lo, c.act_hi, &m, &worst);
   }
   if (!(worst > 0.f)) return 0;
   const double thr = c.tolerance * FLT_EPSILON * m;
   if (static_cast<double>(worst) <= thr * (1 - 1e-6)) return 0;
-  auto f = [&](int64_t i) { return doubled ? 2.f * b[i] : c.Activate(r ? b[i] + r[i] : b[i]); };
   int64_t bad = 0;  // the rare path: recount exactly in double
   for (int64_t i = 0; i < n; ++i) {
-    const float u = a[i], v = f(i);
+    const float u = a[i], v = c.Activate(r ? b[i] + r[i] : b[i]);
     if (u == v || (u != u && v != v)) continue;
     if (!(std::fabs(static_cast<double>(u) - static_cast<double>(v)) <= thr)) ++bad;
+  }
+  return bad;
+}
+
+int64_t FilterMismatches(const SampleCheckConfig& c, const float* w, int64_t row, const float* bias, int64_t begin,
+                         int64_t end) {
+  int64_t bad = 0;
+  for (int64_t ch = begin; ch < end; ++ch) {
+    const float* v = w + ch * row;
+    double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};  // four chains: the sums do not wait on each other
+    int64_t i = 0;
+    for (; i + 4 <= row; i += 4)
+      for (int k = 0; k < 4; ++k) {
+        s[k] += v[i + k];
+        m[k] += std::fabs(static_cast<double>(v[i + k]));
+      }
+    for (; i < row; ++i) {
+      s[0] += v[i];
+      m[0] += std::fabs(static_cast<double>(v[i]));
+    }
+    double sum = (s[0] + s[1]) + (s[2] + s[3]), mag = (m[0] + m[1]) + (m[2] + m[3]);
+    if (bias) {
+      sum += bias[ch];
+      mag += std::fabs(static_cast<double>(bias[ch]));
+    }
+    // NaN and inf fail (a finite magnitude sum means every value is finite)
+    if (!std::isfinite(mag) ||
+        !(std::fabs(sum - static_cast<double>(c.filter_sums[ch])) <= c.filter_tolerance * FLT_EPSILON * mag))
+      ++bad;
   }
   return bad;
 }
@@ -104,7 +130,7 @@ int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float
 struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
   struct Job {
     const SampleCheckKernel* k;
-    const float *a, *y, *d, *r;
+    const float *a, *y, *r;
     int64_t hw;
     std::vector<unsigned char>* failed;
   };
@@ -114,14 +140,55 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
     const int64_t n = static_cast<int64_t>(item), c = cfg.channels, hw = j->hw;
     const float* a = j->a + n * c * hw;
     const float* y = j->y + n * (c + cfg.extra_channels()) * hw;
-    bool bad = SampleMismatches(cfg, a, y, j->r ? j->r + n * c * hw : nullptr, c * hw, false) > 0;
-    if (!bad && j->d) bad = SampleMismatches(cfg, j->d + n * c * hw, y, nullptr, c * hw, true) > 0;
+    bool bad = SampleMismatches(cfg, a, y, j->r ? j->r + n * c * hw : nullptr, c * hw) > 0;
     if (!bad && cfg.has_parity) {
       DecodeCounts counts;
       CheckParity(cfg.parity, y, hw, 1, y + c * hw, hw, 1, hw, counts);
       bad = counts.flagged > 0;
     }
     (*j->failed)[item] = bad;
+  }
+
+  struct FilterJob {
+    const SampleCheckConfig* cfg;
+    const float *w, *bias;
+    int64_t row, per_item;
+    std::vector<int64_t>* bad;
+  };
+  static void RunFilters(void* data, size_t item) {
+    auto* j = static_cast<FilterJob*>(data);
+    const int64_t begin = static_cast<int64_t>(item) * j->per_item;
+    const int64_t end = std::min(j->cfg->channels, begin + j->per_item);
+    (*j->bad)[item] = FilterMismatches(*j->cfg, j->w, j->row, j->bias, begin, end);
+  }
+
+  // The filter sums of W (and Bias) when given; *bad counts the output channels that fail.
+  OrtStatusPtr CheckFilters(Ort::KernelContext& ctx, const float* w, const float* bias, int64_t* bad) const {
+    if (!w) {
+      if (bias) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
+      return nullptr;
+    }
+    auto wi = ctx.GetInput(2).GetTensorTypeAndShapeInfo();
+    const auto ws = wi.GetShape();
+    if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ws.empty() || ws[0] != cfg.channels)
+      return Error(ORT_INVALID_ARGUMENT, name, "W must be float32 with " + std::to_string(cfg.channels) + " output channels");
+    if (cfg.filter_sums.size() != static_cast<size_t>(cfg.channels))
+      return Error(ORT_INVALID_ARGUMENT, name, "W needs filter_sums with one value per output channel");
+    if (bias) {
+      auto bi = ctx.GetInput(5).GetTensorTypeAndShapeInfo();
+      if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || bi.GetElementCount() != static_cast<size_t>(cfg.channels))
+        return Error(ORT_INVALID_ARGUMENT, name, "Bias must be float32 with one value per output channel");
+    }
+    const int64_t row = cfg.channels > 0 ? static_cast<int64_t>(wi.GetElementCount()) / cfg.channels : 0;
+    const int64_t per_item = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(row, 1));
+    const int64_t items = (cfg.channels + per_item - 1) / per_item;
+    std::vector<int64_t> counts(static_cast<size_t>(items));
+    FilterJob job{&cfg, w, bias, row, per_item, &counts};
+    if (items == 1) RunFilters(&job, 0);
+    else ctx.ParallelFor(&RunFilters, counts.size(), 0, &job);
+    *bad = 0;
+    for (int64_t v : counts) *bad += v;
+    return nullptr;
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
@@ -148,12 +215,13 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
       if (yi.GetShape() != expected)
         return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape with " + std::to_string(expected[1]) +
                                                      " channels (data, then parity)");
-      for (size_t i : {size_t(2), size_t(3)}) {
-        if (!tensor(i)) continue;
-        auto ti = ctx.GetInput(i).GetTensorTypeAndShapeInfo();
-        if (ti.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ti.GetShape() != as)
-          return Error(ORT_INVALID_ARGUMENT, name, std::string(i == 2 ? "D" : "R") + " must be float32 with A's shape");
+      if (tensor(3)) {
+        auto ri = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
+        if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != as)
+          return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with A's shape");
       }
+      int64_t bad_filters = 0;
+      if (OrtStatusPtr st = CheckFilters(ctx, tensor(2), tensor(5), &bad_filters)) return st;
       bool raised = false;
       if (OrtStatusPtr st = ReadFlag(ctx, 4, name, &raised)) return st;
       const int64_t samples = as[0];
@@ -162,8 +230,10 @@ struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
       DecodeCounts c;
       if (samples > 0 && hw > 0) {
         std::vector<unsigned char> failed(static_cast<size_t>(samples));
-        Job job{this, a.GetTensorData<float>(), y.GetTensorData<float>(), tensor(2), tensor(3), hw, &failed};
-        if (samples * cfg.channels * hw < (1 << 15)) {  // small: not worth waking the thread pool
+        Job job{this, a.GetTensorData<float>(), y.GetTensorData<float>(), tensor(3), hw, &failed};
+        if (bad_filters > 0) {  // a corrupted filter makes every sample wrong
+          std::fill(failed.begin(), failed.end(), 1);
+        } else if (samples * cfg.channels * hw < (1 << 15)) {  // small: not worth waking the thread pool
           for (size_t i = 0; i < failed.size(); ++i) Run(&job, i);
         } else {
           ctx.ParallelFor(&Run, failed.size(), 0, &job);
@@ -214,6 +284,9 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
   std::string err = cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   if (cfg.has_parity) cfg.parity.Prepare();
+  cfg.filter_sums = AttrFloats(info, "filter_sums", false);
+  cfg.filter_tolerance = AttrFloat(info, "filter_tolerance", 8.f);
+  if (!(cfg.filter_tolerance >= 0)) return Error(ORT_INVALID_ARGUMENT, k->name, "filter_tolerance must be >= 0");
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SampleCheck");
   return nullptr;
@@ -224,7 +297,7 @@ struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true>
     return MakeKernel<SampleCheckKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs);
   }
   const char* GetName() const { return "SampleCheck"; }
-  size_t GetInputTypeCount() const { return 5; }
+  size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t i) const {
     return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }

@@ -16,9 +16,25 @@ def flip_weight_bit(model: onnx.ModelProto, tensor: str, index: tuple, bit: int)
     init = next((i for i in model.graph.initializer if i.name == tensor), None)
     if init is None:
         raise KeyError(f"no initializer named {tensor!r}")
+    values = onnx.numpy_helper.to_array(init)
+    if values.dtype == np.float16:  # bits 0-9 mantissa, 10-14 exponent, 15 sign
+        return _flip_half_bit(model, init.name, values, tuple(int(i) for i in index), bit)
     fault = Fault(target=tensor, index=tuple(int(i) for i in index), kind="bitflip", bit=bit, site="weight")
-    before = float(onnx.numpy_helper.to_array(init)[tuple(index)])
+    before = float(values[tuple(index)])
     return apply_weight_faults(model, [fault]), before, float(corrupt(before, fault))
+
+
+def _flip_half_bit(model: onnx.ModelProto, name: str, values: np.ndarray, index: tuple, bit: int):
+    """flip_weight_bit for a float16 initializer."""
+    if not 0 <= bit < 16:
+        raise ValueError(f"a float16 value has bits 0-15, not {bit}")
+    flipped = values.copy()
+    flipped.view(np.uint16)[index] ^= np.uint16(1 << bit)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    init = next(i for i in out.graph.initializer if i.name == name)
+    init.CopyFrom(onnx.numpy_helper.from_array(flipped, name))
+    return out, float(values[index]), float(flipped[index])
 
 
 def with_output_fault(model: onnx.ModelProto, tensor: str, seed: int, count: int = 1, bits=(30,),

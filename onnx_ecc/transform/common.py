@@ -34,6 +34,7 @@ class Protected:
     extra_macs_per_vector: float
     activation: str = ""
     vectors_per_sample: int = 0   # output vectors per sample (spatial positions, tokens), from shapes
+    dtype: str = "float32"        # the layer's weights and outputs; its decoder works in float32
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,13 +51,35 @@ def constant_value(tensor) -> np.ndarray | None:
     return None
 
 
-def require_float32(name: str, *arrays: np.ndarray | None) -> None:
-    """Refuse layers whose weights are not float32, naming the type found."""
-    for a in arrays:
-        if a is not None and a.dtype != np.float32:
-            if a.dtype == np.float16:
-                raise Skip("float16 weights are not supported yet (convert the model to float32)")
-            raise Skip(f"weights of type {a.dtype} are not supported (float32 only)")
+FLOAT_TYPES = (np.float32, np.float16)
+# The rounding unit of float16 over float32's: a float16 layer's noise bounds are scaled by it, so
+# that its tolerances count float16 rounding steps (calibration then works as for float32).
+FLOAT16_NOISE = float(np.finfo(np.float16).eps / np.finfo(np.float32).eps)
+FLOAT16_TOLERANCE_FLOOR = 2.0  # least tolerance of a float16 layer: twice the rounding of its outputs
+
+
+def require_float(name: str, *arrays: np.ndarray | None) -> np.dtype:
+    """The weights' type (float32 or float16, all alike); Skip names any other type found."""
+    kinds = {a.dtype for a in arrays if a is not None}
+    for kind in kinds:
+        if kind not in FLOAT_TYPES:
+            raise Skip(f"weights of type {kind} are not supported (float32 and float16 only)")
+    if len(kinds) > 1:
+        raise Skip(f"weights of mixed types {sorted(str(k) for k in kinds)}")
+    return np.dtype(kinds.pop() if kinds else np.float32)
+
+
+def cast(graph: gs.Graph, t: gs.Variable, dtype, name: str) -> gs.Variable:
+    """``t`` cast to ``dtype`` by a new Cast node named ``name``."""
+    out = gs.Variable(name, dtype=np.dtype(dtype))
+    graph.nodes.append(gs.Node("Cast", name, {"to": int(onnx_dtype(dtype))}, [t], [out]))
+    return out
+
+
+def onnx_dtype(dtype) -> int:
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
 def single_consumer(out: gs.Variable, graph: gs.Graph, op: str) -> gs.Node | None:
@@ -90,21 +113,25 @@ def absorbable_residual(out: gs.Variable, graph: gs.Graph):
 
 
 def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout, axis: int,
-                 bounds: tuple[list[float], list[float]], options, model_id: str, layer: str | None = None) -> str:
+                 bounds: tuple[list[float], list[float]], options, model_id: str, layer: str | None = None,
+                 dtype=np.float32) -> str:
     """Route ``node``'s output through a Decode node; returns what it absorbed ('', 'Relu', 'Add', 'Add+Relu').
 
     The decoder absorbs a following residual Add and/or Relu when they are the only consumers,
     so that the protected graph makes no more passes over memory than the original.
-    ``layer`` names the protected layer when ``node`` is not the layer itself.
+    ``layer`` names the protected layer when ``node`` is not the layer itself. A float16 layer
+    (``dtype``) is decoded in float32 between two Casts, its noise bounds in float16 rounding
+    steps, and absorbs no residual (which stays in float16).
     """
     layer = layer or node.name
+    half = np.dtype(dtype) == np.float16
     out = node.outputs[0]
     aug = gs.Variable(f"{out.name}__ecc_aug", dtype=out.dtype)
     node.outputs[0] = aug
     out.inputs.clear()
     target, absorbed, residual = out, [], None
     if options.absorb_activation:
-        found = absorbable_residual(out, graph)
+        found = None if half else absorbable_residual(out, graph)
         if found is not None:
             add, residual = found
             target = add.outputs[0]
@@ -122,17 +149,39 @@ def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout,
         gains, offsets = layout.output_noise_gains(), bounds[1]
     else:
         gains, offsets = bounds
+    decoded_in, decoded_out = aug, target
+    if half:
+        gains, offsets = [g * FLOAT16_NOISE for g in gains], [o * FLOAT16_NOISE for o in offsets]
+        decoded_in = cast(graph, aug, np.float32, f"{out.name}__ecc_aug32")
+        decoded_out = gs.Variable(f"{target.name}__ecc_decoded32", dtype=np.float32)
+        graph.nodes.append(gs.Node("Cast", f"{layer}__ecc_to_half", {"to": onnx_dtype(np.float16)},
+                                   [decoded_out], [target]))
+        if options.scale == "input":
+            x = cast(graph, x, np.float32, f"{layer}__ecc_x32")
     attrs = dict(
         axis=axis, scale=options.scale, data_channels=layout.data_channels, groups=layout.groups, block=layout.block,
         parity=layout.parity, generator=layout.generator_attribute(), noise_gain=gains,
         noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE), mode=options.mode,
         fail_stop=int(options.fail_stop), activation="Relu" if "Relu" in absorbed else "",
         layer=layer, model_id=model_id)
-    inputs = [aug, x if options.scale == "input" else gs.Variable.empty()]
+    inputs = [decoded_in, x if options.scale == "input" else gs.Variable.empty()]
     if residual is not None:
         inputs.append(residual)
-    _append(graph, ops.DECODE, inputs, [target], f"{layer}__ecc_decode", attrs)
+    _append(graph, ops.DECODE, inputs, [decoded_out], f"{layer}__ecc_decode", attrs)
     return "+".join(absorbed)
+
+
+def join_parity(graph: gs.Graph, node: gs.Node, parity: gs.Variable, axis: int = -1) -> gs.Node:
+    """Route ``node``'s output into a Concat with its separately computed ``parity`` along
+    ``axis`` (the decoder's layout: data, then checks); returns the Concat, which takes over the
+    output's name and consumers."""
+    out = node.outputs[0]
+    data = gs.Variable(f"{out.name}__ecc_data", dtype=out.dtype)
+    node.outputs[0] = data
+    out.inputs.clear()
+    concat = gs.Node("Concat", f"{node.name}__ecc_join", {"axis": axis}, [data, parity], [out])
+    graph.nodes.append(concat)
+    return concat
 
 
 def _append(graph: gs.Graph, decl: ops.OpDecl, inputs, outputs, name: str, attrs: dict) -> gs.Node:

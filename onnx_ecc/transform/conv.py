@@ -6,8 +6,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import (Protected, Skip, constant_value, emit_decoder, emit_node, layout_for,
-                                       require_float32, single_relu_consumer)
+from onnx_ecc.transform.common import (FLOAT16_NOISE, Protected, Skip, cast, constant_value, emit_decoder, emit_node,
+                                       layout_for, onnx_dtype, require_float, single_relu_consumer)
 
 
 def _weights(node: gs.Node):
@@ -18,7 +18,7 @@ def _weights(node: gs.Node):
     bias = constant_value(bias_t) if bias_t is not None else None
     if bias_t is not None and bias is None:
         raise Skip("bias is not a constant")
-    require_float32(node.name, w, bias)
+    require_float(node.name, w, bias)
     return w, bias, bias_t
 
 
@@ -41,19 +41,19 @@ def protect_conv(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     bounds = layout.noise_bounds(w, bias)
     if options.separate_parity:
         act = emit_decoder(graph, _parity_conv(graph, node, layout, w, bias), node.inputs[0], layout, 1, bounds,
-                           options, model_id, layer=node.name)
+                           options, model_id, layer=node.name, dtype=w.dtype)
     else:
-        node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", layout.augment_rows(w).astype(np.float32))
+        node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__ecc_{node.name}", layout.augment_rows(w).astype(w.dtype))
         if bias is not None:
-            node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(np.float32))
-        act = emit_decoder(graph, node, node.inputs[0], layout, 1, bounds, options, model_id)
+            node.inputs[2] = gs.Constant(f"{bias_t.name}__ecc_{node.name}", layout.augment_rows(bias).astype(w.dtype))
+        act = emit_decoder(graph, node, node.inputs[0], layout, 1, bounds, options, model_id, dtype=w.dtype)
     per_out = int(np.prod(w.shape[1:]))
     extra = layout.total_channels - c_out
     return Protected(node.name, "Conv", "code", c_out, extra, layout.block, layout.parity, groups,
                      params=w.size + (bias.size if bias is not None else 0),
                      extra_params=extra * (per_out + (1 if bias is not None else 0)),
                      macs_per_vector=c_out * per_out, extra_macs_per_vector=extra * (per_out + layout.block),
-                     activation=act)
+                     activation=act, dtype=str(w.dtype))
 
 
 def _parity_conv(graph: gs.Graph, node: gs.Node, layout, w: np.ndarray, bias: np.ndarray | None) -> gs.Node:
@@ -62,13 +62,13 @@ def _parity_conv(graph: gs.Graph, node: gs.Node, layout, w: np.ndarray, bias: np
     aug_w = layout.augment_rows(w)
     per_group = layout.total_channels // layout.groups
     parity_rows = np.concatenate([aug_w[g * per_group + layout.data_per_group:(g + 1) * per_group]
-                                  for g in range(layout.groups)]).astype(np.float32)
+                                  for g in range(layout.groups)]).astype(w.dtype)
     inputs = [node.inputs[0], gs.Constant(f"{node.name}__ecc_parity_w", parity_rows)]
     if bias is not None:
         aug_b = layout.augment_rows(bias)
         inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", np.concatenate(
             [aug_b[g * per_group + layout.data_per_group:(g + 1) * per_group] for g in range(layout.groups)])
-            .astype(np.float32)))
+            .astype(w.dtype)))
     out = node.outputs[0]
     data = gs.Variable(f"{out.name}__ecc_data", dtype=out.dtype)
     parity = gs.Variable(f"{out.name}__ecc_parity", dtype=out.dtype)
@@ -96,6 +96,8 @@ def protect_depthwise(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         raise Skip("auto_pad is not supported for depthwise convolutions (use explicit pads)")
     c = w.shape[0]
+    half = w.dtype == np.float16
+    w = w.astype(np.float32)  # the check works in float32 (exact for float16 weights)
     bias = np.zeros(c, np.float32) if bias is None else bias.astype(np.float32)
     sums = (w.reshape(c, -1).astype(np.float64).sum(axis=1) + bias.astype(np.float64)).tolist()
     out = node.outputs[0]
@@ -117,8 +119,17 @@ def protect_depthwise(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
         dilations=[int(v) for v in node.attrs.get("dilations", [1, 1])],
         tolerance=float(options.depthwise_tolerance), mode=options.mode, fail_stop=int(options.fail_stop),
         activation="Relu" if relu is not None else "", layer=node.name, model_id=model_id)
-    emit_node(graph, ops.DEPTHWISE_CHECK, [node.inputs[0], checked], [target], f"{node.name}__ecc_check", attrs)
+    x, y = node.inputs[0], checked
+    if half:  # checked in float32 between Casts, its tolerance in float16 rounding steps
+        x, y = cast(graph, x, np.float32, f"{node.name}__ecc_x32"), cast(graph, y, np.float32, f"{node.name}__ecc_y32")
+        attrs["tolerance"] = float(options.depthwise_tolerance) * FLOAT16_NOISE
+        decoded = gs.Variable(f"{target.name}__ecc_checked32", dtype=np.float32)
+        graph.nodes.append(gs.Node("Cast", f"{node.name}__ecc_to_half", {"to": onnx_dtype(np.float16)},
+                                   [decoded], [target]))
+        target = decoded
+    emit_node(graph, ops.DEPTHWISE_CHECK, [x, y], [target], f"{node.name}__ecc_check", attrs)
     k = w.shape[2] * w.shape[3]
     return Protected(node.name, "Conv", "depthwise-check", c, 0, 0, 0, c, params=w.size + bias.size,
                      extra_params=w.size + bias.size + c, macs_per_vector=c * k,
-                     extra_macs_per_vector=float(c * 3), activation="Relu" if relu is not None else "")
+                     extra_macs_per_vector=float(c * 3), activation="Relu" if relu is not None else "",
+                     dtype="float16" if half else "float32")

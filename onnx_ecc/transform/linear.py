@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnx_ecc.transform.common import Protected, Skip, constant_value, emit_decoder, layout_for, require_float32
+from onnx_ecc.transform.common import (Protected, Skip, constant_value, emit_decoder, join_parity, layout_for,
+                                       require_float)
 
 
 def _separate_parity(graph: gs.Graph, node: gs.Node, layout) -> gs.Node | None:
@@ -17,14 +18,7 @@ def _separate_parity(graph: gs.Graph, node: gs.Node, layout) -> gs.Node | None:
     found = linear_rows(node)
     if found is None:
         return None
-    p = parity_product(graph, node, layout, *found)
-    out = node.outputs[0]
-    data = gs.Variable(f"{out.name}__ecc_data", dtype=out.dtype)
-    node.outputs[0] = data
-    out.inputs.clear()
-    concat = gs.Node("Concat", f"{node.name}__ecc_join", {"axis": -1}, [data, p], [out])
-    graph.nodes.append(concat)
-    return concat
+    return join_parity(graph, node, parity_product(graph, node, layout, *found))
 
 
 def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
@@ -39,7 +33,7 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     c = constant_value(c_t) if c_t is not None else None
     if c_t is not None and c is None:
         raise Skip("bias C is not a constant")
-    require_float32(node.name, b, c)
+    dtype = require_float(node.name, b, c)
     if b.ndim != 2:
         raise Skip(f"weight B has rank {b.ndim}")
     trans_b = int(node.attrs.get("transB", 0))
@@ -55,27 +49,32 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     bounds = layout.noise_bounds(abs(alpha) * rows, bias_rows)
     joined = _separate_parity(graph, node, layout) if options.separate_parity else None
     if joined is None:
-        new_rows = layout.augment_rows(rows).astype(np.float32)
+        new_rows = layout.augment_rows(rows).astype(dtype)
         node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_rows if trans_b else np.ascontiguousarray(new_rows.T))
         if c is not None:
-            new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(np.float32)
+            new_c = np.moveaxis(layout.augment_rows(cb), 0, -1).astype(dtype)
             node.inputs[2] = gs.Constant(f"{c_t.name}__ecc_{node.name}", np.ascontiguousarray(new_c))
-    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name)
+    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name, dtype=dtype)
     k = rows.shape[1]
     return Protected(node.name, "Gemm", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size + (c.size if c is not None else 0),
                      extra_params=(layout.total_channels - n) * (k + (1 if c is not None else 0)),
                      macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),
-                     activation=act)
+                     activation=act, dtype=str(dtype))
 
 
 def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
-    """Y = A @ B with B a constant matrix [K, N]: parity columns appended to B."""
+    """Y = A @ B with B a constant matrix [K, N]: parity columns appended to B; a product of two
+    activations (attention) gets its parity from its operands at run time (products.py)."""
+    from onnx_ecc.transform.products import is_activation_product, protect_product
+
+    if is_activation_product(node):
+        return protect_product(graph, node, options, model_id)
     a, b_t = node.inputs
     b = constant_value(b_t)
     if b is None:
-        raise Skip("second input is not a constant weight")
-    require_float32(node.name, b)
+        raise Skip("first input is a constant and the second is not (only B constant is protected)")
+    dtype = require_float(node.name, b)
     if b.ndim != 2:
         raise Skip(f"constant weight has rank {b.ndim} (only 2-D weights are protected)")
     rows = b.T
@@ -83,11 +82,11 @@ def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Pr
     layout = layout_for(n, options)
     joined = _separate_parity(graph, node, layout) if options.separate_parity else None
     if joined is None:
-        new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(np.float32))
+        new_b = np.ascontiguousarray(layout.augment_rows(rows).T.astype(dtype))
         node.inputs[1] = gs.Constant(f"{b_t.name}__ecc_{node.name}", new_b)
     bounds = layout.noise_bounds(rows, None)
-    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name)
+    act = emit_decoder(graph, joined or node, a, layout, -1, bounds, options, model_id, layer=node.name, dtype=dtype)
     return Protected(node.name, "MatMul", "code", n, layout.parity_per_group, layout.block, layout.parity, 1,
                      params=b.size, extra_params=(layout.total_channels - n) * k,
                      macs_per_vector=n * k, extra_macs_per_vector=(layout.total_channels - n) * (k + layout.block),
-                     activation=act)
+                     activation=act, dtype=str(dtype))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Conv")
+SUPPORTED_OPS = ("Gemm", "MatMul", "Conv", "Einsum")
 MODES = ("correct", "detect")
 STRATEGIES = ("inline", "rerun")
 LAYER_MODES = ("check", "decode", "none")
 CONV_CHECKS = ("auto", "sample", "sum")
+FILTER_CHECKS = ("parity", "sums")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,12 @@ class TransformOptions:
         it is the cheapest, but sees a transient error only at sampled positions and a corrupted
         weight only where its input is non-zero at a sampled position (README: coverage).
     sample_stride: rows and columns between sampled positions of 'sample' checks.
+    filter_checks: how a 'sample' check sees a corrupted weight of a conv: 'sums' (SampleCheck
+        reads the conv's own filters and bias on every run and compares each output channel's sum
+        with the one stored at transform time: every corrupted weight above rounding is seen, for
+        one read of the weights) or 'parity' (parity filters in the strided copy, which see a
+        corrupted weight only where its inputs are non-zero at a sampled position). Depthwise
+        convs always use sums (their parity filters would be a dense conv).
     layer_modes: per-layer choice, (layer name, mode) pairs: 'check' (rerun strategy: the layer
         runs as in the original with a cheap check on the fast path, and is decoded only in the
         recomputation), 'decode' (decoded inline on every run) or 'none' (left unprotected).
@@ -77,6 +84,7 @@ class TransformOptions:
     separate_parity: bool = False
     conv_check: str = "sample"
     sample_stride: int = 8
+    filter_checks: str = "sums"
     layer_modes: tuple[tuple[str, str], ...] = ()
     budget: float | None = None
     budget_batch: int = 8
@@ -100,6 +108,8 @@ class TransformOptions:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.conv_check not in CONV_CHECKS:
             raise ValueError(f"conv_check must be one of {CONV_CHECKS}, got {self.conv_check!r}")
+        if self.filter_checks not in FILTER_CHECKS:
+            raise ValueError(f"filter_checks must be one of {FILTER_CHECKS}, got {self.filter_checks!r}")
         if self.sample_stride < 2:
             raise ValueError(f"sample_stride must be >= 2, got {self.sample_stride}")
         bad = sorted({m for _, m in self.layer_modes} - set(LAYER_MODES))

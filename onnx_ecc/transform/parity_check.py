@@ -20,7 +20,9 @@ import onnx_graphsurgeon as gs
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
 from onnx_ecc.reference import parity_check_ratios
-from onnx_ecc.transform.common import constant_value, emit_node, layout_for
+from onnx_ecc.transform.common import (FLOAT16_NOISE, FLOAT16_TOLERANCE_FLOOR, FLOAT_TYPES, cast, constant_value,
+                                       emit_node, layout_for)
+from onnx_ecc.transform.products import is_activation_product, product_form, product_parity
 
 
 @dataclasses.dataclass
@@ -31,13 +33,14 @@ class ParityCheckSite:
     y: str
     p: str
     node: str
+    half: bool = False  # a float16 layer (checked in float32, its noise in float16 steps)
 
 
 def linear_rows(node: gs.Node):
     """(weight rows [N, K], bias per output [N] or None, alpha, beta) of a Gemm / MatMul, or None
     when its parity cannot be a separate product (no constant 2-D weight, transA, a full bias)."""
     b = constant_value(node.inputs[1])
-    if b is None or b.ndim != 2 or b.dtype != np.float32:
+    if b is None or b.ndim != 2 or b.dtype not in FLOAT_TYPES:
         return None
     if node.op == "MatMul":
         return b.T, None, 1.0, 1.0
@@ -58,8 +61,8 @@ def sampled_rows(graph: gs.Graph, x: gs.Variable, features: int, stride: int, ca
     """Every ``stride``-th row of ``x`` flattened to [rows, features] (one Reshape and one strided
     Slice per input, shared by the layers that read it)."""
     if x.name not in cache:
-        flat = gs.Variable(f"{x.name}__ecc_flat", dtype=np.float32)
-        rows = gs.Variable(f"{x.name}__ecc_rows", dtype=np.float32)
+        flat = gs.Variable(f"{x.name}__ecc_flat", dtype=x.dtype)
+        rows = gs.Variable(f"{x.name}__ecc_rows", dtype=x.dtype)
         big = np.iinfo(np.int64).max
         graph.nodes += [
             gs.Node("Reshape", f"{x.name}__ecc_flat", {}, [x, gs.Constant(f"{x.name}__ecc_flat_shape",
@@ -77,8 +80,9 @@ def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, a
     """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input, or
     ``x``: its sampled rows)."""
     m = layout.parity_matrix()
-    weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(np.float32))  # [K, checks]
-    p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=np.float32)
+    dtype = rows.dtype if rows.dtype in FLOAT_TYPES else np.float32  # the weights' own type
+    weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(dtype))  # [K, checks]
+    p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=dtype)
     w = gs.Constant(f"{node.name}__ecc_parity_w", weight)
     x = node.inputs[0] if x is None else x
     if node.op == "MatMul":
@@ -86,7 +90,7 @@ def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, a
     else:
         inputs = [x, w]
         if bias is not None:
-            inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", (m @ bias).astype(np.float32)))
+            inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", (m @ bias).astype(dtype)))
         graph.nodes.append(gs.Node("Gemm", f"{node.name}__ecc_parity", {"alpha": alpha, "beta": beta},
                                    inputs, [p]))
     return p
@@ -104,31 +108,47 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
     wanted = set(layers)
     if not wanted:
         return model, [], flag_name
-    graph = gs.import_onnx(model)
+    try:  # types tell a float16 product of activations
+        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    except Exception:
+        graph = gs.import_onnx(model)
     sites: list[ParityCheckSite] = []
     flag = graph.tensors()[flag_name] if flag_name else None
     stride, cache = max(1, int(options.sample_stride)), {}
     for node in list(graph.nodes):
-        if node.name not in wanted or node.op not in ("Gemm", "MatMul"):
+        if node.name not in wanted or node.op not in ("Gemm", "MatMul", "Einsum"):
             continue
-        found = linear_rows(node)
-        if found is None:
-            raise ValueError(f"{node.name}: no separate parity product for this layer (use layer mode 'decode')")
-        rows, bias, alpha, beta = found
-        layout = layout_for(rows.shape[0], options)
-        # the check reads every stride-th output row: a corrupted weight changes its output column
-        # in every row, a transient error is seen in a sampled row
-        p = parity_product(graph, node, layout, rows, bias, alpha, beta, sampled_rows(graph, node.inputs[0], rows.shape[1], stride, cache))
-        _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
+        if is_activation_product(node):
+            # no weight to corrupt: every output row is checked, from the operands (products.py)
+            layout = layout_for(product_form(node).columns, options)
+            p, offsets, node_stride = product_parity(graph, node, product_form(node), layout), None, 1
+        else:
+            found = linear_rows(node)
+            if found is None:
+                raise ValueError(f"{node.name}: no separate parity product for this layer (use layer mode 'decode')")
+            rows, bias, alpha, beta = found
+            layout = layout_for(rows.shape[0], options)
+            # the check reads every stride-th output row: a corrupted weight changes its output column
+            # in every row, a transient error is seen in a sampled row
+            x = sampled_rows(graph, node.inputs[0], rows.shape[1], stride, cache)
+            p, node_stride = parity_product(graph, node, layout, rows, bias, alpha, beta, x), stride
+            _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
+        if offsets is None:
+            offsets = [0.0] * len(layout.output_noise_gains())
+        gains, y, half = layout.output_noise_gains(), node.outputs[0], _is_half(node)
+        if half:  # checked in float32, the noise bounds in float16 rounding steps
+            gains, offsets = [g * FLOAT16_NOISE for g in gains], [o * FLOAT16_NOISE for o in offsets]
+            y = cast(graph, y, np.float32, f"{node.name}__ecc_y32")
+            p = cast(graph, p, np.float32, f"{node.name}__ecc_p32")
         raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
-        attrs = dict(axis=-1, stride=stride, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
-                     generator=layout.generator_attribute(), noise_gain=layout.output_noise_gains(),
+        attrs = dict(axis=-1, stride=node_stride, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
+                     generator=layout.generator_attribute(), noise_gain=gains,
                      noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
                      fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,
                      model_id=model_id)
-        inputs = [node.outputs[0], p, flag if flag is not None else gs.Variable.empty()]
+        inputs = [y, p, flag if flag is not None else gs.Variable.empty()]
         emit_node(graph, ops.PARITY_CHECK, inputs, [raised], f"{node.name}__ecc_parity_check", attrs)
-        sites.append(ParityCheckSite(node.name, node.outputs[0].name, p.name, f"{node.name}__ecc_parity_check"))
+        sites.append(ParityCheckSite(node.name, y.name, p.name, f"{node.name}__ecc_parity_check", half))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
@@ -142,7 +162,16 @@ def calibrate_parity_checks(model: onnx.ModelProto, sites: list[ParityCheckSite]
     from onnx_ecc.noise import calibrate_checks
 
     return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in sites}, feeds_list, options,
-                            lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)})
+                            lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)},
+                            floors={s.layer: FLOAT16_TOLERANCE_FLOOR for s in sites if s.half})
+
+
+def _is_half(node: gs.Node) -> bool:
+    """Whether a Gemm / MatMul / Einsum works in float16 (its weight, or else its output, says so)."""
+    w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if w is not None:
+        return w.dtype == np.float16
+    return node.outputs[0].dtype is not None and np.dtype(node.outputs[0].dtype) == np.float16
 
 
 def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:

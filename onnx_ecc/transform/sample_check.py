@@ -15,9 +15,10 @@ compares, on these small tensors:
 - the copy against its parity channels, computed in the same conv from parity filters
   ``V = G W`` - a corrupted weight changes every position of its output channel, so it is
   caught although the copy shares the original's weights. A depthwise conv's parity filter would
-  span all its channels (a dense conv as costly as the layer), so there a second strided copy
-  runs on a stored copy of the filters times 2 (exact in float: C x kh x kw values) and must
-  give exactly twice the first copy.
+  span all its channels (a dense conv as costly as the layer), so there SampleCheck reads the
+  conv's own filters and bias (C x (kh x kw + 1) values, no copy) and compares each channel's sum
+  with the one stored at transform time: this sees a corrupted weight even where its inputs are
+  zero at every sampled position.
 
 A flag routes the run through the decoding graph (rerun.py), as for every fast-path check.
 What this does not see: a transient error of the original's computation at a position that is
@@ -34,7 +35,8 @@ import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
-from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, single_consumer
+from onnx_ecc.transform.common import (FLOAT16_NOISE, FLOAT16_TOLERANCE_FLOOR, absorbable_residual, cast,
+                                       constant_value, emit_node, single_consumer)
 
 # Activations onnxruntime fuses into a conv and SampleCheck applies to the copy as onnxruntime does.
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
@@ -45,11 +47,12 @@ PARITY_FILTERS = 16  # parity filters per sampled conv: onnxruntime's blocked la
 
 @dataclasses.dataclass
 class SampleCheckSite:
-    """One SampleCheck: its layer, node and the tensors it reads (A, Y, D, R; '' if absent)."""
+    """One SampleCheck: its layer, node and the tensors it reads (A, Y, W, R, Bias; '' if absent)."""
 
     layer: str
     node: str
-    inputs: tuple[str, str, str, str]
+    inputs: tuple[str, str, str, str, str]
+    half: bool = False  # a float16 conv (checked in float32, its tolerance in float16 steps)
 
 
 def samplable(node: gs.Node) -> bool:
@@ -100,17 +103,17 @@ def parity_filters(w: np.ndarray, groups: int, layout: Layout) -> np.ndarray:
 
 
 def _subsample(graph: gs.Graph, t: gs.Variable, stride: tuple[int, int], offset: tuple[int, int], name: str,
-               channels: int) -> gs.Variable:
+               channels: int, dtype=np.float32) -> gs.Variable:
     """Rows offset[0] + stride[0] * i and columns offset[1] + stride[1] * j of ``t``, read in onnxruntime's
     blocked layout: a 1x1 MaxPool, or (at an offset, or where the channel count is no multiple of
     the layout's block of 16, which its pools do not take) a strided depthwise conv whose one-hot
     filter picks the value at the offset (exact copies too)."""
-    out = gs.Variable(f"{name}__ecc_sampled", dtype=np.float32)
+    out = gs.Variable(f"{name}__ecc_sampled", dtype=dtype)
     if channels % 16 == 0 and offset == (0, 0):
         graph.nodes.append(gs.Node("MaxPool", f"{name}__ecc_sample_pool",
                                    {"kernel_shape": [1, 1], "strides": list(stride)}, [t], [out]))
         return out
-    pick = np.zeros((channels, 1, offset[0] + 1, offset[1] + 1), np.float32)
+    pick = np.zeros((channels, 1, offset[0] + 1, offset[1] + 1), dtype)
     pick[:, :, offset[0], offset[1]] = 1.0
     graph.nodes.append(gs.Node("Conv", f"{name}__ecc_sample_pool", {"strides": list(stride), "group": channels},
                                [t, gs.Constant(f"{name}__ecc_sample_pick", pick)], [out]))
@@ -169,43 +172,56 @@ def _activation(chain: list[gs.Node]) -> tuple[str, list[float]]:
 
 
 def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, flag):
-    """The strided copy of one conv (with its parity channels, or a copy on doubled filters) and
-    its SampleCheck; returns (site, the check's flag)."""
+    """The strided copy of one conv (with its parity channels, or for a depthwise conv its filter
+    sums) and its SampleCheck; returns (site, the check's flag)."""
     name = node.name
     s = sample_strides(node, int(options.sample_stride))
     w = constant_value(node.inputs[1])
     bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
     groups, c = int(node.attrs.get("group", 1)), w.shape[0]
     chain, observed = fused_chain(node, graph)
-    offset = sample_offsets(node)
+    depthwise = groups > 1 and groups == c and w.shape[1] == 1
+    half = w.dtype == np.float16
+    by_sums = depthwise or half or options.filter_checks == "sums"
+    # filter sums see every tap: the samples need not avoid the padding, and at offset 0 the
+    # output is subsampled by a pool instead of a conv
+    offset = (0, 0) if by_sums else sample_offsets(node)
     strides = [int(v) for v in node.attrs.get("strides", [1, 1])]
     pads = [int(v) for v in node.attrs.get("pads", [0, 0, 0, 0])]
     # output row offset + s * i reads input rows from (offset + s * i) * stride - pad: the copy's
     # first pad shrinks by offset * stride (>= 0, see sample_offsets); its last pad is unchanged
     copy_pads = [pads[0] - offset[0] * strides[0], pads[1] - offset[1] * strides[1], pads[2], pads[3]]
     strided = dict(node.attrs, strides=[s[0] * strides[0], s[1] * strides[1]], pads=copy_pads)
-    copy_out = gs.Variable(f"{name}__ecc_copy", dtype=np.float32)
+    copy_out = gs.Variable(f"{name}__ecc_copy", dtype=w.dtype)
     attrs: dict = {}
-    doubled = gs.Variable.empty()
-    if groups > 1 and groups == c and w.shape[1] == 1:
+    filters, bias_in = gs.Variable.empty(), gs.Variable.empty()
+    if by_sums:
         graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
-        doubled = _doubled_copy(graph, node, strided, w, bias)
+        filters = node.inputs[1]
+        if bias is not None:
+            bias_in = node.inputs[2]
+        attrs = {"filter_sums": filter_sums(w, bias)}
     else:
         attrs = _copy_with_parity(graph, node, strided, w, bias, groups, copy_out, options)
     residual = gs.Variable.empty()
     if chain and chain[0].op == "Add":
         add = chain[0]
         other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
-        residual = _subsample(graph, other, s, offset, f"{name}_residual", c)
+        residual = _subsample(graph, other, s, offset, f"{name}_residual", c, w.dtype)
     activation, params = _activation(chain)
-    sampled = _subsample(graph, observed, s, offset, name, c)
+    sampled = _subsample(graph, observed, s, offset, name, c, w.dtype)
+    if half:  # SampleCheck reads float32: cast the samples (small) and the filters (folded at load)
+        sampled, copy_out, filters, residual, bias_in = (
+            cast(graph, t, np.float32, f"{t.name}__ecc_f32") if t.name else t
+            for t in (sampled, copy_out, filters, residual, bias_in))
     raised = gs.Variable(f"{name}__ecc_sample_raised", dtype=np.bool_, shape=[1])
-    inputs = [sampled, copy_out, doubled, residual, flag if flag is not None else gs.Variable.empty()]
+    inputs = [sampled, copy_out, filters, residual, flag if flag is not None else gs.Variable.empty(), bias_in]
     emit_node(graph, ops.SAMPLE_CHECK, inputs, [raised], f"{name}__ecc_sample_check",
               dict(attrs, data_channels=c, activation=activation, tolerance=SAMPLE_FLOOR,
                    fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id,
                    **({"activation_params": params} if params else {})))
-    site = SampleCheckSite(name, f"{name}__ecc_sample_check", tuple(t.name for t in inputs[:4]))
+    site = SampleCheckSite(name, f"{name}__ecc_sample_check", tuple(t.name for t in inputs[:4]) + (bias_in.name,),
+                           half)
     return site, raised
 
 
@@ -248,15 +264,12 @@ def _copy_with_parity(graph, node, strided, w, bias, groups, copy_out, options) 
                 parity_tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE))
 
 
-def _doubled_copy(graph, node, strided, w, bias) -> gs.Variable:
-    """A depthwise conv's second strided copy, on a stored copy of its filters (and bias) times 2."""
-    name = node.name
-    inputs = [node.inputs[0], gs.Constant(f"{name}__ecc_sample_double_w", (2 * w).astype(np.float32))]
+def filter_sums(w: np.ndarray, bias: np.ndarray | None) -> list[float]:
+    """Per output channel: the sum of its filter and bias, as SampleCheck compares them."""
+    sums = w.reshape(w.shape[0], -1).astype(np.float64).sum(axis=1)
     if bias is not None:
-        inputs.append(gs.Constant(f"{name}__ecc_sample_double_b", (2 * bias).astype(np.float32)))
-    doubled = gs.Variable(f"{name}__ecc_copy_doubled", dtype=np.float32)
-    graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy_doubled", dict(strided), inputs, [doubled]))
-    return doubled
+        sums += bias.astype(np.float64)
+    return [float(v) for v in sums.astype(np.float32)]
 
 
 def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None):
@@ -294,7 +307,11 @@ def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite]
         if not all(np.isfinite(v) for v in w.values()):
             raise ValueError(f"{s.layer}: its strided copy does not reproduce it on clean inputs "
                              "(use conv_check='sum')")
-        tol = max(SAMPLE_FLOOR, options.margin * max(w.get("sample", 0.0), w.get("double", 0.0)))
+        if w.get("filters", 0.0) > ops.FILTER_TOLERANCE:
+            raise ValueError(f"{s.layer}: its filter sums do not match its weights")
+        # a float16 conv's original and copy may round their outputs to float16 or not
+        floor = FLOAT16_TOLERANCE_FLOOR * FLOAT16_NOISE if s.half else SAMPLE_FLOOR
+        tol = max(floor, options.margin * w.get("sample", 0.0))
         set_attribute(nodes[s.node], "tolerance", float(tol))
         if "parity" in w:
             ptol = float(options.tolerance) if options.tolerance is not None else max(0.05, options.margin * w["parity"])

@@ -1,14 +1,17 @@
 // Sample check of a convolution, for the rerun strategy. A holds the layer's fused output at a
 // sample of positions; Y the same positions recomputed by a strided copy of the conv, before the
 // conv's residual Add and activation, followed by the copy's parity channels (P = G Y, from
-// parity filters) or, for a depthwise conv, with a second copy on doubled filters in D. Per
-// sample (first axis) the check holds when act(Y + R) equals A within tolerance * eps32 * the
-// largest finite |value| (a non-finite value must be matched exactly), the parity channels hold
-// (ParityCheck's rule) and D equals 2 Y by the same rule as A.
+// parity filters). Per sample (first axis) the check holds when act(Y + R) equals A within
+// tolerance * eps32 * the largest finite |value| (a non-finite value must be matched exactly) and
+// the parity channels hold (ParityCheck's rule). W and Bias, when given, are the layer's own
+// filters: every output channel's sum of its filter and bias must equal its stored filter_sums
+// entry within filter_tolerance * eps32 * the sum of their magnitudes (what sees a corrupted weight
+// of a depthwise conv, whose parity filters would be a dense conv, wherever its inputs are zero).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "onnx_ecc/parity_check.h"
 
@@ -25,12 +28,17 @@ struct SampleCheckConfig {
   ParityCheckConfig parity;             // their code (groups = 1, channels C)
   std::string Validate() const;
   int64_t extra_channels() const { return has_parity ? parity.layout.parity * parity.layout.num_blocks() : 0; }
+  std::vector<float> filter_sums;       // per output channel: sum of its filter and bias (empty: no W)
+  double filter_tolerance = 8;          // in units of eps32 times the sum of their magnitudes
   float Activate(float x) const;
 };
 
-// Number of pairs (a[i], f(b[i])) that disagree among n, f(b) = act(b + r) (r may be nullptr)
-// or, with doubled, 2 b (then a is the doubled copy and no activation applies).
-int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, const float* r, int64_t n,
-                         bool doubled);
+// Number of pairs (a[i], f(b[i])) that disagree among n, f(b) = act(b + r) (r may be nullptr).
+int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float* b, const float* r, int64_t n);
+
+// Output channels c in [begin, end) whose row w[c * row : (c + 1) * row] plus bias[c] (bias may be
+// nullptr) does not sum to c.filter_sums[c]; a non-finite value always fails.
+int64_t FilterMismatches(const SampleCheckConfig& c, const float* w, int64_t row, const float* bias, int64_t begin,
+                         int64_t end);
 
 }  // namespace onnx_ecc
