@@ -177,3 +177,36 @@ def test_depthwise_convolutions_can_be_left_alone():
     reasons = [s["reason"] for s in record["skipped"]]
     assert len(reasons) == 4 and all("depthwise" in r for r in reasons)
     assert all(p["kind"] == "code" for p in record["protected"])
+
+
+def test_a_qdq_int8_model_runs_unchanged_and_inspect_lists_its_layers_as_not_covered():
+    """quantize_static's QDQ model: every linear layer is left alone with the reason, as inspect shows."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from onnx_ecc.inspect_model import format_report
+
+    model = zoo_model("cnn")
+    feeds = feeds_for(model, batch=8, seed=0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{k: v[i:i + 1] for k, v in feeds.items()} for i in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, f"{tmp}/float.onnx")
+        quantize_static(f"{tmp}/float.onnx", f"{tmp}/int8.onnx", Reader(), quant_format=QuantFormat.QDQ)
+        int8 = onnx.load(f"{tmp}/int8.onnx")
+    protected = onnx_ecc.transform(int8)
+    record = read_protection(protected)
+    layers = [n.name for n in int8.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert record["protected"] == [] and len(layers) == 4
+    assert {s["name"] for s in record["skipped"] if "int8 models are not protected yet" in s["reason"]} == set(layers)
+    report = format_report(protected)
+    assert "coverage: 0 of 4 linear layer(s) protected" in report and "not covered: Conv x2" in report
+    np.testing.assert_array_equal(onnx_ecc.ProtectedSession(protected).run(None, feeds)[0],
+                                  onnx_ecc.ProtectedSession(int8).run(None, feeds)[0])

@@ -58,6 +58,16 @@ FLOAT16_NOISE = float(np.finfo(np.float16).eps / np.finfo(np.float32).eps)
 FLOAT16_TOLERANCE_FLOOR = 2.0  # least tolerance of a float16 layer: twice the rounding of its outputs
 
 
+QUANTISED = ("quantised weight (DequantizeLinear of a constant, as in QDQ models): int8 models are not "
+             "protected yet")
+
+
+def is_quantised_weight(tensor) -> bool:
+    """A tensor that a DequantizeLinear makes from a constant (a QDQ model's int8 weight)."""
+    return (isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear"
+            and constant_value(tensor.inputs[0].inputs[0]) is not None)
+
+
 def require_float(name: str, *arrays: np.ndarray | None) -> np.dtype:
     """The weights' type (float32 or float16, all alike); Skip names any other type found."""
     kinds = {a.dtype for a in arrays if a is not None}

@@ -6,14 +6,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import (FLOAT16_NOISE, Protected, Skip, cast, constant_value, emit_decoder, emit_node,
-                                       layout_for, onnx_dtype, require_float, single_relu_consumer)
+from onnx_ecc.transform.common import (FLOAT16_NOISE, QUANTISED, Protected, Skip, cast, constant_value, emit_decoder,
+                                       emit_node, is_quantised_weight, layout_for, onnx_dtype, require_float,
+                                       single_relu_consumer)
 
 
 def _weights(node: gs.Node):
     w = constant_value(node.inputs[1])
     if w is None:
-        raise Skip("weight is not a constant")
+        raise Skip(QUANTISED if is_quantised_weight(node.inputs[1]) else "weight is not a constant")
     bias_t = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     bias = constant_value(bias_t) if bias_t is not None else None
     if bias_t is not None and bias is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnx_ecc.transform.common import (Protected, Skip, constant_value, emit_decoder, join_parity, layout_for,
-                                       require_float)
+from onnx_ecc.transform.common import (QUANTISED, Protected, Skip, constant_value, emit_decoder, is_quantised_weight,
+                                       join_parity, layout_for, require_float)
 
 
 def _separate_parity(graph: gs.Graph, node: gs.Node, layout) -> gs.Node | None:
@@ -29,7 +29,7 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
     c_t = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     b = constant_value(b_t)
     if b is None:
-        raise Skip("weight B is not a constant")
+        raise Skip(QUANTISED if is_quantised_weight(b_t) else "weight B is not a constant")
     c = constant_value(c_t) if c_t is not None else None
     if c_t is not None and c is None:
         raise Skip("bias C is not a constant")
@@ -68,6 +68,8 @@ def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Pr
     activations (attention) gets its parity from its operands at run time (products.py)."""
     from onnx_ecc.transform.products import is_activation_product, protect_product
 
+    if any(is_quantised_weight(t) for t in node.inputs):
+        raise Skip(QUANTISED)
     if is_activation_product(node):
         return protect_product(graph, node, options, model_id)
     a, b_t = node.inputs

@@ -75,6 +75,26 @@ def sampled_rows(graph: gs.Graph, x: gs.Variable, features: int, stride: int, ca
     return cache[x.name]
 
 
+def product_row_stride(node: gs.Node, stride: int) -> int:
+    """The row stride of a MatMul product's fast-path check: ``stride`` where it divides the
+    product's static row count (so that every stride-th vector of the flattened output is every
+    stride-th row of each matrix), else 1."""
+    rows = node.inputs[0].shape[-2] if node.op == "MatMul" and node.inputs[0].shape is not None \
+        and len(node.inputs[0].shape) >= 2 else None
+    return stride if isinstance(rows, int) and rows > 0 and stride > 1 and rows % stride == 0 else 1
+
+
+def strided_rows(graph: gs.Graph, a: gs.Variable, stride: int) -> gs.Variable:
+    """Every ``stride``-th row (axis -2) of a batched matrix ``a``."""
+    rows = gs.Variable(f"{a.name}__ecc_strided_rows", dtype=a.dtype)
+    big = np.iinfo(np.int64).max
+    graph.nodes.append(gs.Node("Slice", f"{a.name}__ecc_strided_rows", {},
+                               [a] + [gs.Constant(f"{a.name}__ecc_strided_{k}", np.array([v], np.int64))
+                                      for k, v in (("start", 0), ("end", big), ("axis", -2), ("step", stride))],
+                               [rows]))
+    return rows
+
+
 def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, alpha, beta,
                    x: gs.Variable | None = None) -> gs.Variable:
     """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input, or
@@ -119,9 +139,21 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
         if node.name not in wanted or node.op not in ("Gemm", "MatMul", "Einsum"):
             continue
         if is_activation_product(node):
-            # no weight to corrupt: every output row is checked, from the operands (products.py)
-            layout = layout_for(product_form(node).columns, options)
-            p, offsets, node_stride = product_parity(graph, node, product_form(node), layout), None, 1
+            # as for a weight layer, every stride-th output row is checked (a MatMul whose row count
+            # the stride divides), its parity computed from the operands (products.py)
+            form = product_form(node)
+            layout = layout_for(form.columns, options)
+            node_stride = product_row_stride(node, stride)
+            if node_stride > 1:
+                form = dataclasses.replace(form, a=strided_rows(graph, form.a, node_stride))
+            p, offsets = product_parity(graph, node, form, layout), None
+            if node_stride > 1:  # ParityCheck takes a strided check's parity as [vectors / stride, checks]
+                flat = gs.Variable(f"{p.name}_rows", dtype=p.dtype)
+                checks = layout.total_channels - layout.data_channels
+                graph.nodes.append(gs.Node("Reshape", f"{node.name}__ecc_parity_rows", {},
+                                           [p, gs.Constant(f"{node.name}__ecc_parity_rows_shape",
+                                                           np.array([-1, checks], np.int64))], [flat]))
+                p = flat
         else:
             found = linear_rows(node)
             if found is None:

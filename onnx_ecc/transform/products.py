@@ -19,8 +19,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_ecc.codes import Layout
-from onnx_ecc.transform.common import (FLOAT_TYPES, Protected, Skip, constant_value, emit_decoder, join_parity,
-                                       layout_for)
+from onnx_ecc.transform.common import (FLOAT_TYPES, QUANTISED, Protected, Skip, constant_value, emit_decoder,
+                                       is_quantised_weight, join_parity, layout_for)
 
 PRODUCT_OPS = ("MatMul", "Einsum")
 
@@ -117,6 +117,10 @@ def product_parity(graph: gs.Graph, node: gs.Node, form: ProductForm, layout: La
 
 def protect_product(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
     """C = A · B of two activations: parity columns from the operands, C decoded with them."""
+    if any(is_quantised_weight(t) for t in node.inputs):
+        raise Skip(QUANTISED)
+    if not is_activation_product(node):
+        raise Skip("an Einsum with a constant operand is not protected yet")
     form = product_form(node)
     if options.scale == "input":
         raise Skip("scale='input' bounds the noise by constant weights; a product of two activations "
