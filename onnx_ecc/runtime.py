@@ -17,7 +17,10 @@ from onnx_ecc.metadata import read_protection
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
 def _lib() -> ctypes.CDLL:
+    """The library, held loaded for the life of the process: onnxruntime unloads a custom-op
+    library with the last session that registered it, which would drop its counters."""
     lib = ctypes.CDLL(library_path())
     lib.OnnxEcc_CountersJson.restype = ctypes.c_size_t
     lib.OnnxEcc_CountersJson.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
@@ -95,6 +98,7 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
     checks read each layer's output right after the layer instead of after the whole network
     (see transform.common.order_checks_last); unprotected models run as fast with it."""
     options = options or ort.SessionOptions()
+    _lib()  # keep the library (and its counters) loaded after this session ends
     options.register_custom_ops_library(library_path())
     if options.execution_order == ort.ExecutionOrder.DEFAULT:
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED

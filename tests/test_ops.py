@@ -379,3 +379,27 @@ def test_parity_check_bad_inputs_and_attributes_give_ort_errors(case):
     with pytest.raises(Exception) as info:
         _session(_parity_model(attrs, with_flag, y_type)).run(None, feeds)
     assert "onnx-ecc" in str(info.value) or "NOT_IMPLEMENTED" in str(info.value) or "type" in str(info.value).lower()
+
+
+def test_counters_outlive_the_session_that_counted_them():
+    """onnxruntime unloads a custom-op library with its last session; session_options() keeps it
+    loaded, so counts read after the session is gone are still there (a fresh process)."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, onnx_ecc
+from onnx_ecc.codes import Layout
+from onnx_ecc import ops
+import test_ops as t
+layout = Layout(8, 8, 2)
+y = np.zeros((2, 10, 3), np.float32); y[0, 1, 0] = 5
+t._session(t._single_op_model(ops.DECODE, ["Y"], t._decode_attrs(layout, layer="L", model_id="outlive"))).run(None, {"Y": y})
+print(onnx_ecc.read_counters("outlive")["L"].corrected_blocks)
+"""
+    import os
+    import pathlib
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).parent, env=dict(os.environ))
+    assert out.stdout.strip() == "1"

@@ -1,0 +1,93 @@
+// Host emulation of the CUDA kernels: the device maths of device_math.cuh run item by item on
+// the host, in the order the kernels' launches run them (every check before any correction), so
+// that a test on a machine without a GPU compares the CUDA maths with the CPU kernels and the
+// numpy oracles (tests/test_cuda_maths_on_host.py compiles this file with the host compiler).
+// A C interface of plain arrays, for ctypes.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "device_math.cuh"
+
+using namespace onnx_ecc::cuda;
+using namespace onnx_ecc::cuda::device;
+
+#define ECC_HOST_API extern "C" __attribute__((visibility("default")))
+
+// dims: outer, inner, groups, data_per_group, parity_per_group, total_channels, data_channels,
+// num_blocks (per group), block, parity. totals: four counters, as the kernels' (kernels.cuh).
+ECC_HOST_API void OnnxEccHost_Decode(const int64_t* dims, float tolerance, int correct, int relu, int scale_output,
+                                     const float* generator, const float* gain, const float* offset, const float* y,
+                                     const float* residual, float* z, const float* xmax, int xmax_per_outer,
+                                     unsigned long long* totals) {
+  DecodeParams p;
+  p.outer = dims[0]; p.inner = dims[1]; p.groups = dims[2]; p.data_per_group = dims[3]; p.parity_per_group = dims[4];
+  p.total_channels = dims[5]; p.data_channels = dims[6]; p.num_blocks = dims[7]; p.block = dims[8]; p.parity = dims[9];
+  p.tolerance = tolerance; p.correct = correct; p.relu = relu; p.scale_output = scale_output;
+  p.generator = generator; p.gain = gain; p.offset = offset;
+  if (p.scale_output) xmax = nullptr;  // as LaunchDecode
+  const bool per_outer = xmax_per_outer != 0;
+  std::vector<int64_t> flagged;  // CheckKernel
+  for (int64_t u = 0; u < DecodeVectors(p); ++u) {
+    const Vec v = Locate(p, y, residual, z, u);
+    if (CheckVector(p, v, XMax(xmax, per_outer, v.o))) flagged.push_back(u);
+  }
+  std::vector<double> slot(SlotBytes(p.block, p.parity) / sizeof(double) + 1);  // CorrectKernel, one thread
+  const Scratch s = CarveScratch(slot.data(), p.block, p.parity);
+  LocalCounts c;
+  for (int64_t u : flagged) CorrectVector(p, y, residual, z, xmax, per_outer, u, s, c);
+  AddCounts(c, totals, nullptr);
+}
+
+// dims: n, channels, h, w, hout, wout, kh, kw, stride_h, stride_w, pad_t, pad_l, pad_b, pad_r,
+// dil_h, dil_w.
+ECC_HOST_API void OnnxEccHost_Depthwise(const int64_t* dims, float tolerance, int correct, int relu,
+                                        const float* weights, const float* bias, const double* weight_sums,
+                                        const float* x, const float* y, float* z, unsigned long long* totals) {
+  DepthwiseParams p;
+  p.n = dims[0]; p.channels = dims[1]; p.h = dims[2]; p.w = dims[3]; p.hout = dims[4]; p.wout = dims[5];
+  p.kh = dims[6]; p.kw = dims[7]; p.stride_h = dims[8]; p.stride_w = dims[9]; p.pad_t = dims[10]; p.pad_l = dims[11];
+  p.pad_b = dims[12]; p.pad_r = dims[13]; p.dil_h = dims[14]; p.dil_w = dims[15];
+  p.tolerance = tolerance; p.correct = correct; p.relu = relu;
+  p.weights = weights; p.bias = bias; p.weight_sums = weight_sums;
+  const int64_t sums = p.n * p.channels * (p.h + p.pad_t + p.pad_b) * p.kw;  // RowSumsKernel
+  std::vector<double> a(static_cast<size_t>(sums)), aabs(static_cast<size_t>(sums));
+  for (int64_t u = 0; u < sums; ++u) RowSums(p, x, u, a.data(), aabs.data());
+  LocalCounts c;  // CheckRowsKernel
+  for (int64_t u = 0; u < p.n * p.channels * p.hout; ++u) CheckRow(p, x, y, z, a.data(), aabs.data(), u, c);
+  AddCounts(c, totals, nullptr);
+}
+
+// Returns the number of faults, as LaunchInject adds it to its counter.
+ECC_HOST_API int64_t OnnxEccHost_Inject(int kind, const int* bits, int nbits, int64_t count, int64_t site,
+                                        const float* x, float* y, int64_t n, uint64_t seed, double rate) {
+  InjectParams p;
+  p.kind = kind; p.nbits = nbits; p.count = count; p.site = site;
+  for (int i = 0; i < nbits && i < kMaxInjectBits; ++i) p.bits[i] = static_cast<unsigned char>(bits[i]);
+  std::memcpy(y, x, sizeof(float) * static_cast<size_t>(n));
+  const uint64_t state = seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(p.site + 1));
+  if (n == 0 || !(p.count > 0 || rate > 0)) return 0;
+  float range = 0.f;  // LaunchMaxAbs(finite_only): the largest finite |x|
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::fabs(x[i]);
+    if (std::isfinite(v) && v > range) range = v;
+  }
+  if (p.count == 0 && rate >= 1) {
+    for (int64_t i = 0; i < n; ++i) InjectAllOne(p, y, i, state, &range);
+    return n;
+  }
+  return InjectSequential(p, y, n, state, rate, &range);
+}
+
+// dims: outer, inner, y_row_stride, data_channels, num_blocks, block, parity. Returns the number
+// of (outer, block, inner) vectors that fail.
+ECC_HOST_API int64_t OnnxEccHost_ParityCheck(const int64_t* dims, float tolerance, const float* generator,
+                                             const float* gain, const float* offset, const float* y, const float* pp) {
+  ParityCheckParams p;
+  p.outer = dims[0]; p.inner = dims[1]; p.y_row_stride = dims[2]; p.data_channels = dims[3]; p.num_blocks = dims[4];
+  p.block = dims[5]; p.parity = dims[6]; p.tolerance = tolerance;
+  p.generator = generator; p.gain = gain; p.offset = offset;
+  int64_t failed = 0;
+  for (int64_t u = 0; u < p.outer * p.inner * p.num_blocks; ++u) failed += !ParityVectorHolds(p, y, pp, u);
+  return failed;
+}

@@ -1,0 +1,61 @@
+// The configurations of the CUDA kernels: small POD structs with raw pointers, no CUDA or
+// onnxruntime types, shared by kernels.cu, its onnxruntime wrapper and the host emulation.
+#pragma once
+
+#include <cstdint>
+
+namespace onnx_ecc {
+namespace cuda {
+
+enum TotalIndex { kFlagged = 0, kCorrectedBlocks = 1, kCorrectedValues = 2, kUncorrectable = 3, kNumTotals = 4 };
+
+struct DecodeParams {
+  int64_t outer = 0, inner = 0;                  // Y is [outer, total_channels, inner]
+  int64_t groups = 1, data_per_group = 0, parity_per_group = 0, total_channels = 0, data_channels = 0;
+  int64_t num_blocks = 0, block = 0, parity = 0;  // blocks of a group: all `block` wide but the last
+  float tolerance = 64.f;
+  int correct = 1, relu = 0;
+  // Threshold scale: 1 = the largest finite |value| among the block's data and parity values of
+  // that vector (per hypothesis in the exact step: of the values it trusts), 0 = max|X| per
+  // outer index (xmax).
+  int scale_output = 1;
+  const float* generator = nullptr;  // device: per block of a group, parity x size, row-major
+  const float* gain = nullptr;       // device: per group, block, check
+  const float* offset = nullptr;     // device: per group, block, check
+};
+
+// Number of (outer, inner, group, block) code vectors: the capacity the flag list needs.
+inline int64_t DecodeVectors(const DecodeParams& p) { return p.outer * p.inner * p.groups * p.num_blocks; }
+
+struct DepthwiseParams {
+  int64_t n = 0, channels = 0, h = 0, w = 0, hout = 0, wout = 0, kh = 0, kw = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0, dil_h = 1, dil_w = 1;
+  float tolerance = 64.f;
+  int correct = 1, relu = 0;
+  const float* weights = nullptr;       // device [C, kh, kw], the verified reference copy
+  const float* bias = nullptr;          // device [C]
+  const double* weight_sums = nullptr;  // device [C]
+};
+
+struct ParityCheckParams {
+  int64_t outer = 0, inner = 0;                  // Y is [outer, data_channels, inner]
+  int64_t y_row_stride = 1;                      // inner == 1: rows of Y between checked vectors
+  int64_t data_channels = 0, num_blocks = 0, block = 0, parity = 0;  // P is [outer, num_blocks * parity, inner]
+  float tolerance = 64.f;
+  const float* generator = nullptr;  // device: per block, parity x size, row-major
+  const float* gain = nullptr;       // device: per block and check
+  const float* offset = nullptr;     // device: per block and check
+};
+
+constexpr int kMaxInjectBits = 256;
+
+struct InjectParams {
+  int kind = 0;  // 0 bit flip, 1 random, 2 zero (FaultKind's order)
+  int nbits = 0;
+  unsigned char bits[kMaxInjectBits] = {};
+  int64_t count = 0;
+  int64_t site = 0;
+};
+
+}  // namespace cuda
+}  // namespace onnx_ecc
