@@ -2,12 +2,14 @@
 
 For each model and batch size: original, protected (correct and detect modes, inline
 decoding; correct mode with the rerun strategy, whose fast path only checks, with its default
-sample checks of convs and with sum checks) and duplicated
+sample checks of convs and with sum checks; the rerun strategy with the products of two
+activations - attention - left alone, in models that have them) and duplicated
 execution (the original run twice and compared, what users would otherwise do), with
 interleaved repeats and medians, at onnxruntime's default optimisation level unless
---level says otherwise. Prints ratios to the original.
+--level says otherwise. Prints ratios to the original. ``--format float16`` converts each model
+to float16 first (onnxconverter-common, inputs and outputs kept in float32).
 
-    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30]
+    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30] [--format float16]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import onnxruntime as ort
 import onnx_ecc
 from onnx_ecc import zoo
 
-VARIANTS = ("correct", "detect", "rerun", "rerun_sum", "duplicated")
+VARIANTS = ("correct", "detect", "rerun", "rerun_sum", "rerun_no_attn", "duplicated")
 LEVELS = {"default": None, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
           "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
@@ -68,19 +70,45 @@ def time_interleaved(sessions: dict, feeds: dict, repeats: int, duplicate: str |
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def measure(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict) -> dict:
+def _products(model) -> tuple[str, ...]:
+    """Names of the model's products of two activations (attention's scores and context)."""
+    import onnx_graphsurgeon as gs
+
+    from onnx_ecc.transform.products import is_activation_product
+
+    return tuple(n.name for n in gs.import_onnx(model).nodes if is_activation_product(n))
+
+
+def _converted(model, fmt: str):
+    if fmt == "float32":
+        return model
+    import warnings
+
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # one warning per weight below float16's smallest normal
+        warnings.simplefilter("ignore")
+        return float16.convert_float_to_float16(model, keep_io_types=True)
+
+
+def measure(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict,
+            fmt: str = "float32") -> dict:
     """Median latency of each variant, timed in interleaved rounds."""
-    model = getattr(zoo, model_name)()
+    model = _converted(getattr(zoo, model_name)(), fmt)
     variants = {"original": model,
                 "correct": onnx_ecc.transform(model, mode="correct", **extra),
                 "detect": onnx_ecc.transform(model, mode="detect", **extra),
                 "rerun": onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra),
                 "rerun_sum": onnx_ecc.transform(model, mode="correct", strategy="rerun", conv_check="sum", **extra)}
+    products = _products(model)
+    if products:
+        variants["rerun_no_attn"] = onnx_ecc.transform(model, mode="correct", strategy="rerun",
+                                                       layer_modes=tuple((p, "none") for p in products), **extra)
     sessions = {k: _session(m, level, threads) for k, m in variants.items()}
     med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
-    return {"model": model_name, "batch": batch, "level": level,
+    return {"model": model_name, "batch": batch, "level": level, "format": fmt,
             "original_ms": 1e3 * med["original"],
-            **{f"{k}/original": med[k] / med["original"] for k in VARIANTS}}
+            **{f"{k}/original": med[k] / med["original"] if k in med else float("nan") for k in VARIANTS}}
 
 
 def main() -> None:
@@ -92,17 +120,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--parity", type=int, default=2)
+    ap.add_argument("--format", choices=("float32", "float16"), default="float32")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
-    print(f"{'model':26s} {'batch':>5s} {'orig ms':>8s} " + " ".join(f"{k:>10s}" for k in VARIANTS))
+    print(f"{'model':26s} {'batch':>5s} {'orig ms':>8s} " + " ".join(f"{k:>13s}" for k in VARIANTS))
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             row = measure(name, batch, args.repeats, args.level, args.threads,
-                          {"block": args.block, "parity": args.parity})
+                          {"block": args.block, "parity": args.parity}, args.format)
             rows.append(row)
             print(f"{name:26s} {batch:5d} {row['original_ms']:8.2f} "
-                  + " ".join(f"{row[k + '/original']:10.3f}" for k in VARIANTS), flush=True)
+                  + " ".join(f"{row[k + '/original']:13.3f}" for k in VARIANTS), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -18,7 +18,7 @@ from onnx_ecc.noise import probe
 
 float16 = pytest.importorskip("onnxconverter_common.float16")
 
-MODELS = ("mlp", "cnn", "depthwise_separable_cnn", "resnet_style")
+MODELS = ("mlp", "cnn", "depthwise_separable_cnn", "resnet_style", "transformer_encoder")
 STRATEGIES = ("inline", "rerun")
 
 
@@ -37,6 +37,13 @@ def _feeds(model, batch=4, seed=0):
     return {model.graph.input[0].name: np.random.default_rng(seed).random(shape, dtype=np.float32)}
 
 
+def test_sum_checks_of_float16_convs_fall_back_to_sample_checks():
+    half = _half(zoo_model("resnet_style"))
+    record = read_protection(onnx_ecc.transform(half, strategy="rerun", conv_check="sum"))
+    convs = [p for p in record["protected"] if p["op"] == "Conv"]
+    assert convs and all("sample_check_tolerance" in p for p in convs)
+
+
 def _close(got, want):
     """Within float16 rounding: onnxruntime's CPU provider runs the original's layers in float32
     back to back, while the protected model rounds each protected layer's output to float16."""
@@ -50,7 +57,7 @@ def test_float16_models_are_protected_in_float16_with_equal_outputs(name, strate
     half = _half(zoo_model(name))
     protected = onnx_ecc.transform(half, strategy=strategy)
     record = read_protection(protected)
-    layers = [n.name for n in half.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    layers = [n.name for n in half.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]  # attention's too
     assert {p["name"] for p in record["protected"]} == set(layers), record["skipped"]
     assert all(p["dtype"] == "float16" for p in record["protected"])
     added = {t.name: t for t in protected.graph.initializer} .keys() - {t.name for t in half.graph.initializer}

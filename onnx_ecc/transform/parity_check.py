@@ -225,7 +225,7 @@ def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:
         widths = [int(n.inputs[1].values.shape[1]) for n in group]
         weight = np.concatenate([n.inputs[1].values for n in group], axis=1)
         name = f"{group[0].name}__joint"
-        joint = gs.Variable(f"{name}_out", dtype=np.float32)
+        joint = gs.Variable(f"{name}_out", dtype=weight.dtype)
         graph.nodes.append(gs.Node("MatMul", name, {}, [group[0].inputs[0], gs.Constant(f"{name}_w", weight)], [joint]))
         outputs = [n.outputs[0] for n in group]
         for n in group:

@@ -63,17 +63,23 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
-    if options.conv_check in ("sample", "auto"):
-        try:  # shapes let fused_chain see a residual Add before the activation
-            graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
-        except Exception:
-            graph = gs.import_onnx(model)
-        nodes = {n.name: n for n in graph.nodes}
-        sampled = [c for c in convs if samplable(nodes[c])
-                   and (options.conv_check == "sample" or needs_sampling(nodes[c], graph))]
-        convs = [c for c in convs if c not in sampled]
-    else:
-        sampled = []
+    try:  # shapes let fused_chain see a residual Add before the activation
+        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    except Exception:
+        graph = gs.import_onnx(model)
+    nodes = {n.name: n for n in graph.nodes}
+
+    def sample_it(c: str) -> bool:
+        """Whether conv ``c`` gets a sample check rather than a sum check (float16 convs always:
+        the sum checks' pooled means are float32 only)."""
+        if not samplable(nodes[c]):
+            return False
+        if constant_value(nodes[c].inputs[1]).dtype == np.float16 or options.conv_check == "sample":
+            return True
+        return options.conv_check == "auto" and needs_sampling(nodes[c], graph)
+
+    sampled = [c for c in convs if sample_it(c)]
+    convs = [c for c in convs if c not in sampled]
     linears = [p["name"] for p in checked if p["op"] != "Conv"]
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
     # the checks' flags are chained in the layers' order (convs, then the Gemm / MatMul layers
