@@ -50,6 +50,9 @@ def host(tmp_path_factory):
     lib.OnnxEccHost_Inject.restype = ctypes.c_int64
     lib.OnnxEccHost_ParityCheck.argtypes = [I64, ctypes.c_float, F32, F32, F32, F32, F32]
     lib.OnnxEccHost_ParityCheck.restype = ctypes.c_int64
+    lib.OnnxEccHost_SampleCheck.argtypes = [I64, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_double,
+                                            ctypes.c_float, ctypes.c_float] + [F32] * 9
+    lib.OnnxEccHost_SampleCheck.restype = ctypes.c_int64
     return lib
 
 
@@ -65,7 +68,7 @@ def _cpu(decl, inputs, feeds, attrs, types=None):
     """Run one of our ops on the CPU provider; returns its first output."""
     types = types or {}
     node = decl.make_node(list(inputs), ["Z"], "op", **attrs)
-    out_type = TensorProto.BOOL if decl is ops.PARITY_CHECK else TensorProto.FLOAT
+    out_type = TensorProto.BOOL if decl in (ops.PARITY_CHECK, ops.SAMPLE_CHECK) else TensorProto.FLOAT
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), None)
                                             for n in inputs if n], [helper.make_tensor_value_info("Z", out_type, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
@@ -193,3 +196,62 @@ def test_parity_check_on_the_host_fails_the_blocks_the_cpu_kernel_fails(host, se
                                           _ptr(y), _ptr(p))
     assert failed == _counts("cuda-host-pc", f"pc{seed} (parity check)")[0]
     assert raised == (failed > 0) == (bad.size > 0)
+
+
+ACTIVATIONS = {"": (0, []), "Relu": (1, []), "Clip": (2, [0.0, 6.0]), "LeakyRelu": (3, [0.1])}
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_sample_check_on_the_host_fails_the_samples_the_cpu_kernel_fails(host, seed):
+    from onnx_ecc.transform.sample_check import filter_sums
+
+    rng = np.random.default_rng(900 + seed)
+    n, c, h, w = int(rng.integers(1, 5)), int(rng.integers(2, 24)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    activation = str(rng.choice(list(ACTIVATIONS)))
+    act, params = ACTIVATIONS[activation]
+    with_parity, with_residual = bool(rng.integers(2)), bool(rng.integers(2))
+    y = _f32(rng.standard_normal((n, c, h, w)) * 3)
+    r = _f32(rng.standard_normal((n, c, h, w))) if with_residual else None
+    from onnx_ecc.reference import _activate
+
+    a = _f32(_activate((y + r).astype(np.float32) if with_residual else y, activation, params))
+    attrs = dict(data_channels=c, activation=activation, tolerance=8.0, layer=f"sc{seed}", model_id="cuda-host-sc",
+                 **({"activation_params": params} if params else {}))
+    layout = Layout(c, int(rng.integers(2, 9)), int(rng.integers(1, 3)))
+    if with_parity:
+        parity = _f32(np.einsum("pc,nchw->nphw", layout.parity_matrix(), y.astype(np.float64)))
+        y_in = np.ascontiguousarray(np.concatenate([y, parity], axis=1))
+        k = len(layout.block_sizes) * layout.parity
+        attrs.update(block=layout.block, parity=layout.parity, generator=layout.generator_attribute(),
+                     noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * k, parity_tolerance=16.0)
+        filters = bias = None
+    else:
+        y_in = y
+        filters, bias = _f32(rng.standard_normal((c, 1, 3, 3))), _f32(rng.standard_normal(c))
+        attrs["filter_sums"] = filter_sums(filters, bias)
+    for _ in range(int(rng.integers(0, 4))):  # faults: a wrong sample, a NaN, a corrupted filter or parity
+        i = tuple(int(rng.integers(s)) for s in a.shape)
+        kind = int(rng.integers(3))
+        if kind == 0:
+            a[i] += np.float32(rng.choice([1e-6, 0.5, 1e30]))
+        elif kind == 1:
+            a[i] = np.nan
+        elif filters is not None:
+            filters[int(rng.integers(c)), 0, 1, 1] *= np.float32(1.5)
+        else:
+            y_in[i[0], c + int(rng.integers(y_in.shape[1] - c)), i[2], i[3]] += np.float32(2.0)
+    inputs = ["A", "Y", "W" if filters is not None else "", "R" if r is not None else "", "",
+              "Bias" if bias is not None else ""]
+    feeds = {"A": a, "Y": y_in, **({"W": filters, "Bias": bias} if filters is not None else {}),
+             **({"R": r} if r is not None else {})}
+    raised = bool(_cpu(ops.SAMPLE_CHECK, inputs, feeds, attrs)[0])
+    dims = np.array([n, c, y_in.shape[1] - c, h * w, 9 if filters is not None else 0,
+                     len(layout.block_sizes) if with_parity else 0, layout.block, layout.parity if with_parity else 0],
+                    np.int64)
+    code = [_f32(attrs[k]) if with_parity else None for k in ("generator", "noise_gain", "noise_offset")]
+    sums = _f32(attrs["filter_sums"]) if filters is not None else None
+    failed = host.OnnxEccHost_SampleCheck(_ptr(dims, ctypes.c_int64), act, *(params + [0.0, 0.0])[:2], 8.0, 16.0,
+                                          8.0, *(_ptr(v) for v in code), _ptr(sums), _ptr(a), _ptr(y_in),
+                                          _ptr(filters), _ptr(r), _ptr(bias))
+    assert failed == _counts("cuda-host-sc", f"sc{seed} (sample check)")[0]
+    assert raised == (failed > 0)

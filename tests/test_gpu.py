@@ -404,3 +404,23 @@ def test_inject_fault_identical_on_cpu_and_gpu(kind, count, rate, n):
         after = onnx_ecc.read_counters()[layer].flagged
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         assert after - mid == mid - before, "GPU and CPU count different numbers of faults"
+
+
+# ---- the rerun strategy's fast path (SampleCheck, ParityCheck) on the GPU --------------------
+
+@pytest.mark.parametrize("filter_checks", ["sums", "parity"])
+def test_rerun_strategy_runs_on_the_gpu_and_recomputes_a_corrupted_run(filter_checks):
+    """Every node on the CUDA provider (no CPU fallback): clean runs count as on the CPU; a
+    corrupted conv weight fails its sample check there and the run is recomputed, corrected."""
+    model = _cnn()
+    protected = onnx_ecc.transform(model, strategy="rerun", filter_checks=filter_checks)
+    feeds = _feeds(model, batch=4)
+    got, report, cpu_out = _run_on_both(protected, feeds)
+    np.testing.assert_array_equal(got, cpu_out)
+    assert report.checks_failed == 0
+    want = _run_original(model, feeds, ["CPUExecutionProvider"])
+    bad = _corrupt(protected, _weight_of(protected, "conv1"), [((3, 1, 1, 1), 40.0)])
+    got, report, cpu_out = _run_on_both(bad, feeds)
+    assert report.checks_failed > 0 and report.uncorrectable == 0
+    _close(got, want)
+    _close(cpu_out, want)

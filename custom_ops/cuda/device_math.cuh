@@ -12,6 +12,7 @@
 
 #include "kernel_params.h"
 #include "onnx_ecc/parity_check.h"
+#include "onnx_ecc/sample_check.h"
 
 #if defined(__CUDACC__)
 #define HD __host__ __device__
@@ -595,6 +596,52 @@ HD inline bool ParityVectorHolds(const ParityCheckParams& p, const float* y, con
   const float* pk = pp + (o * p.num_blocks * p.parity + k * r) * p.inner + i;
   return ParityBlockHoldsExact(yk, p.inner, pk, p.inner, p.generator + start * r, b, r, p.gain + k * r,
                                p.offset + k * r, p.tolerance);
+}
+
+// ---- SampleCheck: element u of [samples, channels, hw] ------------------------------------------
+
+// The compared pair of element u: A's value and act(Y + R).
+HD inline void SamplePair(const SampleCheckParams& p, const float* a, const float* y, const float* r, int64_t u,
+                          float* av, float* yv) {
+  const int64_t per = p.channels * p.hw, n = u / per, e = u % per;
+  *av = a[u];
+  const float b = y[n * (p.channels + p.extra) * p.hw + e];
+  *yv = SampleActivate(p.act, p.act_lo, p.act_hi, r ? FAdd(b, r[u]) : b);
+}
+
+// The larger finite |value| of the pair (the sample's scale is the largest over its elements).
+HD inline float SampleMagnitude(const SampleCheckParams& p, const float* a, const float* y, const float* r, int64_t u) {
+  float av, yv;
+  SamplePair(p, a, y, r, u, &av, &yv);
+  float m = 0.f;
+  const float fa = fabsf(av), fy = fabsf(yv);
+  m = (fa > m && fa <= FLT_MAX) ? fa : m;
+  return (fy > m && fy <= FLT_MAX) ? fy : m;
+}
+
+// Whether element u's pair fails, given its sample's scale (SampleMismatches' exact rule).
+HD inline bool SampleElementFails(const SampleCheckParams& p, const float* a, const float* y, const float* r, int64_t u,
+                                  float scale) {
+  float av, yv;
+  SamplePair(p, a, y, r, u, &av, &yv);
+  return SamplePairFails(av, yv, p.tolerance * kEps32 * scale);
+}
+
+// Whether parity vector u = (sample, block, position) of Y holds (ParityBlockHoldsExact).
+HD inline bool SampleParityHolds(const SampleCheckParams& p, const float* y, int64_t u) {
+  const int r = static_cast<int>(p.parity);
+  const int64_t i = u % p.hw, t = u / p.hw;
+  const int64_t k = t % p.num_blocks, n = t / p.num_blocks;
+  const int64_t start = k * p.block;
+  const int b = static_cast<int>(p.channels - start < p.block ? p.channels - start : p.block);
+  const float* yn = y + n * (p.channels + p.extra) * p.hw;
+  return ParityBlockHoldsExact(yn + start * p.hw + i, p.hw, yn + (p.channels + k * r) * p.hw + i, p.hw,
+                               p.generator + start * r, b, r, p.gain + k * r, p.offset + k * r, p.parity_tolerance);
+}
+
+// Whether output channel c's filter and bias still sum to the stored filter sum.
+HD inline bool SampleFilterHolds(const SampleCheckParams& p, const float* w, const float* bias, int64_t c) {
+  return FilterRowHolds(w + c * p.row, p.row, bias ? bias + c : nullptr, p.filter_sums[c], p.filter_tolerance);
 }
 
 }  // namespace device

@@ -91,3 +91,36 @@ ECC_HOST_API int64_t OnnxEccHost_ParityCheck(const int64_t* dims, float toleranc
   for (int64_t u = 0; u < p.outer * p.inner * p.num_blocks; ++u) failed += !ParityVectorHolds(p, y, pp, u);
   return failed;
 }
+
+// dims: samples, channels, extra, hw, row, num_blocks, block, parity. act: SampleActivation as an
+// int. w (with filter_sums) and bias may be null, r too. Returns the number of samples that fail,
+// as LaunchSampleCheck counts them.
+ECC_HOST_API int64_t OnnxEccHost_SampleCheck(const int64_t* dims, int act, float act_lo, float act_hi, double tolerance,
+                                             float parity_tolerance, float filter_tolerance, const float* generator,
+                                             const float* gain, const float* offset, const float* filter_sums,
+                                             const float* a, const float* y, const float* w, const float* r,
+                                             const float* bias) {
+  SampleCheckParams p;
+  p.samples = dims[0]; p.channels = dims[1]; p.extra = dims[2]; p.hw = dims[3]; p.row = dims[4];
+  p.num_blocks = dims[5]; p.block = dims[6]; p.parity = dims[7];
+  p.act = act; p.act_lo = act_lo; p.act_hi = act_hi; p.tolerance = tolerance;
+  p.parity_tolerance = parity_tolerance; p.filter_tolerance = filter_tolerance;
+  p.generator = generator; p.gain = gain; p.offset = offset; p.filter_sums = filter_sums;
+  const int64_t per = p.channels * p.hw;
+  std::vector<float> scale(static_cast<size_t>(p.samples), 0.f);  // SampleScaleKernel
+  for (int64_t u = 0; u < p.samples * per; ++u) {
+    const float m = SampleMagnitude(p, a, y, r, u);
+    if (m > scale[u / per]) scale[u / per] = m;
+  }
+  std::vector<int64_t> failed(static_cast<size_t>(p.samples), 0);  // SampleFailKernel
+  for (int64_t u = 0; u < p.samples * per; ++u) failed[u / per] += SampleElementFails(p, a, y, r, u, scale[u / per]);
+  if (p.parity > 0)  // SampleParityKernel
+    for (int64_t u = 0; u < p.samples * p.num_blocks * p.hw; ++u)
+      failed[u / (p.num_blocks * p.hw)] += !SampleParityHolds(p, y, u);
+  int64_t bad = 0;  // SampleFilterKernel
+  if (w)
+    for (int64_t c = 0; c < p.channels; ++c) bad += !SampleFilterHolds(p, w, bias, c);
+  int64_t count = 0;  // SampleRaisedKernel
+  for (int64_t n = 0; n < p.samples; ++n) count += bad > 0 || failed[n] > 0;
+  return count;
+}

@@ -47,6 +47,21 @@ struct ParityCheckParams {
   const float* offset = nullptr;     // device: per block and check
 };
 
+struct SampleCheckParams {
+  int64_t samples = 0, channels = 0, extra = 0, hw = 1;  // A [samples, channels, hw], Y [samples, channels + extra, hw]
+  int64_t row = 0;                                       // values per filter of W (0: no W)
+  int act = 0;                                           // SampleActivation as an int
+  float act_lo = 0.f, act_hi = 0.f;
+  double tolerance = 16;
+  int64_t num_blocks = 0, block = 0, parity = 0;         // Y's parity code (parity 0: none)
+  float parity_tolerance = 64.f;
+  float filter_tolerance = 8.f;
+  const float* generator = nullptr;    // device: per block, parity x size, row-major
+  const float* gain = nullptr;         // device: per block and check
+  const float* offset = nullptr;       // device: per block and check
+  const float* filter_sums = nullptr;  // device [channels]
+};
+
 constexpr int kMaxInjectBits = 256;
 
 struct InjectParams {

@@ -134,6 +134,52 @@ __global__ void ParityRaisedKernel(const bool* flag, const unsigned long long* r
   raised[0] = (flag != nullptr && flag[0]) || *run_failed > 0;
 }
 
+// ---- SampleCheck ----------------------------------------------------------------------------
+
+// Per sample, the largest finite |value| of its pairs, as ordered bits of a non-negative float.
+__global__ void SampleScaleKernel(SampleCheckParams p, const float* a, const float* y, const float* r, int64_t units,
+                                  unsigned int* scale_bits) {
+  const int64_t per = p.channels * p.hw;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float m = SampleMagnitude(p, a, y, r, u);
+    if (m > 0.f) atomicMax(scale_bits + u / per, FloatBits(m));
+  }
+}
+
+__global__ void SampleFailKernel(SampleCheckParams p, const float* a, const float* y, const float* r, int64_t units,
+                                 const unsigned int* scale_bits, unsigned long long* failed) {
+  const int64_t per = p.channels * p.hw;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    if (SampleElementFails(p, a, y, r, u, BitsFloat(scale_bits[u / per]))) AtomicAdd64(failed + u / per, 1);
+}
+
+__global__ void SampleParityKernel(SampleCheckParams p, const float* y, int64_t units, unsigned long long* failed) {
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    if (!SampleParityHolds(p, y, u)) AtomicAdd64(failed + u / (p.num_blocks * p.hw), 1);
+}
+
+__global__ void SampleFilterKernel(SampleCheckParams p, const float* w, const float* bias, unsigned long long* bad) {
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < p.channels;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    if (!SampleFilterHolds(p, w, bias, c)) AtomicAdd64(bad, 1);
+}
+
+// One thread: the samples that fail (all of them after a corrupted filter), counted; Raised.
+__global__ void SampleRaisedKernel(SampleCheckParams p, const unsigned long long* failed, const unsigned long long* bad,
+                                   const bool* flag, bool* raised, unsigned long long* totals,
+                                   unsigned long long* run_failed) {
+  unsigned long long count = 0;
+  for (int64_t n = 0; n < p.samples; ++n) count += (*bad > 0 || failed[n] > 0) ? 1 : 0;
+  if (count) {
+    AtomicAdd64(totals + kFlagged, count);
+    AtomicAdd64(run_failed, count);
+  }
+  raised[0] = (flag != nullptr && flag[0]) || count > 0;
+}
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -236,6 +282,41 @@ cudaError_t LaunchParityCheck(const ParityCheckParams& p, const float* y, const 
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   ParityRaisedKernel<<<1, 1, 0, stream>>>(flag, run_failed, raised);
+  return cudaGetLastError();
+}
+
+size_t SampleCheckWorkspaceBytes(const SampleCheckParams& p) {
+  return static_cast<size_t>((p.samples + 1) / 2 * 2) * sizeof(unsigned int) +
+         static_cast<size_t>(p.samples + 1) * sizeof(unsigned long long);
+}
+
+cudaError_t LaunchSampleCheck(const SampleCheckParams& p, const float* a, const float* y, const float* w,
+                              const float* r, const float* bias, const bool* flag, bool* raised, void* workspace,
+                              unsigned long long* totals, unsigned long long* run_failed, cudaStream_t stream) {
+  cudaError_t e = cudaMemsetAsync(workspace, 0, SampleCheckWorkspaceBytes(p), stream);
+  if (e != cudaSuccess || (e = cudaMemsetAsync(run_failed, 0, sizeof(unsigned long long), stream)) != cudaSuccess)
+    return e;
+  auto* scale_bits = static_cast<unsigned int*>(workspace);
+  auto* failed = reinterpret_cast<unsigned long long*>(scale_bits + (p.samples + 1) / 2 * 2);
+  auto* bad = failed + p.samples;
+  const int64_t units = p.samples * p.channels * p.hw;
+  if (units > 0) {
+    const unsigned blocks = static_cast<unsigned>(Blocks(units, kThreads, 65536));
+    SampleScaleKernel<<<blocks, kThreads, 0, stream>>>(p, a, y, r, units, scale_bits);
+    SampleFailKernel<<<blocks, kThreads, 0, stream>>>(p, a, y, r, units, scale_bits, failed);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  const int64_t vectors = p.samples * p.num_blocks * p.hw;
+  if (p.parity > 0 && vectors > 0) {
+    SampleParityKernel<<<static_cast<unsigned>(Blocks(vectors, kThreads, 65536)), kThreads, 0, stream>>>(p, y, vectors,
+                                                                                                       failed);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (w && p.channels > 0) {
+    SampleFilterKernel<<<static_cast<unsigned>(Blocks(p.channels, kThreads)), kThreads, 0, stream>>>(p, w, bias, bad);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  SampleRaisedKernel<<<1, 1, 0, stream>>>(p, failed, bad, flag, raised, totals, run_failed);
   return cudaGetLastError();
 }
 

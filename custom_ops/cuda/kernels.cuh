@@ -53,6 +53,18 @@ cudaError_t LaunchParityCheck(const ParityCheckParams& p, const float* y, const 
                               bool* raised, unsigned long long* totals, unsigned long long* run_failed,
                               cudaStream_t stream);
 
+// ---- SampleCheck --------------------------------------------------------------------------
+
+// Per sample: the pairs of A and act(Y + R) (SampleMismatches' rule), Y's parity vectors
+// (ParityBlockHoldsExact) and, with w (device, [channels, row]; bias device or null), the filter
+// sums; each failing sample (every sample after a failed filter sum) adds 1 to totals[kFlagged]
+// and to run_failed (zeroed here); raised[0] = flag[0] (device bool, or null) || any failed.
+// workspace: SampleCheckWorkspaceBytes(p) bytes.
+size_t SampleCheckWorkspaceBytes(const SampleCheckParams& p);
+cudaError_t LaunchSampleCheck(const SampleCheckParams& p, const float* a, const float* y, const float* w,
+                              const float* r, const float* bias, const bool* flag, bool* raised, void* workspace,
+                              unsigned long long* totals, unsigned long long* run_failed, cudaStream_t stream);
+
 // ---- InjectFault --------------------------------------------------------------------------
 
 // Copies x into y and corrupts y exactly as InjectFaults (inject_fault.cc) does for the same

@@ -373,6 +373,80 @@ struct ParityCheckCudaOp : Ort::CustomOpBase<ParityCheckCudaOp, ParityCheckCudaK
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
 };
 
+// ---- SampleCheck ---------------------------------------------------------------------------
+
+struct SampleCheckCudaKernel : SampleCheckAttrs, GpuKernelBase {
+  DeviceBuffer generator, gain, offset, sums, workspace;
+  bool uploaded = false;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      SampleInputs in;
+      if (OrtStatusPtr st = ReadSampleInputs(*this, ctx, &in)) return st;
+      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      cuda::SampleCheckParams p;
+      p.samples = in.hw > 0 ? in.samples : 0; p.channels = cfg.channels; p.extra = cfg.extra_channels(); p.hw = in.hw;
+      p.row = in.row; p.act = static_cast<int>(cfg.activation); p.act_lo = cfg.act_lo; p.act_hi = cfg.act_hi;
+      p.tolerance = cfg.tolerance; p.filter_tolerance = static_cast<float>(cfg.filter_tolerance);
+      if (cfg.has_parity) {
+        const auto& L = cfg.parity.layout;
+        p.num_blocks = L.num_blocks(); p.block = L.block; p.parity = L.parity; p.parity_tolerance = cfg.parity.tolerance;
+      }
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream));
+      if (!uploaded) {
+        if (cfg.has_parity) {
+          ECC_CUDA_TRY(Upload(generator, cfg.parity.generator, stream));
+          ECC_CUDA_TRY(Upload(gain, cfg.parity.gain, stream));
+          ECC_CUDA_TRY(Upload(offset, cfg.parity.offset, stream));
+        }
+        if (!cfg.filter_sums.empty()) ECC_CUDA_TRY(Upload(sums, cfg.filter_sums, stream));
+        uploaded = true;
+      }
+      p.generator = generator.as<float>(); p.gain = gain.as<float>(); p.offset = offset.as<float>();
+      p.filter_sums = sums.as<float>();
+      ECC_CUDA_TRY(workspace.Reserve(cuda::SampleCheckWorkspaceBytes(p), stream));
+      ECC_CUDA_TRY(cuda::LaunchSampleCheck(p, in.a, in.y, in.w, in.r, in.bias, in.flag, out.GetTensorMutableData<bool>(),
+                                           workspace.ptr, totals(), run_uncorrectable(), stream));
+      DecodeCounts host;
+      host.vectors = p.samples;
+      counters->Add(host);  // runs and vectors; the failures arrive from the device
+      unsigned long long failed = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &failed));
+      if (fail_stop && failed > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(failed) + " sample(s) failed the sample check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct SampleCheckCudaOp : Ort::CustomOpBase<SampleCheckCudaOp, SampleCheckCudaKernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
+    return MakeKernel<SampleCheckCudaKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs,
+                                             [](auto& k) -> OrtStatusPtr {
+                                               k.counters_ = k.counters;
+                                               return nullptr;
+                                             });
+  }
+  const char* GetName() const { return "SampleCheck"; }
+  const char* GetExecutionProviderType() const { return kCudaProvider; }
+  size_t GetInputTypeCount() const { return 6; }  // A, Y, W, R, Flag, Bias
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+};
+
 // ---- InjectFault --------------------------------------------------------------------------
 
 struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
@@ -448,10 +522,13 @@ const DecodeCudaOp kDecodeCuda;
 const DepthwiseCudaOp kDepthwiseCuda;
 const InjectCudaOp kInjectCuda;
 const ParityCheckCudaOp kParityCheckCuda;
+const SampleCheckCudaOp kSampleCheckCuda;
 
 }  // namespace
 
-std::vector<const OrtCustomOp*> GpuOps() { return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda, &kParityCheckCuda}; }
+std::vector<const OrtCustomOp*> GpuOps() {
+  return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda, &kParityCheckCuda, &kSampleCheckCuda};
+}
 
 }  // namespace onnx_ecc
 

@@ -24,12 +24,7 @@ std::string SampleCheckConfig::Validate() const {
 }
 
 float SampleCheckConfig::Activate(float x) const {
-  switch (activation) {
-    case SampleActivation::kRelu: return x > 0.f ? x : 0.f;
-    case SampleActivation::kClip: return std::min(std::max(x, act_lo), act_hi);
-    case SampleActivation::kLeakyRelu: return x >= 0.f ? x : act_lo * x;
-    default: return x;
-  }
+  return SampleActivate(static_cast<int>(activation), act_lo, act_hi, x);
 }
 
 namespace {
@@ -99,160 +94,14 @@ int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float
 int64_t FilterMismatches(const SampleCheckConfig& c, const float* w, int64_t row, const float* bias, int64_t begin,
                          int64_t end) {
   int64_t bad = 0;
-  for (int64_t ch = begin; ch < end; ++ch) {
-    const float* v = w + ch * row;
-    double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};  // four chains: the sums do not wait on each other
-    int64_t i = 0;
-    for (; i + 4 <= row; i += 4)
-      for (int k = 0; k < 4; ++k) {
-        s[k] += v[i + k];
-        m[k] += std::fabs(static_cast<double>(v[i + k]));
-      }
-    for (; i < row; ++i) {
-      s[0] += v[i];
-      m[0] += std::fabs(static_cast<double>(v[i]));
-    }
-    double sum = (s[0] + s[1]) + (s[2] + s[3]), mag = (m[0] + m[1]) + (m[2] + m[3]);
-    if (bias) {
-      sum += bias[ch];
-      mag += std::fabs(static_cast<double>(bias[ch]));
-    }
-    // NaN and inf fail (a finite magnitude sum means every value is finite)
-    if (!std::isfinite(mag) ||
-        !(std::fabs(sum - static_cast<double>(c.filter_sums[ch])) <= c.filter_tolerance * FLT_EPSILON * mag))
-      ++bad;
-  }
+  for (int64_t ch = begin; ch < end; ++ch)
+    bad += !FilterRowHolds(w + ch * row, row, bias ? bias + ch : nullptr, c.filter_sums[ch], c.filter_tolerance);
   return bad;
 }
 
-// ---- onnxruntime CPU kernel -----------------------------------------------------------------
+// ---- attributes and inputs, shared with the CUDA wrapper (ort_attrs.h) -----------------------
 
-struct SampleCheckKernel : CheckAttrs<SampleCheckConfig> {
-  struct Job {
-    const SampleCheckKernel* k;
-    const float *a, *y, *r;
-    int64_t hw;
-    std::vector<unsigned char>* failed;
-  };
-  static void Run(void* data, size_t item) {
-    auto* j = static_cast<Job*>(data);
-    const auto& cfg = j->k->cfg;
-    const int64_t n = static_cast<int64_t>(item), c = cfg.channels, hw = j->hw;
-    const float* a = j->a + n * c * hw;
-    const float* y = j->y + n * (c + cfg.extra_channels()) * hw;
-    bool bad = SampleMismatches(cfg, a, y, j->r ? j->r + n * c * hw : nullptr, c * hw) > 0;
-    if (!bad && cfg.has_parity) {
-      DecodeCounts counts;
-      CheckParity(cfg.parity, y, hw, 1, y + c * hw, hw, 1, hw, counts);
-      bad = counts.flagged > 0;
-    }
-    (*j->failed)[item] = bad;
-  }
-
-  struct FilterJob {
-    const SampleCheckConfig* cfg;
-    const float *w, *bias;
-    int64_t row, per_item;
-    std::vector<int64_t>* bad;
-  };
-  static void RunFilters(void* data, size_t item) {
-    auto* j = static_cast<FilterJob*>(data);
-    const int64_t begin = static_cast<int64_t>(item) * j->per_item;
-    const int64_t end = std::min(j->cfg->channels, begin + j->per_item);
-    (*j->bad)[item] = FilterMismatches(*j->cfg, j->w, j->row, j->bias, begin, end);
-  }
-
-  // The filter sums of W (and Bias) when given; *bad counts the output channels that fail.
-  OrtStatusPtr CheckFilters(Ort::KernelContext& ctx, const float* w, const float* bias, int64_t* bad) const {
-    if (!w) {
-      if (bias) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
-      return nullptr;
-    }
-    auto wi = ctx.GetInput(2).GetTensorTypeAndShapeInfo();
-    const auto ws = wi.GetShape();
-    if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ws.empty() || ws[0] != cfg.channels)
-      return Error(ORT_INVALID_ARGUMENT, name, "W must be float32 with " + std::to_string(cfg.channels) + " output channels");
-    if (cfg.filter_sums.size() != static_cast<size_t>(cfg.channels))
-      return Error(ORT_INVALID_ARGUMENT, name, "W needs filter_sums with one value per output channel");
-    if (bias) {
-      auto bi = ctx.GetInput(5).GetTensorTypeAndShapeInfo();
-      if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || bi.GetElementCount() != static_cast<size_t>(cfg.channels))
-        return Error(ORT_INVALID_ARGUMENT, name, "Bias must be float32 with one value per output channel");
-    }
-    const int64_t row = cfg.channels > 0 ? static_cast<int64_t>(wi.GetElementCount()) / cfg.channels : 0;
-    const int64_t per_item = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(row, 1));
-    const int64_t items = (cfg.channels + per_item - 1) / per_item;
-    std::vector<int64_t> counts(static_cast<size_t>(items));
-    FilterJob job{&cfg, w, bias, row, per_item, &counts};
-    if (items == 1) RunFilters(&job, 0);
-    else ctx.ParallelFor(&RunFilters, counts.size(), 0, &job);
-    *bad = 0;
-    for (int64_t v : counts) *bad += v;
-    return nullptr;
-  }
-
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
-    try {
-      Ort::KernelContext ctx(context);
-      const size_t count = ctx.GetInputCount();
-      auto tensor = [&](size_t i) -> const float* {
-        if (i >= count) return nullptr;
-        auto v = ctx.GetInput(i);
-        return static_cast<const OrtValue*>(v) ? v.GetTensorData<float>() : nullptr;
-      };
-      auto a = ctx.GetInput(0);
-      auto y = ctx.GetInput(1);
-      auto ai = a.GetTensorTypeAndShapeInfo();
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (ai.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
-          yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-        return Error(ORT_INVALID_ARGUMENT, name, "A and Y must be float32");
-      const auto as = ai.GetShape();
-      if (as.size() < 2 || as[1] != cfg.channels)
-        return Error(ORT_INVALID_ARGUMENT, name, "A must be [N, " + std::to_string(cfg.channels) + ", ...]");
-      auto expected = as;
-      expected[1] = cfg.channels + cfg.extra_channels();
-      if (yi.GetShape() != expected)
-        return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape with " + std::to_string(expected[1]) +
-                                                     " channels (data, then parity)");
-      if (tensor(3)) {
-        auto ri = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
-        if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != as)
-          return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with A's shape");
-      }
-      int64_t bad_filters = 0;
-      if (OrtStatusPtr st = CheckFilters(ctx, tensor(2), tensor(5), &bad_filters)) return st;
-      bool raised = false;
-      if (OrtStatusPtr st = ReadFlag(ctx, 4, name, &raised)) return st;
-      const int64_t samples = as[0];
-      int64_t hw = 1;
-      for (size_t i = 2; i < as.size(); ++i) hw *= as[i];
-      DecodeCounts c;
-      if (samples > 0 && hw > 0) {
-        std::vector<unsigned char> failed(static_cast<size_t>(samples));
-        Job job{this, a.GetTensorData<float>(), y.GetTensorData<float>(), tensor(3), hw, &failed};
-        if (bad_filters > 0) {  // a corrupted filter makes every sample wrong
-          std::fill(failed.begin(), failed.end(), 1);
-        } else if (samples * cfg.channels * hw < (1 << 15)) {  // small: not worth waking the thread pool
-          for (size_t i = 0; i < failed.size(); ++i) Run(&job, i);
-        } else {
-          ctx.ParallelFor(&Run, failed.size(), 0, &job);
-        }
-        c.vectors = samples;
-        for (unsigned char f : failed) c.flagged += f;
-      }
-      counters->Add(c);
-      WriteRaised(ctx, raised || c.flagged > 0);
-      if (fail_stop && c.flagged > 0)
-        return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) + " sample(s) failed the sample check");
-      return nullptr;
-    } catch (const std::exception& e) {
-      return Error(ORT_FAIL, name, e.what());
-    }
-  }
-};
-
-OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheckKernel* k) {
+OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheckAttrs* k) {
   k->name = "SampleCheck(" + AttrString(info, "layer", "") + ")";
   auto& cfg = k->cfg;
   cfg.channels = AttrInt(info, "data_channels", 0);
@@ -291,6 +140,145 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SampleCheck");
   return nullptr;
 }
+
+OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in) {
+  const auto& cfg = k.cfg;
+  const std::string& name = k.name;
+  const size_t count = ctx.GetInputCount();
+  auto given = [&](size_t i) { return i < count && static_cast<const OrtValue*>(ctx.GetInput(i)) != nullptr; };
+  auto a = ctx.GetInput(0);
+  auto y = ctx.GetInput(1);
+  auto ai = a.GetTensorTypeAndShapeInfo();
+  auto yi = y.GetTensorTypeAndShapeInfo();
+  if (ai.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    return Error(ORT_INVALID_ARGUMENT, name, "A and Y must be float32");
+  const auto as = ai.GetShape();
+  if (as.size() < 2 || as[1] != cfg.channels)
+    return Error(ORT_INVALID_ARGUMENT, name, "A must be [N, " + std::to_string(cfg.channels) + ", ...]");
+  auto expected = as;
+  expected[1] = cfg.channels + cfg.extra_channels();
+  if (yi.GetShape() != expected)
+    return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape with " + std::to_string(expected[1]) +
+                                                 " channels (data, then parity)");
+  *in = SampleInputs{};
+  in->samples = as[0];
+  for (size_t i = 2; i < as.size(); ++i) in->hw *= as[i];
+  in->a = a.GetTensorData<float>();
+  in->y = y.GetTensorData<float>();
+  if (given(3)) {
+    auto ri = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
+    if (ri.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ri.GetShape() != as)
+      return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with A's shape");
+    in->r = ctx.GetInput(3).GetTensorData<float>();
+  }
+  if (given(4)) {
+    auto fi = ctx.GetInput(4).GetTensorTypeAndShapeInfo();
+    if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
+      return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
+    in->flag = ctx.GetInput(4).GetTensorData<bool>();
+  }
+  if (given(5) && !given(2)) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
+  if (given(2)) {
+    auto wi = ctx.GetInput(2).GetTensorTypeAndShapeInfo();
+    const auto ws = wi.GetShape();
+    if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ws.empty() || ws[0] != cfg.channels)
+      return Error(ORT_INVALID_ARGUMENT, name, "W must be float32 with " + std::to_string(cfg.channels) + " output channels");
+    if (cfg.filter_sums.size() != static_cast<size_t>(cfg.channels))
+      return Error(ORT_INVALID_ARGUMENT, name, "W needs filter_sums with one value per output channel");
+    in->w = ctx.GetInput(2).GetTensorData<float>();
+    in->row = cfg.channels > 0 ? static_cast<int64_t>(wi.GetElementCount()) / cfg.channels : 0;
+    if (given(5)) {
+      auto bi = ctx.GetInput(5).GetTensorTypeAndShapeInfo();
+      if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          bi.GetElementCount() != static_cast<size_t>(cfg.channels))
+        return Error(ORT_INVALID_ARGUMENT, name, "Bias must be float32 with one value per output channel");
+      in->bias = ctx.GetInput(5).GetTensorData<float>();
+    }
+  }
+  return nullptr;
+}
+
+// ---- onnxruntime CPU kernel -----------------------------------------------------------------
+
+struct SampleCheckKernel : SampleCheckAttrs {
+  struct Job {
+    const SampleCheckKernel* k;
+    const float *a, *y, *r;
+    int64_t hw;
+    std::vector<unsigned char>* failed;
+  };
+  static void Run(void* data, size_t item) {
+    auto* j = static_cast<Job*>(data);
+    const auto& cfg = j->k->cfg;
+    const int64_t n = static_cast<int64_t>(item), c = cfg.channels, hw = j->hw;
+    const float* a = j->a + n * c * hw;
+    const float* y = j->y + n * (c + cfg.extra_channels()) * hw;
+    bool bad = SampleMismatches(cfg, a, y, j->r ? j->r + n * c * hw : nullptr, c * hw) > 0;
+    if (!bad && cfg.has_parity) {
+      DecodeCounts counts;
+      CheckParity(cfg.parity, y, hw, 1, y + c * hw, hw, 1, hw, counts);
+      bad = counts.flagged > 0;
+    }
+    (*j->failed)[item] = bad;
+  }
+
+  struct FilterJob {
+    const SampleCheckConfig* cfg;
+    const float *w, *bias;
+    int64_t row, per_item;
+    std::vector<int64_t>* bad;
+  };
+  static void RunFilters(void* data, size_t item) {
+    auto* j = static_cast<FilterJob*>(data);
+    const int64_t begin = static_cast<int64_t>(item) * j->per_item;
+    const int64_t end = std::min(j->cfg->channels, begin + j->per_item);
+    (*j->bad)[item] = FilterMismatches(*j->cfg, j->w, j->row, j->bias, begin, end);
+  }
+
+  // The output channels whose filter sums fail (none without W).
+  int64_t BadFilters(Ort::KernelContext& ctx, const SampleInputs& in) const {
+    if (!in.w) return 0;
+    const int64_t per_item = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(in.row, 1));
+    const int64_t items = (cfg.channels + per_item - 1) / per_item;
+    std::vector<int64_t> counts(static_cast<size_t>(items));
+    FilterJob job{&cfg, in.w, in.bias, in.row, per_item, &counts};
+    if (items == 1) RunFilters(&job, 0);
+    else ctx.ParallelFor(&RunFilters, counts.size(), 0, &job);
+    int64_t bad = 0;
+    for (int64_t v : counts) bad += v;
+    return bad;
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      SampleInputs in;
+      if (OrtStatusPtr st = ReadSampleInputs(*this, ctx, &in)) return st;
+      const bool raised = in.flag && in.flag[0];
+      DecodeCounts c;
+      if (in.samples > 0 && in.hw > 0) {
+        std::vector<unsigned char> failed(static_cast<size_t>(in.samples));
+        Job job{this, in.a, in.y, in.r, in.hw, &failed};
+        if (BadFilters(ctx, in) > 0) {  // a corrupted filter makes every sample wrong
+          std::fill(failed.begin(), failed.end(), 1);
+        } else if (in.samples * cfg.channels * in.hw < (1 << 15)) {  // small: not worth waking the thread pool
+          for (size_t i = 0; i < failed.size(); ++i) Run(&job, i);
+        } else {
+          ctx.ParallelFor(&Run, failed.size(), 0, &job);
+        }
+        c.vectors = in.samples;
+        for (unsigned char f : failed) c.flagged += f;
+      }
+      counters->Add(c);
+      WriteRaised(ctx, raised || c.flagged > 0);
+      if (fail_stop && c.flagged > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) + " sample(s) failed the sample check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
 
 struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {

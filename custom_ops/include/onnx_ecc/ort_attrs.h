@@ -15,6 +15,7 @@
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
 #include "onnx_ecc/parity_check.h"
+#include "onnx_ecc/sample_check.h"
 #include "onnx_ecc/sum_check.h"
 
 namespace onnx_ecc {
@@ -104,6 +105,19 @@ struct ParityInputs {
   int64_t y_row_stride = 1;      // rows of Y between checked vectors (channels last)
 };
 OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx, ParityInputs* in);
+
+using SampleCheckAttrs = CheckAttrs<SampleCheckConfig>;
+OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheckAttrs* out);
+
+// SampleCheck's inputs, checked (types; A [samples, C, ...]; Y as A with the parity channels
+// after the data; R as A; W [C, ...] with filter_sums; Bias [C] only with W; Flag one bool, which
+// may live on the device). hw: positions per channel; row: values per filter.
+struct SampleInputs {
+  const float *a = nullptr, *y = nullptr, *w = nullptr, *r = nullptr, *bias = nullptr;
+  const bool* flag = nullptr;
+  int64_t samples = 0, hw = 1, row = 0;
+};
+OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in);
 
 // CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
 // ``finish`` for any further setup; failures and exceptions become an ORT status.
