@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "load_mnist5k",
     "load_fashion_mnist",
+    "load_fashion_mnist_sample",
     "load_digits",
     "stratified_split",
 ]
@@ -183,6 +184,19 @@ def load_fashion_mnist() -> Dataset:
             raise ValueError(f"Fashion-MNIST {split}: {len(imgs)} images vs {len(labels)} labels")
         parts[split] = (_images(imgs, 28, 28, 255.0), labels.astype(np.int64))
     return Dataset(*parts["train"], *parts["test"], (1, 28, 28), 10, "fashion-mnist")
+
+
+FASHION_SAMPLE = Path(__file__).resolve().parent / "data" / "fashion_mnist_test_512.npz"
+
+
+@functools.lru_cache(maxsize=None)
+def load_fashion_mnist_sample() -> Dataset:
+    """The first 512 Fashion-MNIST test images and labels, shipped with the package (no training
+    split): real data for the demo and quick checks on a machine without the Debian package."""
+    with np.load(FASHION_SAMPLE) as f:
+        x, y = _images(f["images"], 28, 28, 255.0), f["labels"].astype(np.int64)
+    empty = np.zeros((0, 1, 28, 28), np.float32)
+    return Dataset(empty, np.zeros(0, np.int64), x, y, (1, 28, 28), 10, "fashion-mnist (512-image test sample)")
 
 
 @functools.lru_cache(maxsize=None)

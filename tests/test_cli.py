@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from conftest import zoo_model
@@ -76,6 +77,44 @@ def test_demo_runs_and_corrects(tmp_path):
     r = _cli("demo", "--images", "64", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all faults corrected" in r.stdout
+
+
+def test_demo_without_the_dataset_package_shows_real_accuracy_on_the_bundled_sample(tmp_path, monkeypatch):
+    """A fresh machine without Debian's Fashion-MNIST: the demo runs the 512 bundled test images."""
+    from onnx_ecc import datasets
+
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", ())
+    monkeypatch.delenv("ONNX_ECC_FASHION_MNIST", raising=False)
+    with pytest.raises(datasets.DatasetUnavailable):
+        datasets.load_fashion_mnist.__wrapped__()
+    import argparse
+
+    from onnx_ecc.cli import demo
+
+    args = argparse.Namespace(model=None, images=512, bit=30, seed=0)
+    import contextlib
+    import io as _io
+
+    out = _io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert demo.run(args) == 0
+    text = out.getvalue()
+    assert "the 512 bundled ones" in text and "accuracy n/a" not in text
+    assert "original accuracy 90.23%" in text  # the bundled CNN on those images
+    sample = datasets.load_fashion_mnist_sample()
+    assert sample.x_test.shape == (512, 1, 28, 28) and set(sample.y_test.tolist()) == set(range(10))
+
+
+def test_the_bundled_sample_is_the_start_of_the_real_test_set():
+    from onnx_ecc import datasets
+
+    try:
+        full = datasets.load_fashion_mnist()
+    except datasets.DatasetUnavailable as e:
+        pytest.skip(str(e))
+    sample = datasets.load_fashion_mnist_sample()
+    np.testing.assert_array_equal(sample.x_test, full.x_test[:512])
+    np.testing.assert_array_equal(sample.y_test, full.y_test[:512])
 
 
 def test_models_over_the_protobuf_limit_go_through_external_data(tmp_path, monkeypatch):

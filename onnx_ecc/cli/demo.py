@@ -22,13 +22,15 @@ def add_arguments(parser) -> None:
 def _images(model, n: int, seed: int):
     from onnx_ecc import datasets, zoo
 
+    if list(zoo.input_shape(model))[1:] != [1, 28, 28]:  # another model: random inputs of its shape
+        shape = [n] + list(zoo.input_shape(model))[1:]
+        return np.random.default_rng(seed).random(shape, dtype=np.float32), None, "random inputs"
     try:
         data = datasets.load("fashion-mnist")
         return data.x_test[:n], data.y_test[:n], "Fashion-MNIST test images"
-    except Exception as e:  # dataset not installed: fall back to random inputs, saying so
-        shape = [n] + list(zoo.input_shape(model))[1:]
-        x = np.random.default_rng(seed).random(shape, dtype=np.float32)
-        return x, None, f"random inputs (Fashion-MNIST unavailable: {e})"
+    except datasets.DatasetUnavailable:  # the Debian package is not installed: the bundled sample
+        data = datasets.load_fashion_mnist_sample()
+        return data.x_test[:n], data.y_test[:n], f"Fashion-MNIST test images (the {len(data.y_test)} bundled ones)"
 
 
 def run(args) -> int:
