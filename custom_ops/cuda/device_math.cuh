@@ -525,65 +525,6 @@ HD inline void CheckRow(const DepthwiseParams& p, const float* x, const float* y
   cnt.corrected_values += static_cast<unsigned long long>(p.wout);
 }
 
-HD inline uint64_t Mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;
-HD inline uint64_t SplitMix(uint64_t& state) { return Mix(state += kGamma); }  // inject.h's SplitMix64
-HD inline double Uniform(uint64_t draw) { return (draw >> 11) * (1.0 / 9007199254740992.0); }
-
-HD inline float RangeOf(const float* range_ws) {
-  const float r = *range_ws;
-  return r == 0.f ? 1.f : r;
-}
-
-// inject_fault.cc's Corrupt: bit flip and random consume one draw, zero none.
-HD inline void Corrupt(const InjectParams& p, float* y, int64_t i, uint64_t& state, float range) {
-  if (p.kind == 0) {
-    const int bit = p.bits[SplitMix(state) % static_cast<uint64_t>(p.nbits)];
-    y[i] = BitsFloat(FloatBits(y[i]) ^ (1u << bit));
-  } else if (p.kind == 1) {
-    y[i] = static_cast<float>((2.0 * Uniform(SplitMix(state)) - 1.0) * range);
-  } else {
-    y[i] = 0.f;
-  }
-}
-
-// The sequential modes (exact count, or geometric gaps for 0 < rate < 1): one thread.
-HD inline int64_t InjectSequential(const InjectParams& p, float* y, int64_t n, uint64_t state, double rate,
-                                   const float* range_ws) {
-  const float range = p.kind == 1 ? RangeOf(range_ws) : 0.f;
-  int64_t faults = 0;
-  if (p.count > 0) {
-    for (int64_t k = 0; k < p.count; ++k) {
-      const int64_t i = static_cast<int64_t>(SplitMix(state) % static_cast<uint64_t>(n));
-      Corrupt(p, y, i, state, range);
-      ++faults;
-    }
-    return faults;
-  }
-  const double log1m = log1p(-rate);
-  int64_t i = -1;
-  while (true) {
-    const double u = 1.0 - Uniform(SplitMix(state));  // in (0, 1]
-    const double gap = floor(log(u) / log1m);
-    if (gap >= static_cast<double>(n - i - 1)) break;
-    i += static_cast<int64_t>(gap) + 1;
-    Corrupt(p, y, i, state, range);
-    ++faults;
-  }
-  return faults;
-}
-
-// rate >= 1: element i is corrupted with the state after i draws (one draw per element for
-// bit flips and random values), which splitmix64 gives directly: state0 + (i + 1) * gamma.
-HD inline void InjectAllOne(const InjectParams& p, float* y, int64_t i, uint64_t state0, const float* range_ws) {
-  uint64_t state = state0 + static_cast<uint64_t>(i) * (p.kind == 2 ? 0 : kGamma);
-  Corrupt(p, y, i, state, p.kind == 1 ? RangeOf(range_ws) : 0.f);
-}
-
 // ParityCheck: vector u = (outer, block, inner position), inner fastest, holds by
 // ParityBlockHoldsExact (parity_check.h, the CPU kernel's exact test).
 HD inline bool ParityVectorHolds(const ParityCheckParams& p, const float* y, const float* pp, int64_t u) {

@@ -9,6 +9,7 @@
 
 #include "device_math.cuh"
 
+using namespace onnx_ecc;
 using namespace onnx_ecc::cuda;
 using namespace onnx_ecc::cuda::device;
 
@@ -65,7 +66,7 @@ ECC_HOST_API int64_t OnnxEccHost_Inject(int kind, const int* bits, int nbits, in
   p.kind = kind; p.nbits = nbits; p.count = count; p.site = site;
   for (int i = 0; i < nbits && i < kMaxInjectBits; ++i) p.bits[i] = static_cast<unsigned char>(bits[i]);
   std::memcpy(y, x, sizeof(float) * static_cast<size_t>(n));
-  const uint64_t state = seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(p.site + 1));
+  const uint64_t state = InjectStartState(seed, p.site);
   if (n == 0 || !(p.count > 0 || rate > 0)) return 0;
   float range = 0.f;  // LaunchMaxAbs(finite_only): the largest finite |x|
   for (int64_t i = 0; i < n; ++i) {

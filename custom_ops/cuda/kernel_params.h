@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "onnx_ecc/inject_math.h"
+
 namespace onnx_ecc {
 namespace cuda {
 
@@ -62,15 +64,8 @@ struct SampleCheckParams {
   const float* filter_sums = nullptr;  // device [channels]
 };
 
-constexpr int kMaxInjectBits = 256;
-
-struct InjectParams {
-  int kind = 0;  // 0 bit flip, 1 random, 2 zero (FaultKind's order)
-  int nbits = 0;
-  unsigned char bits[kMaxInjectBits] = {};
-  int64_t count = 0;
-  int64_t site = 0;
-};
+using onnx_ecc::InjectParams;
+using onnx_ecc::kMaxInjectBits;
 
 }  // namespace cuda
 }  // namespace onnx_ecc

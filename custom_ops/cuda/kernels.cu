@@ -258,7 +258,7 @@ cudaError_t LaunchInject(const InjectParams& p, const float* x, float* y, int64_
   if (n == 0) return cudaSuccess;
   cudaError_t e = cudaSuccess;
   if (x != y && (e = cudaMemcpyAsync(y, x, sizeof(float) * n, cudaMemcpyDeviceToDevice, stream)) != cudaSuccess) return e;
-  const uint64_t state = seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(p.site + 1));
+  const uint64_t state = InjectStartState(seed, p.site);
   const bool any = p.count > 0 || rate > 0;
   if (!any) return cudaSuccess;
   if (p.kind == 1 && (e = LaunchMaxAbs(x, n, 1, true, range_ws, stream)) != cudaSuccess) return e;
