@@ -6,20 +6,23 @@ bit error rates, and a targeted campaign over faults known to corrupt the origin
 Mechanism: a Runner holds one onnxruntime session per model whose weights live in numpy
 buffers registered with ``SessionOptions.add_initializer`` (prepacking off), so weight faults
 are applied in place and undone between trials without rebuilding sessions; output faults use
-the InjectFault op driven by seed/rate graph inputs.
+the InjectFault op driven by seed/rate graph inputs. Trials run on an executor (this process,
+local processes or Ray tasks, see campaign_executors) and their counts do not depend on which.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -27,6 +30,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnx_ecc import faults as F
+from onnx_ecc.campaign_executors import open_executor
 from onnx_ecc.campaign_stats import aggregate, breakdown, rule_of_three, upper_bound, wilson
 from onnx_ecc.metadata import read_protection
 
@@ -299,19 +303,6 @@ class Evaluator:
         return out
 
 
-_WORKER: Evaluator | None = None
-
-
-def _init_worker(original_path: str, protected_path: str, x: np.ndarray, y: np.ndarray, threads: int) -> None:
-    global _WORKER
-    _WORKER = Evaluator(onnx.load(original_path), onnx.load(protected_path), x, y, threads)
-
-
-def _run_task(task: tuple[dict, int]) -> dict:
-    cfg, seed = task
-    return _WORKER.trial(Config(**cfg), seed)
-
-
 # ---- driver -----------------------------------------------------------------------------------
 
 def read_trials(path: Path) -> list[dict]:
@@ -333,11 +324,13 @@ def read_trials(path: Path) -> list[dict]:
 def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.ndarray, y: np.ndarray, trials: int,
                  out_dir: str | os.PathLike, protected: onnx.ModelProto | None = None, resume: bool = False,
                  jobs: int | None = None, seed: int = 0, progress: bool = True, plot: bool = True,
-                 transform_options: dict | None = None) -> dict:
+                 transform_options: dict | None = None, executor: str = "local", address: str | None = None) -> dict:
     """Run every configuration ``trials`` times on both models; results under out_dir.
 
     Writes trials.jsonl (one line per finished trial, keyed by config and trial seed),
     summary.json, summary.csv and (if matplotlib is there) sweep PNGs. Returns the summary.
+    Trials run on ``executor`` (see campaign_executors.open_executor: 'local' with ``jobs``
+    processes, or 'ray' on the cluster at ``address``); the counts do not depend on it.
     """
     import onnx_ecc
 
@@ -360,43 +353,19 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
     done = {(r["config"], r["seed"]) for r in read_trials(log)} if resume else set()
     if not resume and log.exists():
         log.unlink()
-    tasks = [(c.as_dict(), trial_seed(seed, c.key, t)) for c in configs for t in range(trials)]
-    todo = [t for t in tasks if (Config(**t[0]).key, t[1]) not in done]
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
-    bar = _progress(len(tasks), len(tasks) - len(todo), progress)
-    with open(log, "a") as f:
-        def record(r):
+    tasks = [(c, trial_seed(seed, c.key, t)) for c in configs for t in range(trials)]
+    todo = [t for t in tasks if (t[0].key, t[1]) not in done]
+    spec = (Evaluator, (original, protected, x, y, 1))
+    with open_executor(executor, spec, jobs, address, tasks=len(todo)) as ex, open(log, "a") as f:
+        bar = _progress(len(tasks), len(tasks) - len(todo), progress)
+        t_run = time.time()
+        for r in ex.imap(("trial", task) for task in todo):
             f.write(json.dumps(r) + "\n")
             f.flush()
             bar.update(1)
-
-        if jobs == 1 or len(todo) <= 1:
-            global _WORKER
-            _WORKER = Evaluator(original, protected, x, y, threads=1)
-            for task in todo:
-                record(_run_task(task))
-        else:
-            # spawn (not fork: onnxruntime's threads do not survive a fork); a worker that dies
-            # raises BrokenProcessPool instead of hanging the campaign
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(str(out / "original.onnx"), str(out / "protected.onnx"), x, y, 1)) as pool:
-                pending = set()
-                it = iter(todo)
-                for task in it:
-                    pending.add(pool.submit(_run_task, task))
-                    if len(pending) >= 4 * jobs:
-                        break
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        record(fut.result())
-                        nxt = next(it, None)
-                        if nxt is not None:
-                            pending.add(pool.submit(_run_task, nxt))
-    bar.close()
-    wanted = {(Config(**t[0]).key, t[1]) for t in tasks}
+        speed = _speed(ex.info, len(todo), time.time() - t_run)
+        bar.close()
+    wanted = {(c.key, s) for c, s in tasks}
     records = [r for r in read_trials(log) if (r["config"], r["seed"]) in wanted]
     rows = aggregate(records)
     ev = Evaluator(original, protected, x, y, threads=1)
@@ -404,7 +373,7 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
     summary = {
         "samples": int(len(x)), "trials": trials, "seed": seed, "configs": [c.as_dict() for c in configs],
         "clean_accuracy": clean_acc, "rows": rows, "breakdown": breakdown(rows, clean_acc),
-        "protection": read_protection(protected), "seconds": time.time() - t0,
+        "protection": read_protection(protected), "seconds": time.time() - t0, **speed,
     }
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=float).encode())
     write_csv(rows, out / "summary.csv")
@@ -437,6 +406,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _speed(info: dict, n: int, seconds: float) -> dict:
+    """The executor's description (name, nodes, CPUs, workers) and the trials per second it ran."""
+    return {**info, "trials_run": n, "trials_per_second": n / seconds if n and seconds > 0 else None}
+
+
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
@@ -463,107 +437,186 @@ def _tensor_shapes(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray) 
     return {n: tuple(o.shape) for n, o in zip(names, outs)}
 
 
-def _find_corrupting(draw, clean_top1: np.ndarray, n_faults: int, max_trials: int,
-                     rng: np.random.Generator, bar) -> tuple[list[dict], int]:
+TARGETED_CHUNK = 64      # single-sample runs per call of a targeted campaign (calls cost ~1 ms on Ray)
+
+
+class TargetedEvaluator:
+    """A targeted campaign's worker: single-sample runs of either model with one fault, judged
+    against that model's fault-free top-1 (runners built once per worker process)."""
+
+    def __init__(self, original: onnx.ModelProto, protected: onnx.ModelProto, x: np.ndarray, y: np.ndarray,
+                 site: str, bits: Sequence[int]):
+        self.models = {"original": original, "protected": protected}
+        self.x, self.y, self.bits = x, y, tuple(bits)
+        self._runners: dict[tuple, Runner] = {}
+        if site == "weight":
+            maps = F.weight_maps(protected)
+            names = {"original": [m.original for m in maps.values()], "protected": list(maps)}
+            for m in names:
+                self._runners[(m, None)] = Runner(self.models[m], names[m])
+            self.clean = {m: np.argmax(self._runners[(m, None)].run(x)[0].reshape(len(x), -1), axis=1) for m in names}
+        else:
+            layers = F.layer_names(original)
+            self.sites = {l: s for s, l in enumerate(layers)}
+            self.clean = {m: np.argmax(_batched(self.runner(m, layers[0]), x, rate=0.0), axis=1) for m in self.models}
+
+    def runner(self, model: str, layer: str | None) -> Runner:
+        """The weight-patchable runner (layer None) or the one injecting into ``layer``'s output."""
+        key = (model, layer)
+        if key not in self._runners:
+            self._runners[key] = Runner(self.models[model], (), instrument=dict(
+                layers=[layer], bits=self.bits, count=1, sites=self.sites))
+        return self._runners[key]
+
+    def _run(self, model: str, i: int, layer: str | None, faults: Sequence[F.Fault], seed: int):
+        out, rep = self.runner(model, layer).run(self.x[i:i + 1], faults, seed)
+        return out.reshape(-1), rep
+
+    def probe(self, calls: Sequence[tuple]) -> list[tuple[bool, bool]]:
+        """(finite, corrupt) of the original for each (sample, layer, weight faults, seed)."""
+        verdicts = []
+        for i, layer, faults, seed in calls:
+            out, _ = self._run("original", i, layer, faults, seed)
+            finite = bool(np.isfinite(out).all())
+            verdicts.append((finite, not finite or int(np.argmax(out)) != self.clean["original"][i]))
+        return verdicts
+
+    def confirm(self, calls: Sequence[tuple]) -> list[dict]:
+        """One targeted row per (found item, layer, protected faults, seed, protected fault)."""
+        rows = []
+        for item, layer, faults, seed, fp in calls:
+            i = item["sample"]
+            out, rep = self._run("protected", i, layer, faults, seed)
+            rows.append(_targeted_row(item, fp, out, self.clean["protected"][i], self.y[i], rep))
+        return rows
+
+    def verify(self, items: list[dict]) -> list[dict]:
+        """See _verify_weight_patching (weight site only)."""
+        return _verify_weight_patching(self.models["original"], self.models["protected"], self.x, items,
+                                       self.runner("original", None), self.runner("protected", None))
+
+
+def _chunks(items: Iterable, size: int = TARGETED_CHUNK) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _weight_plan(original: onnx.ModelProto, protected: onnx.ModelProto, bits: tuple, rng: np.random.Generator):
+    """Weight site, driver side: ``draw(sample)`` gives (key, fault, probe call) for one bit of a
+    protected layer's weight; ``confirm(item)`` the call running it on the same element of ``W__ecc_L``."""
+    names = [m.original for m in F.weight_maps(protected).values()]
+    spec = F.WeightFaultSpec(count=1, bits=bits, tensors=tuple(names))
+
+    def draw(i):
+        f = F.draw_weight_faults(original, spec, int(rng.integers(1 << 62)))[0]
+        return (f.target, f.index, f.bit), f, (i, None, [f], 0)
+
+    def confirm(item):
+        fp = F.to_protected([item["fault"]], protected)
+        return item, None, fp, 0, fp[0]
+
+    return draw, confirm
+
+
+def _output_plan(original: onnx.ModelProto, protected: onnx.ModelProto, x: np.ndarray, bits: tuple,
+                 rng: np.random.Generator):
+    """Output site, driver side: ``draw(sample)`` gives (key, fault, probe call) for one bit of a
+    layer output element (layers weighted by size); ``confirm(item)`` the call whose inverted seed
+    makes the protected model's InjectFault kernel flip the same data element of ``__ecc_aug``."""
+    layers = F.layer_names(original)
+    sites = {l: s for s, l in enumerate(layers)}
+    so = {s.layer: s for s in F.instrument(original, layers, bits=bits, count=1, sites=sites)[1]}
+    sp = {s.layer: s for s in F.instrument(protected, layers, bits=bits, count=1, sites=sites)[1]}
+    shape_o = _tensor_shapes(original, [so[l].tensor for l in layers], x[:1])
+    shape_p = _tensor_shapes(protected, [sp[l].tensor for l in layers], x[:1])
+    sizes = np.array([int(np.prod(shape_o[so[l].tensor])) for l in layers], dtype=np.float64)
+    probs = sizes / sizes.sum()
+
+    def draw(i):
+        li = int(rng.choice(len(layers), p=probs))
+        l, s = layers[li], int(rng.integers(1 << 62))
+        f = F.compute_faults(s, sites[l], int(sizes[li]), bits=bits, count=1, target=l)[0]
+        return (l, f.index, f.bit, i), f, (i, l, [], s)
+
+    def confirm(item):
+        f = item["fault"]
+        l = f.target
+        cm = sp[l].channel_map() if sp[l].data_channels > 0 else \
+            F.ChannelMap(l, l, sp[l].axis, shape_o[so[l].tensor][sp[l].axis], shape_p[sp[l].tensor][sp[l].axis])
+        j, _ = F.map_output_index(f.index, shape_o[so[l].tensor], sp[l].axis, cm)
+        n_p = int(np.prod(shape_p[sp[l].tensor]))
+        s = F.seed_for_fault(sites[l], n_p, j, f.bit, bits)
+        expect = F.compute_faults(s, sites[l], n_p, bits=bits, count=1, target=l)
+        if [(e.index, e.bit) for e in expect] != [(j, f.bit)]:
+            raise RuntimeError(f"seed inversion failed for {f.describe()}")
+        return item, l, [], s, expect[0]
+
+    return draw, confirm
+
+
+def _find_corrupting(ex, draw, n_samples: int, n_faults: int, max_trials: int, rng: np.random.Generator,
+                     bar) -> tuple[list[dict], int]:
     """Draw single faults until ``n_faults`` distinct ones corrupt the original's output
     (non-finite, or top-1 changed); returns them and the number of draws.
 
-    ``draw(sample)`` gives (key, fault, run): ``key`` tells faults apart, ``run()`` is the
-    original's output with the fault, only computed for a key not yet found.
+    Candidates come from ``rng`` in one sequence and are probed in chunks on the executor's
+    workers, but judged in draw order, so the faults found and the draws counted are the same
+    on any executor (the draws past the last fault found are dropped). ``draw(sample)`` gives
+    (key, fault, probe call); ``key`` tells faults apart.
     """
     found: list[dict] = []
     seen: set = set()
     tried = 0
-    while len(found) < n_faults and tried < max_trials:
-        tried += 1
-        i = int(rng.integers(len(clean_top1)))
-        key, fault, run = draw(i)
-        if key in seen:
-            continue
-        out = run()
-        finite = bool(np.isfinite(out).all())
-        if finite and int(np.argmax(out)) == clean_top1[i]:
-            continue
-        seen.add(key)
-        found.append({"sample": i, "fault": fault, "original_finite": finite})
-        bar.update(1)
+    in_flight: collections.deque = collections.deque()    # the candidates of the chunks submitted
+
+    def calls():
+        candidates = (draw(int(rng.integers(n_samples))) for _ in range(max_trials if n_faults > 0 else 0))
+        for chunk in _chunks(candidates):
+            in_flight.append(chunk)
+            yield "probe", ([c[2] for c in chunk],)
+
+    with contextlib.closing(ex.imap(calls(), ordered=True)) as verdicts:
+        for (key, fault, call), (finite, corrupt) in itertools.chain.from_iterable(
+                zip(in_flight.popleft(), v) for v in verdicts):
+            tried += 1
+            if corrupt and key not in seen:
+                seen.add(key)
+                found.append({"sample": call[0], "fault": fault, "original_finite": finite})
+                bar.update(1)
+                if len(found) == n_faults:
+                    break
     bar.close()
     return found, tried
 
 
 def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: np.ndarray, y: np.ndarray,
                       site: str = "weight", n_faults: int = 1000, bits: str = "all", seed: int = 0,
-                      max_trials: int = 500_000, progress: bool = True, verify: int = 3) -> dict:
+                      max_trials: int = 500_000, progress: bool = True, verify: int = 3, jobs: int | None = None,
+                      executor: str = "local", address: str | None = None) -> dict:
     """Find ``n_faults`` distinct single bit flips that change the original's top-1 on a sample,
     then run exactly those faults on the protected model and count what still gets through.
 
     site 'weight': a bit of a protected layer's weight/bias (same element of ``W__ecc_L`` in the
     protected model); site 'output': a bit of a layer output element (the same data element of
-    the ``__ecc_aug`` tensor, injected by the InjectFault kernel via an inverted seed).
+    the ``__ecc_aug`` tensor, injected by the InjectFault kernel via an inverted seed). The runs
+    go to ``executor`` (as in run_campaign); the faults found do not depend on it.
     """
     if site not in ("weight", "output"):
         raise CampaignError("site must be 'weight' or 'output'")
     t0 = time.time()
     bits_t = F.parse_bits(bits)
     rng = np.random.default_rng(seed)
-    bar = _progress(n_faults, 0, progress)
-    if site == "weight":
-        maps = F.weight_maps(protected)
-        orig_names = [m.original for m in maps.values()]
-        ro, rp = Runner(original, orig_names), Runner(protected, list(maps))
-        clean_o = np.argmax(ro.run(x)[0].reshape(len(x), -1), axis=1)
-        clean_p = np.argmax(rp.run(x)[0].reshape(len(x), -1), axis=1)
-        spec = F.WeightFaultSpec(count=1, bits=bits_t, tensors=tuple(orig_names))
-
-        def draw(i):
-            f = F.draw_weight_faults(original, spec, int(rng.integers(1 << 62)))[0]
-            return (f.target, f.index, f.bit), f, lambda: ro.run(x[i:i + 1], [f])[0].reshape(-1)
-
-        found, tried = _find_corrupting(draw, clean_o, n_faults, max_trials, rng, bar)
-        results = []
-        for item in found:
-            i, f = item["sample"], item["fault"]
-            fp = F.to_protected([f], protected)
-            out, rep = rp.run(x[i:i + 1], fp)
-            out = out.reshape(-1)
-            results.append(_targeted_row(item, fp[0], out, clean_p[i], y[i], rep))
-        checks = _verify_weight_patching(original, protected, x, found[:verify], ro, rp)
-    else:
-        layers = F.layer_names(original)
-        sites = {l: s for s, l in enumerate(layers)}
-        ro = {l: Runner(original, (), instrument=dict(layers=[l], bits=bits_t, count=1, sites=sites)) for l in layers}
-        rp = {l: Runner(protected, (), instrument=dict(layers=[l], bits=bits_t, count=1, sites=sites)) for l in layers}
-        so = {l: ro[l].sites[0] for l in layers}
-        sp = {l: rp[l].sites[0] for l in layers}
-        shape_o = _tensor_shapes(original, [so[l].tensor for l in layers], x[:1])
-        shape_p = _tensor_shapes(protected, [sp[l].tensor for l in layers], x[:1])
-        sizes = np.array([int(np.prod(shape_o[so[l].tensor])) for l in layers], dtype=np.float64)
-        probs = sizes / sizes.sum()
-        clean_o = np.argmax(_batched(ro[layers[0]], x, rate=0.0), axis=1)
-        clean_p = np.argmax(_batched(rp[layers[0]], x, rate=0.0), axis=1)
-
-        def draw(i):
-            li = int(rng.choice(len(layers), p=probs))
-            l, s = layers[li], int(rng.integers(1 << 62))
-            f = F.compute_faults(s, sites[l], int(sizes[li]), bits=bits_t, count=1, target=l)[0]
-            return (l, f.index, f.bit, i), f, lambda: ro[l].run(x[i:i + 1], seed=s)[0].reshape(-1)
-
-        found, tried = _find_corrupting(draw, clean_o, n_faults, max_trials, rng, bar)
-        results = []
-        for item in found:
-            i, f = item["sample"], item["fault"]
-            l = f.target
-            cm = sp[l].channel_map() if sp[l].data_channels > 0 else \
-                F.ChannelMap(l, l, sp[l].axis, shape_o[so[l].tensor][sp[l].axis], shape_p[sp[l].tensor][sp[l].axis])
-            j, _ = F.map_output_index(f.index, shape_o[so[l].tensor], sp[l].axis, cm)
-            n_p = int(np.prod(shape_p[sp[l].tensor]))
-            s = F.seed_for_fault(sites[l], n_p, j, f.bit, bits_t)
-            expect = F.compute_faults(s, sites[l], n_p, bits=bits_t, count=1, target=l)
-            if [(e.index, e.bit) for e in expect] != [(j, f.bit)]:
-                raise RuntimeError(f"seed inversion failed for {f.describe()}")
-            out, rep = rp[l].run(x[i:i + 1], seed=s)
-            results.append(_targeted_row(item, expect[0], out.reshape(-1), clean_p[i], y[i], rep))
-        checks = []
+    draw, confirm = _weight_plan(original, protected, bits_t, rng) if site == "weight" else \
+        _output_plan(original, protected, x, bits_t, rng)
+    spec = (TargetedEvaluator, (original, protected, x, y, site, bits_t))
+    with open_executor(executor, spec, jobs, address) as ex:
+        t_search = time.time()
+        found, tried = _find_corrupting(ex, draw, len(x), n_faults, max_trials, rng, _progress(n_faults, 0, progress))
+        speed = _speed(ex.info, tried, time.time() - t_search)
+        calls = (("confirm", (c,)) for c in _chunks(map(confirm, found)))
+        results = [row for rows in ex.imap(calls, ordered=True) for row in rows]
+        [checks] = ex.imap([("verify", (found[:verify],))]) if site == "weight" else [[]]
     n = len(results)
     still = sum(r["protected_corrupt"] for r in results)
     summary = {
@@ -579,7 +632,7 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
         "uncorrectable": sum(r["uncorrectable"] > 0 for r in results),
         "protected_correct_label": sum(r["protected_label_ok"] for r in results),
         "by_bit": _count_by(results, "bit"), "by_target": _count_by(results, "target"),
-        "patching_checks": checks, "seconds": time.time() - t0, "faults": results,
+        "patching_checks": checks, "seconds": time.time() - t0, **speed, "faults": results,
     }
     return summary
 

@@ -105,12 +105,12 @@ def test_parallel_equals_serial_and_mixed_faults(models, tmp_path):
 def test_targeted_finds_exactly_the_known_faults(models):
     m, p = models
     r = C.targeted_campaign(m, p, X, Y, site="weight", n_faults=2, bits="31", seed=1, max_trials=500,
-                            progress=False, verify=2)
+                            progress=False, verify=2, jobs=1)
     assert sorted(tuple(f["fault"]["index"]) for f in r["faults"]) == [(0, 0), (1, 1)]
     assert r["protected_still_corrupt"] == 0 and r["corrected"] == 2
     assert all(c["original_same_top1"] and c["protected_same_top1"] for c in r["patching_checks"])
     out = C.targeted_campaign(m, p, X, Y, site="output", n_faults=3, bits="31", seed=1, max_trials=2000,
-                              progress=False)
+                              progress=False, jobs=1)
     # sign flip of one logit changes the top-1 whenever that logit is the larger (positive) one
     assert out["sdc_faults_found"] == 3 and out["protected_still_corrupt"] == 0
 

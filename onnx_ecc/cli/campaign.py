@@ -28,7 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=200, help="test samples per trial")
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--resume", action="store_true", help="skip trials already in OUT/trials.jsonl")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="worker processes (default: all cores); with --executor ray and no cluster, "
+                             "the CPUs of the local Ray instance started")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where trials run: local processes (default), or Ray tasks on a cluster "
+                             "(pip install onnx-ecc[ray])")
+    parser.add_argument("--address", default=None,
+                        help="--executor ray: the cluster's address (default: $RAY_ADDRESS, else a local "
+                             "Ray instance is started)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parity", type=int, default=2, help="transform: parity checks per block")
     parser.add_argument("--block", type=int, default=32, help="transform: channels per block")
@@ -45,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     import onnx_ecc
     from onnx_ecc import campaign as C
+    from onnx_ecc.campaign_executors import check_executor
 
+    where = dict(jobs=args.jobs, executor=args.executor, address=args.address)
     try:
+        check_executor(args.executor, args.address)
         original = C.resolve_model(args.model)
         if args.protected:
             if not Path(args.protected).is_file():
@@ -64,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 return _fail("--targeted takes --fault weight-bitflip and/or output-bitflip")
             for site in sites:
                 r = C.targeted_campaign(original, protected, x, y, site=site, n_faults=args.targeted, bits=args.bits,
-                                        seed=args.seed, progress=not args.no_progress)
+                                        seed=args.seed, progress=not args.no_progress, **where)
                 C._atomic_write(out / f"targeted_{site}.json", json.dumps(r, indent=1, default=float).encode())
                 print(f"{site}: {r['sdc_faults_found']} SDC-causing faults found in {r['trials_searched']} tries; "
                       f"{r['protected_still_corrupt']} still corrupt the protected model "
@@ -82,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             configs = [C.Config(f, count=args.count, bits=args.bits, tensors=args.tensors) for f in faults]
         summary = C.run_campaign(original, configs, x, y, args.trials, out, protected=protected, resume=args.resume,
-                                 jobs=args.jobs, seed=args.seed, progress=not args.no_progress)
+                                 seed=args.seed, progress=not args.no_progress, **where)
     except (C.CampaignError, ValueError, OSError) as e:
         return _fail(str(e))
     print(format_table(summary["rows"]))
+    print(f"{summary['trials_run']} trials on {summary['executor']} ({summary['nodes']} node(s), {summary['cpus']} CPUs, "
+          f"{summary['workers']} workers)"
+          + (f", {summary['trials_per_second']:.1f} trials/s" if summary["trials_per_second"] else ""))
     print(f"results in {out}/ (summary.json, summary.csv, trials.jsonl{', plots' if summary.get('plots') else ''})")
     return 0
 
