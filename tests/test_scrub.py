@@ -13,6 +13,7 @@ from onnx_ecc.cli import scrub as scrub_cli
 from onnx_ecc.faults.records import Fault
 from onnx_ecc.faults.weights import apply_weight_faults
 from onnx_ecc.weights import WeightScrubber, add_weight_checks, read_weight_codes, scrub_model
+from onnx_ecc.weights.model import repair_tolerance
 
 
 def _mlp(seed=0):
@@ -49,11 +50,30 @@ def _corrupt(model, name, count, seed=1, values="gross"):
     return apply_weight_faults(model, faults)
 
 
+def _weights(model, name):
+    return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name)).reshape(-1)
+
+
+def _assert_repaired(fixed, original, corrupted):
+    """Every protected tensor of ``fixed`` equals ``original`` within the checks' rounding (oracle)."""
+    for entry in read_weight_codes(original):
+        name, ref = entry["tensor"], _weights(original, entry["tensor"])
+        got, bad = _weights(fixed, name), _weights(corrupted, name)
+        touched = np.flatnonzero((got.view(np.uint32) != ref.view(np.uint32)) | (bad.view(np.uint32) != ref.view(np.uint32)))
+        allowed = repair_tolerance(entry, _weights(original, entry["parity_tensor"]), touched, got)
+        assert np.all(np.abs(got[touched].astype(np.float64) - ref[touched]) <= allowed), name
+
+
 @pytest.fixture(scope="module")
 def protected():
-    model = add_weight_checks(_mlp(), fraction=0.25)
+    model = add_weight_checks(_mlp(), checks="25%")  # float32 checks (the default)
     onnx.checker.check_model(model)
     return model
+
+
+@pytest.fixture(scope="module")
+def protected64():
+    return add_weight_checks(_mlp(), checks=1600, parity_dtype="float64")  # a count: as many checks, 8 bytes each
 
 
 def test_default_selection_and_metadata(protected):
@@ -80,8 +100,16 @@ def test_repair_restores_outputs(protected, values):
     assert not np.array_equal(_run(bad, x), reference)
     fixed, report = scrub_model(bad)
     assert report.status == "repaired"
-    np.testing.assert_array_equal(_run(fixed, x), reference)
-    assert fixed.SerializeToString() == protected.SerializeToString()
+    _assert_repaired(fixed, protected, bad)  # float32 checks: within their rounding, not bit-exact
+    np.testing.assert_allclose(_run(fixed, x), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("values", ["gross", "bitflip"])
+def test_float64_checks_repair_bit_exact(protected64, values):
+    bad = _corrupt(protected64, "w1", 200, values=values)
+    fixed, report = scrub_model(bad)
+    assert report.status == "repaired"
+    assert fixed.SerializeToString() == protected64.SerializeToString()
 
 
 def _cli(tmp_path, model, out_name="out.onnx"):
@@ -99,11 +127,10 @@ def _cli(tmp_path, model, out_name="out.onnx"):
 def test_cli_clean_repaired_uncorrectable_bad(tmp_path, protected, capsys):
     code, src, out = _cli(tmp_path, protected)
     assert code == 0 and out.read_bytes() == src.read_bytes()
-    code, _, out = _cli(tmp_path, _corrupt(protected, "w2t", 20), "rep.onnx")
+    bad = _corrupt(protected, "w2t", 20)
+    code, _, out = _cli(tmp_path, bad, "rep.onnx")
     assert code == 1
-    np.testing.assert_array_equal(
-        numpy_helper.to_array(onnx.load(out).graph.initializer[2]),
-        numpy_helper.to_array(protected.graph.initializer[2]))
+    _assert_repaired(onnx.load(out), protected, bad)
     code, _, out = _cli(tmp_path, _corrupt(protected, "w2t", 300), "never.onnx")
     assert code == 2 and not out.exists()
     assert "w2t" in capsys.readouterr().out
@@ -139,6 +166,9 @@ def test_live_scrubber_repairs_running_session_in_place(protected):
     finally:
         scrubber.stop()
     assert events and events[0].status == "repaired"
-    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], reference)  # same session, no rebuild
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], reference, rtol=1e-5, atol=1e-6)  # same session
     assert scrubber.check_now().status == "clean"
-    assert scrubber.current_model().graph.initializer[0] == protected.graph.initializer[0]
+    before = onnx.ModelProto()
+    before.CopyFrom(protected)
+    before.graph.initializer[0].CopyFrom(numpy_helper.from_array(buf.reshape(64, 100), "w1"))
+    _assert_repaired(scrubber.current_model(), protected, before)

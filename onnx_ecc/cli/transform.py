@@ -44,8 +44,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-depthwise", action="store_true",
                         help="leave depthwise convolutions alone (their check costs about as much as the layer)")
     parser.add_argument("--no-absorb", action="store_true", help="do not fold a following Relu into the decoder")
-    parser.add_argument("--weight-checks", type=int, default=0,
-                        help="l1-decodable checks per protected weight tensor (0: none)")
+    parser.add_argument("--weight-checks", default="0", metavar="M|R%",
+                        help="l1-decodable weight codes for `onnx-ecc scrub`: M checks per block of 8192 weights, "
+                             "or a rate R%% of each weight's memory that the layer code's parity rows count toward "
+                             "(e.g. 5%%); 0: none (default)")
     parser.add_argument("--no-verify", action="store_true", help="skip the check against the original outputs")
 
 

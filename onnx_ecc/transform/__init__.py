@@ -58,11 +58,11 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         out, record = protect_inline(model, options, model_id)
     write_protection(out, record)
     if options.weight_checks:
-        from onnx_ecc.weights import add_weight_checks
+        from onnx_ecc.weights import add_weight_checks, layer_rows
 
-        layers = {p["name"] for p in record["protected"]}
-        names = [n.input[1] for n in out.graph.node if n.name in layers]
-        out = add_weight_checks(out, tensor_names=names, checks=options.weight_checks, seed=options.seed)
+        rows = layer_rows(out, record["protected"])
+        out = add_weight_checks(out, tensor_names=list(rows), checks=options.weight_checks, seed=options.seed,
+                                layer_rows=rows)
     if options.verify:
         verify_transformed(model, out)
     if plan is not None:

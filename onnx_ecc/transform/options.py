@@ -29,7 +29,10 @@ class TransformOptions:
     fail_stop: decoders return an error when a block cannot be corrected.
     absorb_activation: fold a following Relu into the decoder (one pass less).
     verify: refuse a result that does not reproduce the original outputs on random inputs.
-    weight_checks: l1-decodable checks per protected weight tensor (0: none).
+    weight_checks: l1-decodable weight codes on the protected layers' weights (0: none): a count of
+        checks per block of 8192 values (int, or a string like "1000"), or a rate of each weight's
+        memory (float in (0, 1), or a string like "5%") that the layer code's parity rows count
+        toward (onnx_ecc.weights.sizing); normalised to an int count or a float rate.
     depthwise: check depthwise convolutions too (their check costs about as much as the layer).
     strategy: 'inline' decodes every protected layer's output on every run; 'rerun' keeps the
         original convolutions on the fast path with a cheap sum check each (which onnxruntime's
@@ -77,7 +80,7 @@ class TransformOptions:
     fail_stop: bool = False
     absorb_activation: bool = True
     verify: bool = True
-    weight_checks: int = 0
+    weight_checks: int | float | str = 0
     depthwise: bool = True
     seed: int = 0
     strategy: str = "inline"
@@ -122,8 +125,9 @@ class TransformOptions:
                 raise ValueError("give either a budget or layer_modes, not both")
         if self.budget_batch < 1 or not 0.0 <= self.budget_weight_share <= 1.0:
             raise ValueError("budget_batch must be >= 1 and budget_weight_share in [0, 1]")
-        if self.weight_checks < 0:
-            raise ValueError("weight_checks must be >= 0")
+        from onnx_ecc.weights.sizing import parse_weight_checks
+
+        object.__setattr__(self, "weight_checks", parse_weight_checks(self.weight_checks))
 
     def mode_of(self, layer: str) -> str:
         """How ``layer`` is protected: its entry in layer_modes, else the strategy's default."""

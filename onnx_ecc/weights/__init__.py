@@ -1,7 +1,7 @@
 """Weight memory ECC: real-number linear checks on stored weights, l1 decoding, model scrubbing."""
 
 from .codes import FAMILIES, CheckMatrix, check_matrix
-from .decode import DecodeResult, decode_block, l1_decode_lp, solve_sparse, syndrome_tolerance
+from .decode import DecodeResult, decode_block, l1_decode_lp, repair_bound, solve_sparse, syndrome_tolerance
 from .model import (
     METADATA_KEY,
     ScrubReport,
@@ -16,10 +16,12 @@ from .model import (
     write_weight_codes,
 )
 from .scrubber import WeightScrubber
+from .sizing import LayerRows, layer_rows, parse_weight_checks, tensor_memory
 
 __all__ = [
-    "FAMILIES", "CheckMatrix", "check_matrix", "DecodeResult", "decode_block", "l1_decode_lp",
+    "FAMILIES", "CheckMatrix", "check_matrix", "DecodeResult", "decode_block", "l1_decode_lp", "repair_bound",
     "solve_sparse", "syndrome_tolerance", "METADATA_KEY", "ScrubReport", "TensorReport",
     "add_weight_checks", "check_tensor", "default_weight_tensors", "make_entry",
     "project_weights", "read_weight_codes", "scrub_model", "write_weight_codes", "WeightScrubber",
+    "LayerRows", "layer_rows", "parse_weight_checks", "tensor_memory",
 ]

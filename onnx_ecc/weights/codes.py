@@ -22,6 +22,7 @@ import scipy.fft
 import scipy.linalg
 
 FAMILIES = ("dct", "gaussian")
+DEFAULT_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ def checks_for(n_block: int, checks: int | None, fraction: float | None) -> int:
     if checks is not None and fraction is not None:
         raise ValueError("give checks or fraction, not both")
     if checks is None:
-        fraction = 0.2 if fraction is None else float(fraction)
+        fraction = DEFAULT_FRACTION if fraction is None else float(fraction)
         if not (0.0 < fraction < 1.0):
             raise ValueError(f"fraction must be in (0, 1), got {fraction}")
         checks = int(np.ceil(fraction * n_block))

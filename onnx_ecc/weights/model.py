@@ -1,27 +1,36 @@
 """Model-level weight codes: add stored-parity checks to ONNX initializers and scrub (check/repair) them.
 
 Everything needed to regenerate the codes lives in ``model.metadata_props["onnx_ecc.weight_codes"]``
-as JSON::
+as JSON; in memory (``read_weight_codes``) each entry reads::
 
-    {"version": 1, "tensors": [{
-        "tensor": "fc.weight", "mode": "parity" | "trained", "family": "dct", "seed": 0,
-        "dtype": "float32", "shape": [10, 512], "layout": "row-major", "n": 5120, "m": 1024,
-        "block_size": 8192, "parity_tensor": "fc.weight__ecc_weight_parity", "parity_dtype": "float64",
-        "blocks": [{"start": 0, "stop": 5120, "m": 1024, "stream": 0,
-                    "w_norm": 1.83, "w_absmax": 0.0441}],
-        "threshold": {...}}]}
+    {"tensor": "fc.weight", "mode": "parity" | "trained", "family": "dct", "seed": 0,
+     "dtype": "float32", "shape": [10, 512], "layout": "row-major", "n": 5120, "m": 1024,
+     "block_size": 8192, "parity_tensor": "fc.weight__ecc_weight_parity", "parity_dtype": "float32",
+     "checks": "20%", "original_values": 5120, "layer_parity_values": 0,
+     "blocks": [{"start": 0, "stop": 5120, "m": 1024, "stream": 0,
+                 "w_norm": 1.83, "w_absmax": 0.0441}],
+     "threshold": {...}}
+
+Stored (version 2) as ``{"version": 2, "tensors": [...]}`` with each entry's blocks as columns,
+``"blocks": {"m": [...], "w_norm": [...], "w_absmax": [...]}`` (bounds and streams follow from n
+and block_size), in compact JSON: a few tens of bytes per block. Version 1 (one dict per block)
+is still read.
 
 A tensor is flattened row-major and split into contiguous blocks of at most ``block_size``
 values; block b uses ``CheckMatrix(family, n_b, m_b, seed, stream=b)``. In "parity" mode the
 block parities H_b w_b are concatenated in one initializer ``<tensor>__ecc_weight_parity`` that no
 node consumes; in "trained" mode nothing is stored (H_b w_b = 0 by construction). ``w_norm``
 (||w_b||_2) scales the rounding thresholds and ``w_absmax`` (max |w_b|) marks impossible values as
-erasures (see ``decode``).
+erasures (see ``decode``); both are rounded up to 8 significant digits, which keeps them bounds.
+How many checks each block gets (a count per block, or a rate of the
+tensor's memory that the layer code's parity rows count toward) is decided in ``sizing``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import functools
 import json
 import time
 
@@ -30,13 +39,17 @@ import onnx
 from onnx import numpy_helper
 
 from . import decode as _decode
-from .codes import FAMILIES, block_bounds, check_matrix, checks_for
+from . import sizing
+from .codes import FAMILIES, block_bounds, check_matrix
 
 METADATA_KEY = "onnx_ecc.weight_codes"
 PARITY_SUFFIX = "__ecc_weight_parity"
 DEFAULT_BLOCK_SIZE = 8192
-DEFAULT_FRACTION = 0.2
+DEFAULT_PARITY_DTYPE = "float32"
 MIN_SIZE = 64
+METADATA_VERSION = 2  # 2: per-block values stored as columns (1: one dict per block; still read)
+_BLOCK_COLUMNS = ("m", "w_norm", "w_absmax")
+FRAMING_BYTES = 24  # protobuf tags, lengths, dims and type of one added initializer (upper estimate)
 _WEIGHT_INPUTS = {"Gemm": (0, 1), "MatMul": (0, 1), "Conv": (1,), "ConvTranspose": (1,)}
 
 
@@ -47,7 +60,7 @@ def read_weight_codes(model: onnx.ModelProto) -> list[dict]:
         if prop.key == METADATA_KEY:
             try:
                 doc = json.loads(prop.value)
-                return list(doc["tensors"])
+                return [_expand(e) if doc.get("version", 1) >= 2 else e for e in doc["tensors"]]
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"malformed {METADATA_KEY} metadata: {exc}") from exc
     return []
@@ -55,12 +68,47 @@ def read_weight_codes(model: onnx.ModelProto) -> list[dict]:
 
 def write_weight_codes(model: onnx.ModelProto, entries: list[dict]) -> None:
     """Store the entries in the model metadata (in place), replacing any previous value."""
-    value = json.dumps({"version": 1, "tensors": entries}, sort_keys=True)
+    value = json.dumps({"version": METADATA_VERSION, "tensors": [_compact(e) for e in entries]},
+                       sort_keys=True, separators=(",", ":"))
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             prop.value = value
             return
     model.metadata_props.add(key=METADATA_KEY, value=value)
+
+
+def _compact(entry: dict) -> dict:
+    """The stored form of an entry: per-block values as columns; bounds and streams are implied."""
+    blocks = entry["blocks"]
+    implied = [(lo, hi) for lo, hi in block_bounds(entry["n"], entry["block_size"])]
+    if [(b["start"], b["stop"]) for b in blocks] != implied or [b["stream"] for b in blocks] != list(range(len(blocks))):
+        raise ValueError(f"tensor {entry['tensor']!r}: blocks are not the standard split of {entry['n']} values")
+    return dict(entry, blocks={key: [b[key] for b in blocks] for key in _BLOCK_COLUMNS})
+
+
+def _expand(entry: dict) -> dict:
+    """The in-memory form of a stored entry: one dict per block (see _compact)."""
+    columns = entry["blocks"]
+    bounds = block_bounds(entry["n"], entry["block_size"])
+    blocks = [dict({key: columns[key][b] for key in _BLOCK_COLUMNS}, start=lo, stop=hi, stream=b)
+              for b, (lo, hi) in enumerate(bounds)]
+    return dict(entry, blocks=blocks)
+
+
+def entry_bytes(entry: dict) -> int:
+    """Bytes an entry adds to the model file besides its checks: metadata and initializer framing."""
+    stored = json.dumps(_compact(entry), sort_keys=True, separators=(",", ":"))
+    separator = 1  # the comma between entries
+    return len(stored) + separator + (len(entry["parity_tensor"]) + FRAMING_BYTES if "parity_tensor" in entry else 0)
+
+
+def _round_up(x: float, digits: int = 8) -> float:
+    """``x`` rounded up to ``digits`` significant digits: still a bound on what it bounds, in fewer bytes."""
+    d = decimal.Decimal(x)
+    if d == 0:
+        return 0.0
+    quantum = decimal.Decimal(1).scaleb(d.adjusted() - digits + 1)
+    return float(d.quantize(quantum, rounding=decimal.ROUND_CEILING))  # rounding is monotonic: >= x
 
 
 def default_weight_tensors(model: onnx.ModelProto, min_size: int = MIN_SIZE) -> list[str]:
@@ -86,41 +134,58 @@ def make_entry(
     checks: int | None = None,
     fraction: float | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    parity_dtype: str = "float64",
+    parity_dtype: str = DEFAULT_PARITY_DTYPE,
+    rows: sizing.LayerRows | None = None,
+    overhead: float = 0.0,
 ) -> dict:
-    """The metadata entry describing a code for one float32 tensor (weights as stored)."""
+    """The metadata entry describing a code for one float32 tensor (weights as stored).
+
+    ``checks`` is a count per block; otherwise ``fraction`` (default ``DEFAULT_FRACTION``) is the
+    rate of the tensor's memory, with the layer code's parity values of ``rows`` and ``overhead``
+    bytes (its share of the codes' bookkeeping) counted toward it.
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    _decode.parity_rtol(mode, parity_dtype)  # validates both
     w = np.asarray(weights)
     if w.dtype != np.float32:
         raise ValueError(f"tensor {name!r} is {w.dtype}, only float32 weights are supported")
     flat = w.reshape(-1).astype(np.float64)
     if not np.all(np.isfinite(flat)):
         raise ValueError(f"tensor {name!r} has non-finite values; cannot protect it")
-    blocks = []
-    for b, (lo, hi) in enumerate(block_bounds(flat.size, block_size)):
-        part = flat[lo:hi]
-        blocks.append({
-            "start": lo, "stop": hi, "stream": b, "m": checks_for(hi - lo, checks, fraction),
-            "w_norm": float(np.linalg.norm(part)), "w_absmax": float(np.abs(part).max()),
-        })
+    rows = sizing.LayerRows(flat.size, 0) if rows is None else rows
+    bounds = block_bounds(flat.size, block_size)
+    check_dtype = parity_dtype if mode == "parity" else w.dtype  # trained-in checks store nothing
+    sized = functools.partial(sizing.block_checks, bounds, checks, fraction, rows, w.dtype.itemsize,
+                              np.dtype(check_dtype).itemsize)
+    header = {
+        "tensor": name, "mode": mode, "family": family, "seed": int(seed), "dtype": "float32",
+        "shape": list(w.shape), "layout": "row-major", "n": int(flat.size), "block_size": int(block_size),
+        "checks": sizing.describe(checks if checks is not None else sizing.rate_of(fraction)),
+        "original_values": int(rows.original_values), "layer_parity_values": int(rows.parity_values),
+        "threshold": _threshold_doc(mode, parity_dtype),
+    }
+    if mode == "parity":
+        header.update(parity_tensor=name + PARITY_SUFFIX, parity_dtype=parity_dtype)
+    return _with_blocks(header, flat, bounds, sized(overhead))
+
+
+def _threshold_doc(mode: str, parity_dtype: str) -> dict:
+    """The detection rule, written into the entry so that a reader can check it."""
     rule = {
         "parity": f"t_i = rtol ||H_i||_2 ||w_block||_2, rtol from parity dtype {parity_dtype}",
         "trained": "t_i = 2^-24 ||H_i||_2 ||w_block||_2 (float32 rounding, Cauchy-Schwarz)",
     }
-    if mode not in rule:
-        raise ValueError(f"mode must be 'parity' or 'trained', got {mode!r}")
-    entry = {
-        "tensor": name, "mode": mode, "family": family, "seed": int(seed), "dtype": "float32",
-        "shape": list(w.shape), "layout": "row-major", "n": int(flat.size),
-        "m": int(sum(b["m"] for b in blocks)), "block_size": int(block_size), "blocks": blocks,
-        "threshold": {"rule": rule[mode], "verify_factor": _decode.VERIFY_FACTOR,
-                      "rtol_float64": _decode.RTOL_FLOAT64},
-    }
-    if mode == "parity":
-        entry["parity_tensor"] = name + PARITY_SUFFIX
-        entry["parity_dtype"] = parity_dtype
-    return entry
+    return {"rule": rule[mode], "verify_factor": _decode.VERIFY_FACTOR, "rtol_float64": _decode.RTOL_FLOAT64}
+
+
+def _with_blocks(header: dict, flat: np.ndarray, bounds: list[tuple[int, int]], ms: list[int]) -> dict:
+    """The entry: header plus one record per block (checks, norm and max |w| rounded up)."""
+    blocks = [{"start": lo, "stop": hi, "stream": b, "m": int(m),
+               "w_norm": _round_up(float(np.linalg.norm(flat[lo:hi]))),
+               "w_absmax": _round_up(float(np.abs(flat[lo:hi]).max()))}
+              for b, ((lo, hi), m) in enumerate(zip(bounds, ms))]
+    return dict(header, m=int(sum(ms)), blocks=blocks)
 
 
 def _block_code(entry: dict, block: dict):
@@ -144,21 +209,55 @@ def project_weights(flat: np.ndarray, entry: dict) -> np.ndarray:
     return out
 
 
+def repair_tolerance(entry: dict, parity: np.ndarray | None, positions: np.ndarray,
+                     repaired: np.ndarray) -> np.ndarray:
+    """How far each scrubbed value at ``positions`` may lie from the original by rounding alone.
+
+    Per block, the larger of ``decode.repair_bound`` over the block's positions (the checks'
+    rounding through the least-squares fit) and ``decode.unseen_change``: the checks' resolution,
+    a change they cannot see (left as stored, or traded by the fit for changes as small
+    elsewhere); plus ``KEEP_ULPS`` eps of the value (the decoder keeps a stored value that a fit
+    moves by less, and the repaired value is rounded to float32). ``positions`` must hold every
+    corrupted and every changed position; ``repaired`` is the scrubbed flat tensor.
+    """
+    if entry["mode"] != "parity":
+        raise ValueError(f"tensor {entry['tensor']!r}: repair_tolerance is for stored-parity codes")
+    positions = np.asarray(positions, np.int64)
+    keep = _decode.KEEP_ULPS * _decode.EPS32
+    allowed = keep * np.abs(repaired[positions].astype(np.float64)) / (1.0 - keep)
+    offset = 0
+    for b in entry["blocks"]:
+        inside = (positions >= b["start"]) & (positions < b["stop"])
+        if inside.any():
+            h, local = _block_code(entry, b), positions[inside] - b["start"]
+            check_norm = float(np.linalg.norm(np.asarray(parity[offset:offset + h.m], np.float64)))
+            fit = _decode.repair_bound(h, local, check_norm, b["w_norm"], entry["parity_dtype"])
+            tol = _decode.syndrome_tolerance(h, b["w_norm"], "parity", entry["parity_dtype"])
+            allowed[inside] += np.maximum(fit, _decode.unseen_change(h, local, tol))
+        offset += b["m"]
+    return allowed
+
+
 # ----------------------------------------------------------------------------- adding codes
 def add_weight_checks(
     model: onnx.ModelProto,
     tensor_names: list[str] | None = None,
-    checks: int | None = None,
+    checks: int | float | str | None = None,
     fraction: float | None = None,
     family: str = "dct",
     seed: int = 0,
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    parity_dtype: str = "float64",
+    parity_dtype: str = DEFAULT_PARITY_DTYPE,
+    layer_rows: dict[str, sizing.LayerRows] | None = None,
 ) -> onnx.ModelProto:
-    """A copy of the model whose chosen float32 initializers carry stored-parity weight codes."""
-    if parity_dtype not in ("float32", "float64"):
-        raise ValueError(f"parity_dtype must be float32 or float64, got {parity_dtype!r}")
+    """A copy of the model whose chosen float32 initializers carry stored-parity weight codes.
+
+    ``checks``: a count per block (1000, "1000") or a rate of each tensor's memory (0.05, "5%"),
+    see ``sizing``; ``fraction`` is the older spelling of a rate. ``layer_rows`` gives, per tensor,
+    the layer code's parity values that count toward a rate (``sizing.layer_rows``).
+    """
+    count, fraction = sizing.count_or_rate(checks, fraction)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in out.graph.initializer}
@@ -166,20 +265,25 @@ def add_weight_checks(
     missing = [n for n in names if n not in inits]
     if missing:
         raise ValueError(f"no initializer named {missing}")
-    entries = [e for e in read_weight_codes(out) if e["tensor"] not in names]
-    np_dtype = np.float64 if parity_dtype == "float64" else np.float32
-    for name in names:
-        w = numpy_helper.to_array(inits[name])
-        entry = make_entry(name, w, family=family, seed=seed, checks=checks, fraction=fraction,
-                           block_size=block_size, parity_dtype=parity_dtype)
-        parity = compute_parity(w.reshape(-1), entry).astype(np_dtype)
+    weights = {name: numpy_helper.to_array(inits[name]) for name in names}
+    rows = {name: (layer_rows or {}).get(name) or sizing.LayerRows(w.size, 0) for name, w in weights.items()}
+
+    def entry_of(name: str, overhead: float = 0.0) -> dict:
+        return make_entry(name, weights[name], family=family, seed=seed, checks=count, fraction=fraction,
+                          block_size=block_size, parity_dtype=parity_dtype, rows=rows[name], overhead=overhead)
+
+    new = [entry_of(name) for name in names]
+    if count is None:  # a rate: the codes' bookkeeping is paid from it, by each tensor's share of the bytes
+        share = sizing.bookkeeping_shares([entry_bytes(e) for e in new], [rows[n].original_values for n in names])
+        new = [entry_of(name, cost) for name, cost in zip(names, share)]
+    for entry in new:
+        parity = compute_parity(weights[entry["tensor"]].reshape(-1), entry).astype(parity_dtype)
         tensor = numpy_helper.from_array(parity, entry["parity_tensor"])
         if entry["parity_tensor"] in inits:
             inits[entry["parity_tensor"]].CopyFrom(tensor)
         else:
             out.graph.initializer.append(tensor)
-        entries.append(entry)
-    write_weight_codes(out, entries)
+    write_weight_codes(out, [e for e in read_weight_codes(out) if e["tensor"] not in names] + new)
     return out
 
 
