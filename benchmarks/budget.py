@@ -5,7 +5,7 @@ For each zoo model (224x224, random weights) and budget: the model protected wit
 batch 8); then, in one run, every budgeted model timed interleaved with the original (medians,
 benchmarks/overhead.py's timer and session options) and a short targeted campaign: single weight
 bit flips of the Conv/Gemm/MatMul weights, drawn at random until ``--flips`` of them change the
-original's top-1 on a random input (campaign._find_corrupting), each then run on every budgeted
+original's top-1 on a random input, each then run on every budgeted
 model; "corrected" counts the flips after which the protected model's top-1 is the fault-free one
 (and finite). Flips are drawn among the exponent and sign bits by default (``--bits``): nearly
 every prediction-changing flip is one of those, and skipping mantissa flips makes the search
@@ -25,21 +25,13 @@ import numpy as np
 import onnx_ecc
 from onnx_ecc import faults as F
 from onnx_ecc import zoo
-from onnx_ecc.campaign import Runner, _find_corrupting
+from onnx_ecc.campaign import Runner
 from onnx_ecc.metadata import read_protection
 
 try:
     from overhead import _feeds, _session, time_interleaved
 except ImportError:  # run from the repository root
     from benchmarks.overhead import _feeds, _session, time_interleaved
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
 
 
 def corrected_share(original, protected: dict, n_flips: int, bits, seed: int, samples: int = 8) -> dict:
@@ -51,11 +43,17 @@ def corrected_share(original, protected: dict, n_flips: int, bits, seed: int, sa
     clean = np.argmax(ro.run(x)[0].reshape(len(x), -1), axis=1)
     spec = F.WeightFaultSpec(count=1, bits=bits, tensors=tuple(names))
 
-    def draw(i):
+    found, tried, seen = [], 0, set()
+    while len(found) < n_flips and tried < 100 * n_flips:  # random flips until enough change a top-1
+        i = int(rng.integers(len(x)))
         f = F.draw_weight_faults(original, spec, int(rng.integers(1 << 62)))[0]
-        return (f.target, f.index, f.bit), f, lambda: ro.run(x[i:i + 1], [f])[0].reshape(-1)
-
-    found, tried = _find_corrupting(draw, clean, n_flips, 100 * n_flips, rng, _NoBar())
+        tried += 1
+        if (f.target, f.index, f.bit) in seen:
+            continue
+        y = ro.run(x[i:i + 1], [f])[0].reshape(-1)
+        if not np.isfinite(y).all() or int(np.argmax(y)) != int(clean[i]):
+            seen.add((f.target, f.index, f.bit))
+            found.append({"sample": i, "fault": f})
     layer_of = {t: n.name for n in original.graph.node for t in n.input[1:3]}
     out = {"found": len(found), "tried": tried}
     for key, model in protected.items():
