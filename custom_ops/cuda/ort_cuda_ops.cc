@@ -426,7 +426,7 @@ struct SampleCheckCudaKernel : SampleCheckAttrs, GpuKernelBase {
   }
 };
 
-struct SampleCheckCudaOp : Ort::CustomOpBase<SampleCheckCudaOp, SampleCheckCudaKernel, true> {
+struct SampleCheckCudaOp : Ort::CustomOpBase<SampleCheckCudaOp, SampleCheckCudaKernel, true>, SampleCheckSignature {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
     return MakeKernel<SampleCheckCudaKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs,
                                              [](auto& k) -> OrtStatusPtr {
@@ -436,15 +436,12 @@ struct SampleCheckCudaOp : Ort::CustomOpBase<SampleCheckCudaOp, SampleCheckCudaK
   }
   const char* GetName() const { return "SampleCheck"; }
   const char* GetExecutionProviderType() const { return kCudaProvider; }
-  size_t GetInputTypeCount() const { return 6; }  // A, Y, W, R, Flag, Bias
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+  // the names are also OrtCustomOp's function pointers: say which ones the op struct means
+  using SampleCheckSignature::GetInputTypeCount;
+  using SampleCheckSignature::GetInputType;
+  using SampleCheckSignature::GetInputCharacteristic;
+  using SampleCheckSignature::GetOutputTypeCount;
+  using SampleCheckSignature::GetOutputType;
 };
 
 // ---- InjectFault --------------------------------------------------------------------------

@@ -83,16 +83,23 @@ OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::strin
   return Ort::GetApi().CreateStatus(code, ("onnx-ecc " + where + ": " + msg).c_str());
 }
 
-OrtStatusPtr ReadFlag(Ort::KernelContext& ctx, size_t index, const std::string& where, bool* raised) {
-  *raised = false;
+OrtStatusPtr FlagInput(Ort::KernelContext& ctx, size_t index, const std::string& where, const bool** flag) {
+  *flag = nullptr;
   if (ctx.GetInputCount() <= index) return nullptr;
   auto f = ctx.GetInput(index);
   if (static_cast<const OrtValue*>(f) == nullptr) return nullptr;
   auto fi = f.GetTensorTypeAndShapeInfo();
   if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
     return Error(ORT_INVALID_ARGUMENT, where, "Flag must be one bool");
-  *raised = f.GetTensorData<bool>()[0];
+  *flag = f.GetTensorData<bool>();
   return nullptr;
+}
+
+OrtStatusPtr ReadFlag(Ort::KernelContext& ctx, size_t index, const std::string& where, bool* raised) {
+  const bool* flag = nullptr;
+  OrtStatusPtr st = FlagInput(ctx, index, where, &flag);
+  *raised = flag != nullptr && flag[0];
+  return st;
 }
 
 void WriteRaised(Ort::KernelContext& ctx, bool raised) {

@@ -209,16 +209,7 @@ OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx
       return Error(ORT_INVALID_ARGUMENT, name, "P must have Y's shape with " + std::to_string(expected[ax]) +
                                                    " checks on the channel axis");
   }
-  in->flag = nullptr;
-  if (ctx.GetInputCount() > 2) {
-    auto f = ctx.GetInput(2);
-    if (static_cast<const OrtValue*>(f) != nullptr) {
-      auto fi = f.GetTensorTypeAndShapeInfo();
-      if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
-      in->flag = f.GetTensorData<bool>();
-    }
-  }
+  if (OrtStatusPtr st = FlagInput(ctx, 2, name, &in->flag)) return st;
   in->y = y.GetTensorData<float>();
   in->p = p.GetTensorData<float>();
   return nullptr;

@@ -171,12 +171,7 @@ OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx
       return Error(ORT_INVALID_ARGUMENT, name, "R must be float32 with A's shape");
     in->r = ctx.GetInput(3).GetTensorData<float>();
   }
-  if (given(4)) {
-    auto fi = ctx.GetInput(4).GetTensorTypeAndShapeInfo();
-    if (fi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL || fi.GetElementCount() != 1)
-      return Error(ORT_INVALID_ARGUMENT, name, "Flag must be one bool");
-    in->flag = ctx.GetInput(4).GetTensorData<bool>();
-  }
+  if (OrtStatusPtr st = FlagInput(ctx, 4, name, &in->flag)) return st;
   if (given(5) && !given(2)) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
   if (given(2)) {
     auto wi = ctx.GetInput(2).GetTensorTypeAndShapeInfo();
@@ -280,20 +275,17 @@ struct SampleCheckKernel : SampleCheckAttrs {
   }
 };
 
-struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true> {
+struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true>, SampleCheckSignature {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
     return MakeKernel<SampleCheckKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs);
   }
   const char* GetName() const { return "SampleCheck"; }
-  size_t GetInputTypeCount() const { return 6; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+  // the names are also OrtCustomOp's function pointers: say which ones the op struct means
+  using SampleCheckSignature::GetInputTypeCount;
+  using SampleCheckSignature::GetInputType;
+  using SampleCheckSignature::GetInputCharacteristic;
+  using SampleCheckSignature::GetOutputTypeCount;
+  using SampleCheckSignature::GetOutputType;
 };
 
 const OrtCustomOp* SampleCheckCpuOp() {

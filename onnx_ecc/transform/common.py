@@ -86,6 +86,14 @@ def cast(graph: gs.Graph, t: gs.Variable, dtype, name: str) -> gs.Variable:
     return out
 
 
+def written_as_half(graph: gs.Graph, target: gs.Variable, name: str) -> gs.Variable:
+    """A float32 tensor for a float32 op to write where float16 ``target`` was: a Cast named
+    ``name`` turns it into ``target``."""
+    wide = gs.Variable(f"{target.name}__ecc_f32", dtype=np.float32)
+    graph.nodes.append(gs.Node("Cast", name, {"to": onnx_dtype(np.float16)}, [wide], [target]))
+    return wide
+
+
 def onnx_dtype(dtype) -> int:
     from onnx import helper
 
@@ -163,9 +171,7 @@ def emit_decoder(graph: gs.Graph, node: gs.Node, x: gs.Variable, layout: Layout,
     if half:
         gains, offsets = [g * FLOAT16_NOISE for g in gains], [o * FLOAT16_NOISE for o in offsets]
         decoded_in = cast(graph, aug, np.float32, f"{out.name}__ecc_aug32")
-        decoded_out = gs.Variable(f"{target.name}__ecc_decoded32", dtype=np.float32)
-        graph.nodes.append(gs.Node("Cast", f"{layer}__ecc_to_half", {"to": onnx_dtype(np.float16)},
-                                   [decoded_out], [target]))
+        decoded_out = written_as_half(graph, target, f"{layer}__ecc_to_half")
         if options.scale == "input":
             x = cast(graph, x, np.float32, f"{layer}__ecc_x32")
     attrs = dict(

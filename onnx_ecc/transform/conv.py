@@ -7,8 +7,8 @@ import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
 from onnx_ecc.transform.common import (FLOAT16_NOISE, QUANTISED, Protected, Skip, cast, constant_value, emit_decoder,
-                                       emit_node, is_quantised_weight, layout_for, onnx_dtype, require_float,
-                                       single_relu_consumer)
+                                       emit_node, is_quantised_weight, layout_for, require_float, single_relu_consumer,
+                                       written_as_half)
 
 
 def _weights(node: gs.Node):
@@ -124,10 +124,7 @@ def protect_depthwise(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     if half:  # checked in float32 between Casts, its tolerance in float16 rounding steps
         x, y = cast(graph, x, np.float32, f"{node.name}__ecc_x32"), cast(graph, y, np.float32, f"{node.name}__ecc_y32")
         attrs["tolerance"] = float(options.depthwise_tolerance) * FLOAT16_NOISE
-        decoded = gs.Variable(f"{target.name}__ecc_checked32", dtype=np.float32)
-        graph.nodes.append(gs.Node("Cast", f"{node.name}__ecc_to_half", {"to": onnx_dtype(np.float16)},
-                                   [decoded], [target]))
-        target = decoded
+        target = written_as_half(graph, target, f"{node.name}__ecc_to_half")
     emit_node(graph, ops.DEPTHWISE_CHECK, [x, y], [target], f"{node.name}__ecc_check", attrs)
     k = w.shape[2] * w.shape[3]
     return Protected(node.name, "Conv", "depthwise-check", c, 0, 0, 0, c, params=w.size + bias.size,

@@ -68,9 +68,7 @@ def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Pr
     activations (attention) gets its parity from its operands at run time (products.py)."""
     from onnx_ecc.transform.products import is_activation_product, protect_product
 
-    if any(is_quantised_weight(t) for t in node.inputs):
-        raise Skip(QUANTISED)
-    if is_activation_product(node):
+    if is_activation_product(node):  # also says why a quantised (QDQ) weight is left alone
         return protect_product(graph, node, options, model_id)
     a, b_t = node.inputs
     b = constant_value(b_t)

@@ -146,7 +146,8 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             node_stride = product_row_stride(node, stride)
             if node_stride > 1:
                 form = dataclasses.replace(form, a=strided_rows(graph, form.a, node_stride))
-            p, offsets = product_parity(graph, node, form, layout), None
+            p = product_parity(graph, node, form, layout)
+            offsets = [0.0] * len(layout.output_noise_gains())  # no bias
             if node_stride > 1:  # ParityCheck takes a strided check's parity as [vectors / stride, checks]
                 flat = gs.Variable(f"{p.name}_rows", dtype=p.dtype)
                 checks = layout.total_channels - layout.data_channels
@@ -165,8 +166,6 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             x = sampled_rows(graph, node.inputs[0], rows.shape[1], stride, cache)
             p, node_stride = parity_product(graph, node, layout, rows, bias, alpha, beta, x), stride
             _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
-        if offsets is None:
-            offsets = [0.0] * len(layout.output_noise_gains())
         gains, y, half = layout.output_noise_gains(), node.outputs[0], _is_half(node)
         if half:  # checked in float32, the noise bounds in float16 rounding steps
             gains, offsets = [g * FLOAT16_NOISE for g in gains], [o * FLOAT16_NOISE for o in offsets]

@@ -12,13 +12,13 @@ compares, on these small tensors:
   same residual Add and activation (onnxruntime computes both bit for bit alike; a small
   tolerance covers other kernels) - a wrong value of the original's computation at a sampled
   position is caught exactly;
-- the copy against its parity channels, computed in the same conv from parity filters
-  ``V = G W`` - a corrupted weight changes every position of its output channel, so it is
-  caught although the copy shares the original's weights. A depthwise conv's parity filter would
-  span all its channels (a dense conv as costly as the layer), so there SampleCheck reads the
-  conv's own filters and bias (C x (kh x kw + 1) values, no copy) and compares each channel's sum
-  with the one stored at transform time: this sees a corrupted weight even where its inputs are
-  zero at every sampled position.
+- the conv's own filters and bias (the initializers it reads, no copy): each output channel's
+  sum against the one stored at transform time (``filter_checks='sums'``, the default, and
+  always for depthwise convs, whose parity filters would be a dense conv) - this sees a
+  corrupted weight even where its inputs are zero at every sampled position; or, with
+  ``filter_checks='parity'``, the copy against parity channels computed in the same conv from
+  parity filters ``V = G W``, which see a corrupted weight where its inputs are non-zero at a
+  sampled position.
 
 A flag routes the run through the decoding graph (rerun.py), as for every fast-path check.
 What this does not see: a transient error of the original's computation at a position that is

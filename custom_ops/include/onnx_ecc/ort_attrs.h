@@ -34,6 +34,10 @@ OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::strin
 // to it (false when absent); an error status names the op when it is not one bool.
 OrtStatusPtr ReadFlag(Ort::KernelContext& ctx, size_t index, const std::string& where, bool* raised);
 
+// The same input's tensor, where it lives (the CUDA wrappers read it on the device): *flag is
+// null when Flag is absent.
+OrtStatusPtr FlagInput(Ort::KernelContext& ctx, size_t index, const std::string& where, const bool** flag);
+
 // Writes the checks' Raised output: one bool.
 void WriteRaised(Ort::KernelContext& ctx, bool raised);
 
@@ -118,6 +122,21 @@ struct SampleInputs {
   int64_t samples = 0, hw = 1, row = 0;
 };
 OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in);
+
+// SampleCheck's inputs (A, Y, W, R, Flag, Bias; all but A and Y optional) and output (Raised) as
+// onnxruntime's op structs declare them, for the CPU and the CUDA op alike. The op struct derives
+// from it next to Ort::CustomOpBase and names its functions with using-declarations.
+struct SampleCheckSignature {
+  size_t GetInputTypeCount() const { return 6; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
+};
 
 // CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
 // ``finish`` for any further setup; failures and exceptions become an ORT status.
