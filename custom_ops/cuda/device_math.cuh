@@ -1,6 +1,6 @@
 // The per-item maths of the CUDA kernels, as __host__ __device__ functions: kernels.cu maps
 // device threads to items, and host_emulation.cc runs the same functions item by item on the
-// host, so that a test without a GPU (tests/test_cuda_maths_on_host.py) compares them with the
+// host, so that a test without a GPU (tests/custom_ops/test_cuda_maths_on_host.py) compares them with the
 // CPU kernels and the numpy oracles. Plain C++ when not compiled by nvcc.
 #pragma once
 

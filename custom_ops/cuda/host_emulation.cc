@@ -1,7 +1,7 @@
 // Host emulation of the CUDA kernels: the device maths of device_math.cuh run item by item on
 // the host, in the order the kernels' launches run them (every check before any correction), so
 // that a test on a machine without a GPU compares the CUDA maths with the CPU kernels and the
-// numpy oracles (tests/test_cuda_maths_on_host.py compiles this file with the host compiler).
+// numpy oracles (tests/custom_ops/test_cuda_maths_on_host.py compiles this file with the host compiler).
 // A C interface of plain arrays, for ctypes.
 #include <cmath>
 #include <cstring>

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -197,7 +198,7 @@ def test_inject_cli_never_overwrites_input(tmp_path, tiny):
     src = tmp_path / "m.onnx"
     onnx.save(model, str(src))
     data = src.read_bytes()
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "onnx_ecc.cli.inject"]
     r = subprocess.run(cmd + [str(src), "-o", str(src), "--count", "2"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "refusing to overwrite the input" in r.stderr and src.read_bytes() == data

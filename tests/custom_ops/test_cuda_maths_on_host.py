@@ -25,7 +25,7 @@ from onnx_ecc import ops
 from onnx_ecc.codes import Layout
 from onnx_ecc.reference import chunk_max_abs, decode
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "custom_ops" / "cuda" / "host_emulation.cc"
 F32, I64, U64 = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_ulonglong)
 

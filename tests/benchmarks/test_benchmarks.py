@@ -13,7 +13,7 @@ from onnx_ecc.runtime import inference_session, session_options
 
 from conftest import zoo_model
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
 check_floor = pytest.importorskip("check_floor")
 overhead = pytest.importorskip("overhead")
 
