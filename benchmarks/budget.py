@@ -26,7 +26,7 @@ import onnx_ecc
 from onnx_ecc import faults as F
 from onnx_ecc import zoo
 from onnx_ecc.campaign import Runner
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.record import read_protection
 
 try:
     from overhead import _feeds, _session, time_interleaved

@@ -21,7 +21,8 @@ import onnx
 import onnxruntime as ort
 
 import onnx_ecc
-from onnx_ecc import optimized, zoo
+from onnx_ecc import zoo
+from onnx_ecc.runtime import optimized
 
 
 def depthwise_layers(model: onnx.ModelProto) -> set[str]:

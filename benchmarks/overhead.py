@@ -74,7 +74,7 @@ def _products(model) -> tuple[str, ...]:
     """Names of the model's products of two activations (attention's scores and context)."""
     import onnx_graphsurgeon as gs
 
-    from onnx_ecc.transform.products import is_activation_product
+    from onnx_ecc.transform.rules.products import is_activation_product
 
     return tuple(n.name for n in gs.import_onnx(model).nodes if is_activation_product(n))
 

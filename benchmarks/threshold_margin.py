@@ -13,9 +13,9 @@ import numpy as np
 
 import onnx_ecc
 from onnx_ecc import datasets, zoo
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.noise import syndrome_ratios
-from onnx_ecc.verify import random_feeds
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.calibration import syndrome_ratios
+from onnx_ecc.transform.verification import random_feeds
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from onnx_ecc.weights.codes import check_matrix  # noqa: E402
+from onnx_ecc.weights.check_matrices import check_matrix  # noqa: E402
 from onnx_ecc.weights.decode import decode_block, l1_decode_lp, syndrome_tolerance  # noqa: E402
 
 N_IN, N_OUT = 512, 10

@@ -23,7 +23,7 @@ import onnx_ecc
 from onnx_ecc import campaign as C
 from onnx_ecc import zoo
 from onnx_ecc.cli.campaign import format_table
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.record import read_protection
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,7 +1,7 @@
 """onnx-ecc: real-number error correction for ONNX models."""
 
 from onnx_ecc import ops  # registers the ONNX schemas of our ops
-from onnx_ecc._library import library_path
+from onnx_ecc.runtime.library import library_path
 from onnx_ecc.runtime import ProtectedSession, read_counters, reset_counters, session_options
 from onnx_ecc.transform import TransformError, TransformOptions, transform
 

@@ -43,7 +43,7 @@ def protected_model(name: str, **kwargs) -> onnx.ModelProto:
 
 def feeds_for(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Image-like random inputs in [0, 1) for the model's float inputs."""
-    from onnx_ecc.verify import random_feeds
+    from onnx_ecc.transform.verification import random_feeds
 
     return random_feeds(model, batch=batch, seed=seed, positive=True)
 

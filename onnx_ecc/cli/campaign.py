@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     import onnx_ecc
     from onnx_ecc import campaign as C
-    from onnx_ecc.campaign_executors import check_executor
+    from onnx_ecc.campaign.executors import check_executor
 
     where = dict(jobs=args.jobs, executor=args.executor, address=args.address)
     try:

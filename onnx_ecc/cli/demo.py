@@ -39,7 +39,7 @@ def run(args) -> int:
     import onnx_ecc
     from onnx_ecc import ops, zoo
     from onnx_ecc.faults.single import flip_weight_bit, with_output_fault
-    from onnx_ecc.inspect_model import format_report
+    from onnx_ecc.transform.inspection import format_report
     from onnx_ecc.io import ModelFileError, load_model
 
     try:

@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from onnx_ecc.inspect_model import format_report
+    from onnx_ecc.transform.inspection import format_report
 
     try:
         model = load_model(args.model)

@@ -52,9 +52,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from onnx_ecc.inspect_model import format_report
+    from onnx_ecc.transform.inspection import format_report
     from onnx_ecc.transform import TransformError, TransformOptions, transform
-    from onnx_ecc.verify import VerificationError
+    from onnx_ecc.transform.verification import VerificationError
 
     try:
         options = TransformOptions(parity=args.parity, block=args.block, mode=args.mode,

@@ -7,7 +7,7 @@ Mechanism (applying a Fault to an array or a graph) is kept apart from the fault
 from onnx_ecc.faults.compute import (Site, compute_faults, fault_feeds, injected_counts, instrument, layer_names,
                                      map_output_index, read_sites, seed_for_fault)
 from onnx_ecc.faults.records import KINDS, SITES, Fault, corrupt, faults_from_json, faults_to_json
-from onnx_ecc.faults.weights import (BIT_PRESETS, ChannelMap, WeightFaultSpec, apply_in_place, apply_weight_faults,
+from onnx_ecc.faults.weight_flips import (BIT_PRESETS, ChannelMap, WeightFaultSpec, apply_in_place, apply_weight_faults,
                                      draw_weight_faults, layer_weight_names, parse_bits, restore, target_names,
                                      to_original, to_protected, weight_maps)
 

@@ -18,8 +18,8 @@ from onnx import helper
 from onnx_ecc import ops
 from onnx_ecc.faults.records import Fault
 from onnx_ecc.faults.rng import SplitMix64, geometric_gap, seed_for_first_draws
-from onnx_ecc.faults.weights import LAYER_OPS, ChannelMap, parse_bits
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.faults.weight_flips import LAYER_OPS, ChannelMap, parse_bits
+from onnx_ecc.transform.record import read_protection
 
 SEED_INPUT = "ecc_fault_seed"
 RATE_INPUT = "ecc_fault_rate"

@@ -11,7 +11,7 @@ from onnx_ecc import ops
 def flip_weight_bit(model: onnx.ModelProto, tensor: str, index: tuple, bit: int):
     """A copy of ``model`` with one bit of ``tensor[index]`` flipped; also the value before and after."""
     from onnx_ecc.faults.records import Fault, corrupt
-    from onnx_ecc.faults.weights import apply_weight_faults
+    from onnx_ecc.faults.weight_flips import apply_weight_faults
 
     init = next((i for i in model.graph.initializer if i.name == tensor), None)
     if init is None:

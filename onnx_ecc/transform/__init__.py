@@ -8,12 +8,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
-from onnx_ecc.metadata import write_protection
+from onnx_ecc.transform.record import write_protection
 from onnx_ecc.transform.common import FLOAT16_TOLERANCE_FLOOR, Protected, Skip
-from onnx_ecc.transform.conv import protect_conv
-from onnx_ecc.transform.linear import protect_gemm, protect_matmul
+from onnx_ecc.transform.rules.conv import protect_conv
+from onnx_ecc.transform.rules.linear import protect_gemm, protect_matmul
 from onnx_ecc.transform.options import TransformOptions
-from onnx_ecc.transform.products import protect_product
+from onnx_ecc.transform.rules.products import protect_product
 
 RULES = {"Gemm": protect_gemm, "MatMul": protect_matmul, "Conv": protect_conv, "Einsum": protect_product}
 # Linear ops no rule protects yet: listed as left alone, so that `inspect` shows what is not covered.
@@ -32,8 +32,8 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     The model's inputs and outputs keep their names, shapes and types. Layers that cannot be
     protected are left as they are and listed, with the reason, in the model's metadata.
     """
-    from onnx_ecc.metadata import read_protection
-    from onnx_ecc.verify import verify_transformed
+    from onnx_ecc.transform.record import read_protection
+    from onnx_ecc.transform.verification import verify_transformed
 
     if options is None:
         options = TransformOptions(**kwargs)
@@ -51,7 +51,7 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
         options = plan.options
     model_id = uuid.uuid4().hex[:12]
     if options.strategy == "rerun":
-        from onnx_ecc.transform.rerun import protect_rerun
+        from onnx_ecc.transform.strategies.rerun import protect_rerun
 
         out, record = protect_rerun(model, options, model_id)
     else:
@@ -110,13 +110,13 @@ def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: 
     _restore_model_fields(model, out)
     tolerances = {}
     if options.tolerance is None and protected:
-        from onnx_ecc.noise import calibrate_tolerances
+        from onnx_ecc.transform.calibration import calibrate_tolerances
 
         # float16 layers: rounding may differ between kernels (accumulation in float16 or float32),
         # so their tolerance never goes below a few float16 rounding steps
         floors = {p.name: FLOAT16_TOLERANCE_FLOOR for p in protected if p.dtype == "float16"}
         tolerances = calibrate_tolerances(out, calibration_feeds(model), options.margin, floors=floors)
-    from onnx_ecc.flops import layer_macs, model_cost
+    from onnx_ecc.transform.flops import layer_macs, model_cost
 
     macs = layer_macs(model)
     for p in protected:
@@ -137,7 +137,7 @@ def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: 
 
 def calibration_feeds(model: onnx.ModelProto) -> list[dict]:
     """The clean inputs thresholds are calibrated on: seeded random batches, half of them non-negative."""
-    from onnx_ecc.verify import random_feeds
+    from onnx_ecc.transform.verification import random_feeds
 
     return [random_feeds(model, batch=4, seed=100 + i, positive=bool(i % 2)) for i in range(4)]
 

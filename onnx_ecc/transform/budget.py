@@ -102,7 +102,7 @@ class BudgetPlan:
 
 def _elements(model: onnx.ModelProto) -> dict[str, int]:
     """Elements per sample of every tensor with a static shape (batch taken as 1) or initializer."""
-    from onnx_ecc.flops import static_shapes
+    from onnx_ecc.transform.flops import static_shapes
 
     return {name: int(np.prod(shape)) for name, shape in static_shapes(model).items()}
 
@@ -127,7 +127,7 @@ def layer_stats(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
 def layer_risks(model: onnx.ModelProto, weight_share: float = 0.5) -> dict[str, float]:
     """Each layer's share of the model's risk: ``weight_share`` x its share of the parameters plus
     the rest x its share of the Conv/Gemm/MatMul outputs (see the module docstring for why)."""
-    from onnx_ecc.flops import model_cost
+    from onnx_ecc.transform.flops import model_cost
 
     stats = layer_stats(model)
     params = max(model_cost(model)["params"], 1)
@@ -228,8 +228,8 @@ def plan_budget(model: onnx.ModelProto, options, modes: tuple[str, ...] = ("chec
     ``modes``: the candidate modes of every layer ('check', 'decode'); each is timed on the model
     with every layer in that mode.
     """
-    from onnx_ecc.metadata import read_protection
-    from onnx_ecc.verify import random_feeds
+    from onnx_ecc.transform.record import read_protection
+    from onnx_ecc.transform.verification import random_feeds
 
     target, batch = float(options.budget), int(options.budget_batch)
     aim = 1.0 + SAFETY * (target - 1.0)  # what a plan must measure, leaving room for timing noise

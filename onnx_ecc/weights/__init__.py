@@ -1,6 +1,6 @@
 """Weight memory ECC: real-number linear checks on stored weights, l1 decoding, model scrubbing."""
 
-from .codes import FAMILIES, CheckMatrix, check_matrix
+from .check_matrices import FAMILIES, CheckMatrix, check_matrix
 from .decode import DecodeResult, decode_block, l1_decode_lp, repair_bound, solve_sparse, syndrome_tolerance
 from .model import (
     METADATA_KEY,

@@ -45,7 +45,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from .codes import CheckMatrix
+from .check_matrices import CheckMatrix
 
 EPS32 = float(np.finfo(np.float32).eps)
 RTOL_FLOAT64 = 1e-10

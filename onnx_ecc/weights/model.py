@@ -40,7 +40,7 @@ from onnx import numpy_helper
 
 from . import decode as _decode
 from . import sizing
-from .codes import FAMILIES, block_bounds, check_matrix
+from .check_matrices import FAMILIES, block_bounds, check_matrix
 
 METADATA_KEY = "onnx_ecc.weight_codes"
 PARITY_SUFFIX = "__ecc_weight_parity"

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .codes import DEFAULT_FRACTION, checks_for
+from .check_matrices import DEFAULT_FRACTION, checks_for
 
 MIN_CHECKS = 32
 _FORMS = "a count of checks per block (e.g. 1000) or a rate of the tensor's memory (e.g. 5% or 0.05)"

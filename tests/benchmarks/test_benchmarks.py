@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from onnx_ecc.noise import probe
+from onnx_ecc.transform.calibration import probe
 from onnx_ecc.runtime import inference_session, session_options
 
 from conftest import zoo_model

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnx_ecc
 from onnx_ecc import campaign as C
 from onnx_ecc import faults as F
-from onnx_ecc.campaign_stats import aggregate, clopper_pearson, rule_of_three, upper_bound, wilson
+from onnx_ecc.campaign.stats import aggregate, clopper_pearson, rule_of_three, upper_bound, wilson
 
 # logits = x @ W.T with W = I: class 0 iff x0 > x1. Flipping the sign bit of W[0,0] (W[1,1]) makes
 # logit 0 (1) negative, so every sample of class 0 (1) flips; W[0,1] and W[1,0] are 0, whose sign

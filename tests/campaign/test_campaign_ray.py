@@ -13,7 +13,7 @@ from test_campaign import X, Y, linear_model
 
 import onnx_ecc
 from onnx_ecc import campaign as C
-from onnx_ecc.campaign_executors import ExecutorError, open_executor
+from onnx_ecc.campaign.executors import ExecutorError, open_executor
 from onnx_ecc.cli.campaign import main as campaign_cli
 
 NO_RAY = "ray is not installed (pip install onnx-ecc[ray]): the Ray executor tests need it"

@@ -123,7 +123,7 @@ def test_models_over_the_protobuf_limit_go_through_external_data(tmp_path, monke
 
     import onnx_ecc
     from onnx_ecc import io
-    from onnx_ecc.verify import random_feeds, run_model
+    from onnx_ecc.transform.verification import random_feeds, run_model
 
     monkeypatch.setattr(io, "TWO_GB", 10_000)
     model = zoo_model("cnn")

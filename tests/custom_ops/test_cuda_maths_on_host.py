@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 import onnx_ecc
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
-from onnx_ecc.reference import chunk_max_abs, decode
+from onnx_ecc.ops.oracles import chunk_max_abs, decode
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "custom_ops" / "cuda" / "host_emulation.cc"
@@ -203,7 +203,7 @@ ACTIVATIONS = {"": (0, []), "Relu": (1, []), "Clip": (2, [0.0, 6.0]), "LeakyRelu
 
 @pytest.mark.parametrize("seed", range(16))
 def test_sample_check_on_the_host_fails_the_samples_the_cpu_kernel_fails(host, seed):
-    from onnx_ecc.transform.sample_check import filter_sums
+    from onnx_ecc.transform.strategies.sample_check import filter_sums
 
     rng = np.random.default_rng(900 + seed)
     n, c, h, w = int(rng.integers(1, 5)), int(rng.integers(2, 24)), int(rng.integers(1, 5)), int(rng.integers(1, 6))
@@ -212,7 +212,7 @@ def test_sample_check_on_the_host_fails_the_samples_the_cpu_kernel_fails(host, s
     with_parity, with_residual = bool(rng.integers(2)), bool(rng.integers(2))
     y = _f32(rng.standard_normal((n, c, h, w)) * 3)
     r = _f32(rng.standard_normal((n, c, h, w))) if with_residual else None
-    from onnx_ecc.reference import _activate
+    from onnx_ecc.ops.oracles import _activate
 
     a = _f32(_activate((y + r).astype(np.float32) if with_residual else y, activation, params))
     attrs = dict(data_channels=c, activation=activation, tolerance=8.0, layer=f"sc{seed}", model_id="cuda-host-sc",

@@ -80,7 +80,7 @@ def _mlp_3d(seed: int = 1) -> onnx.ModelProto:
 
 
 def _feeds(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    from onnx_ecc.verify import random_feeds
+    from onnx_ecc.transform.verification import random_feeds
 
     return random_feeds(model, batch=batch, seed=seed)
 

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 import onnx_ecc
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
-from onnx_ecc.reference import decode, depthwise_check, parity_check
+from onnx_ecc.ops.oracles import decode, depthwise_check, parity_check
 
 
 def _single_op_model(decl, inputs, attrs, input_types=None):

@@ -16,8 +16,8 @@ from conftest import corrupt_initializer, feeds_for, zoo_model
 
 import onnx_ecc
 from onnx_ecc import ops
-from onnx_ecc.inspect_model import format_report
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.inspection import format_report
+from onnx_ecc.transform.record import read_protection
 from onnx_ecc.transform import TransformOptions
 from onnx_ecc.transform.budget import attribute_cost, choose, layer_risks
 

@@ -9,10 +9,11 @@ import pytest
 from conftest import corrupt_initializer, feeds_for, insert_output_fault, protected_model, zoo_model
 
 import onnx_ecc
-from onnx_ecc import ops, optimized
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.noise import probe
-from onnx_ecc.transform.parity_check import parity_check_ratios
+from onnx_ecc import ops
+from onnx_ecc.runtime import optimized
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.calibration import probe
+from onnx_ecc.transform.strategies.parity_check import parity_check_ratios
 
 
 def _run(model, feeds):
@@ -95,7 +96,7 @@ def test_parity_check_kernel_agrees_with_the_numpy_ratios():
         changed = onnx.ModelProto()
         changed.CopyFrom(protected)
         target = next(n for n in changed.graph.node if n.name == node.name)
-        from onnx_ecc.noise import set_attribute
+        from onnx_ecc.transform.calibration import set_attribute
 
         set_attribute(target, "tolerance", worst * factor)
         _, report = _run(changed, feeds)
@@ -267,8 +268,8 @@ def test_sample_check_kernel_matches_its_oracle(seed):
     its filters and bias with their sums), and the faults each part must see: the kernel's verdict
     and count equal the numpy oracle's."""
     from onnx_ecc.codes import Layout
-    from onnx_ecc.reference import sample_check
-    from onnx_ecc.transform.sample_check import filter_sums
+    from onnx_ecc.ops.oracles import sample_check
+    from onnx_ecc.transform.strategies.sample_check import filter_sums
 
     rng = np.random.default_rng(seed)
     n, c, h, w = 3, 12, 4, 5
@@ -334,7 +335,7 @@ def test_parity_check_with_a_stride_checks_every_strided_row_as_its_oracle():
     from onnx import TensorProto, helper
 
     from onnx_ecc.codes import Layout
-    from onnx_ecc.reference import parity_check
+    from onnx_ecc.ops.oracles import parity_check
 
     rng = np.random.default_rng(3)
     rows, n, stride = 7, 40, 3

@@ -13,8 +13,8 @@ from conftest import with_wrong_value, zoo_model
 
 import onnx_ecc
 from onnx_ecc.faults.single import flip_weight_bit
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.noise import probe
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.calibration import probe
 
 float16 = pytest.importorskip("onnxconverter_common.float16")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import corrupt_initializer, insert_output_fault
 
 import onnx_ecc
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.record import read_protection
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from conftest import corrupt_initializer, feeds_for, insert_output_fault, protected_model, zoo_model
 
 import onnx_ecc
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.verify import run_model
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.verification import run_model
 
 MODELS = ["mlp", "cnn", "resnet_style", "depthwise_separable_cnn", "grouped_cnn", "transformer_encoder"]
 
@@ -132,7 +132,7 @@ def _set_rate(model, rate):
 
 
 def test_inspect_lists_layers_left_alone():
-    from onnx_ecc.inspect_model import format_report
+    from onnx_ecc.transform.inspection import format_report
 
     report = format_report(protected_model("transformer_encoder"))
     assert "coverage: 16 of 16 linear layer(s) protected, 100.0%" in report
@@ -183,7 +183,7 @@ def test_a_qdq_int8_model_runs_unchanged_and_inspect_lists_its_layers_as_not_cov
     """quantize_static's QDQ model: every linear layer is left alone with the reason, as inspect shows."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    from onnx_ecc.inspect_model import format_report
+    from onnx_ecc.transform.inspection import format_report
 
     model = zoo_model("cnn")
     feeds = feeds_for(model, batch=8, seed=0)

@@ -11,10 +11,10 @@ from conftest import with_wrong_value, zoo_model
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_ecc
-from onnx_ecc import optimized
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.noise import probe
-from onnx_ecc.transform.products import is_activation_product
+from onnx_ecc.runtime import optimized
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.calibration import probe
+from onnx_ecc.transform.rules.products import is_activation_product
 
 ERRORS = ("x16", "x-16", "inf", "nan")
 

@@ -12,10 +12,10 @@ from onnx import TensorProto, helper
 
 import onnx_ecc
 from onnx_ecc import ops
-from onnx_ecc.metadata import read_protection
-from onnx_ecc.reference import sum_check, sum_check_ratios
+from onnx_ecc.transform.record import read_protection
+from onnx_ecc.ops.oracles import sum_check, sum_check_ratios
 from onnx_ecc.runtime import all_nodes
-from onnx_ecc.transform.rerun import RERUN_SUFFIX, projected_taps
+from onnx_ecc.transform.strategies.rerun import RERUN_SUFFIX, projected_taps
 
 CNNS = ["cnn", "resnet_style", "grouped_cnn", "depthwise_separable_cnn"]
 SUM = {"strategy": "rerun", "conv_check": "sum"}

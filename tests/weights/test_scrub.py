@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_ecc.cli import scrub as scrub_cli
 from onnx_ecc.faults.records import Fault
-from onnx_ecc.faults.weights import apply_weight_faults
+from onnx_ecc.faults.weight_flips import apply_weight_faults
 from onnx_ecc.weights import WeightScrubber, add_weight_checks, read_weight_codes, scrub_model
 from onnx_ecc.weights.model import repair_tolerance
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from onnx_ecc.weights.codes import CheckMatrix, block_bounds, check_matrix, checks_for
+from onnx_ecc.weights.check_matrices import CheckMatrix, block_bounds, check_matrix, checks_for
 
 
 @pytest.mark.parametrize("family", ["dct", "gaussian"])

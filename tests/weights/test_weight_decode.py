@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onnx_ecc.weights.codes import check_matrix
+from onnx_ecc.weights.check_matrices import check_matrix
 from onnx_ecc.weights.decode import (_above_absmax, decode_block, find_erasures, l1_decode_lp, repair_bound,
                                      syndrome_tolerance)
 

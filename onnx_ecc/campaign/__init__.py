@@ -30,9 +30,9 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnx_ecc import faults as F
-from onnx_ecc.campaign_executors import open_executor
-from onnx_ecc.campaign_stats import aggregate, breakdown, rule_of_three, upper_bound, wilson
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.campaign.executors import open_executor
+from onnx_ecc.campaign.stats import aggregate, breakdown, rule_of_three, upper_bound, wilson
+from onnx_ecc.transform.record import read_protection
 
 FAULT_TYPES = ("weight-bitflip", "weight-random", "weight-zero", "output-bitflip", "output-random", "output-zero",
                "mixed-bitflip")
@@ -379,7 +379,7 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
     write_csv(rows, out / "summary.csv")
     if plot:
         try:
-            from onnx_ecc.campaign_plot import plot_sweep
+            from onnx_ecc.campaign.plot import plot_sweep
 
             summary["plots"] = plot_sweep(rows, out, clean_acc)
         except ImportError:

@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 
 from onnx_ecc import ops
-from onnx_ecc._library import library_path
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.runtime.library import library_path
+from onnx_ecc.transform.record import read_protection
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from onnx_ecc import ops
 from onnx_ecc.codes import EPS32, Layout
-from onnx_ecc.reference import chunk_max_abs
+from onnx_ecc.ops.oracles import chunk_max_abs
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

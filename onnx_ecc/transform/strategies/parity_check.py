@@ -19,10 +19,10 @@ import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
-from onnx_ecc.reference import parity_check_ratios
+from onnx_ecc.ops.oracles import parity_check_ratios
 from onnx_ecc.transform.common import (FLOAT16_NOISE, FLOAT16_TOLERANCE_FLOOR, FLOAT_TYPES, cast, constant_value,
                                        emit_node, layout_for)
-from onnx_ecc.transform.products import is_activation_product, product_form, product_parity
+from onnx_ecc.transform.rules.products import is_activation_product, product_form, product_parity
 
 
 @dataclasses.dataclass
@@ -190,7 +190,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
 def calibrate_parity_checks(model: onnx.ModelProto, sites: list[ParityCheckSite], feeds_list: list[dict],
                             options) -> dict[str, float]:
     """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
-    from onnx_ecc.noise import calibrate_checks
+    from onnx_ecc.transform.calibration import calibrate_checks
 
     return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in sites}, feeds_list, options,
                             lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)},

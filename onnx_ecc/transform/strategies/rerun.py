@@ -55,8 +55,8 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     the recomputation.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
-    from onnx_ecc.transform.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
-    from onnx_ecc.transform.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
+    from onnx_ecc.transform.strategies.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
+    from onnx_ecc.transform.strategies.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
@@ -305,8 +305,8 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
 def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feeds_list: list[dict],
                          options) -> dict[str, float]:
     """Set each SumCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
-    from onnx_ecc.noise import calibrate_checks
-    from onnx_ecc.reference import sum_check_ratios
+    from onnx_ecc.transform.calibration import calibrate_checks
+    from onnx_ecc.ops.oracles import sum_check_ratios
 
     def ratios(v, attrs):
         return {"sum": sum_check_ratios(v[0], v[1], v[2], weights=attrs["weights"], taps=attrs["taps"],

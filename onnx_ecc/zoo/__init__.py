@@ -38,7 +38,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import onnx
 
-from . import datasets as _datasets
+from .. import datasets as _datasets
 
 __all__ = [
     "OPSET",
@@ -76,7 +76,7 @@ __all__ = [
 OPSET = 17
 MNIST_MEAN = 0.1307  # digit_recognizer's transforms.Normalize((0.1307,), (0.3081,))
 MNIST_STD = 0.3081
-BUNDLED_PATH = Path(__file__).resolve().parent / "models" / "fashion_cnn.onnx"
+BUNDLED_PATH = Path(__file__).resolve().parents[1] / "models" / "fashion_cnn.onnx"
 _FASHION_MLP_VERSION = "v1"
 
 ModelLike = Union[onnx.ModelProto, str, os.PathLike, bytes]
@@ -487,7 +487,7 @@ _MAKERS: dict[str, Callable] = {
 
 def _register_realistic() -> None:
     """Add the real-size architectures of zoo_realistic to the builders (names in MODELS too)."""
-    from onnx_ecc import zoo_realistic
+    from onnx_ecc.zoo import realistic as zoo_realistic
 
     for name, maker in zoo_realistic.MAKERS.items():
         _MAKERS[name] = maker

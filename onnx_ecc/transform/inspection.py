@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.record import read_protection
 
 
 def cost_summary(record: dict) -> dict[str, float]:

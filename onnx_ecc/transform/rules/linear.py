@@ -13,7 +13,7 @@ def _separate_parity(graph: gs.Graph, node: gs.Node, layout) -> gs.Node | None:
     """With ``separate_parity``: the layer keeps its weights, a second product computes the parity
     (parity_check.parity_product) and a Concat joins both in the decoder's layout; returns the
     Concat (None when the layer's bias cannot be carried by the parity product)."""
-    from onnx_ecc.transform.parity_check import linear_rows, parity_product
+    from onnx_ecc.transform.strategies.parity_check import linear_rows, parity_product
 
     found = linear_rows(node)
     if found is None:
@@ -66,7 +66,7 @@ def protect_gemm(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Prot
 def protect_matmul(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
     """Y = A @ B with B a constant matrix [K, N]: parity columns appended to B; a product of two
     activations (attention) gets its parity from its operands at run time (products.py)."""
-    from onnx_ecc.transform.products import is_activation_product, protect_product
+    from onnx_ecc.transform.rules.products import is_activation_product, protect_product
 
     if is_activation_product(node):  # also says why a quantised (QDQ) weight is left alone
         return protect_product(graph, node, options, model_id)

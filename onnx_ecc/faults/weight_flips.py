@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_ecc.faults.records import Fault, corrupt
-from onnx_ecc.metadata import read_protection
+from onnx_ecc.transform.record import read_protection
 
 LAYER_OPS = ("Gemm", "MatMul", "Conv")
 BIT_PRESETS: dict[str, tuple[int, ...]] = {

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .weights.model import check_tensor, make_entry, project_weights, read_weight_codes, write_weight_codes
+from ..weights.model import check_tensor, make_entry, project_weights, read_weight_codes, write_weight_codes
 
 IR_VERSION = 10
 OPSET = 17
@@ -32,7 +32,7 @@ def _torch():
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "onnx_ecc.train needs PyTorch: pip install 'onnx-ecc[train]' (or pip install torch)"
+            "onnx_ecc.zoo.training needs PyTorch: pip install 'onnx-ecc[train]' (or pip install torch)"
         ) from exc
     return torch
 
@@ -151,7 +151,7 @@ def export_onnx(model, constraint: Constraint | None = None, *, input_name: str 
         nodes, "mlp", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", sizes[0]])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", sizes[1]])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              ir_version=IR_VERSION, producer_name="onnx_ecc.train")
+                              ir_version=IR_VERSION, producer_name="onnx_ecc.zoo.training")
     if entries:
         write_weight_codes(proto, read_weight_codes(proto) + entries)
     onnx.checker.check_model(proto)

@@ -295,8 +295,8 @@ def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite]
                             options) -> dict[str, float]:
     """Set each SampleCheck's tolerances to margin x the largest clean ratio of each part (sample
     comparison: at least SAMPLE_FLOOR; parity: the given tolerance if any); returns them per layer."""
-    from onnx_ecc.noise import clean_ratio_maxima, set_attribute
-    from onnx_ecc.reference import sample_check_parts
+    from onnx_ecc.transform.calibration import clean_ratio_maxima, set_attribute
+    from onnx_ecc.ops.oracles import sample_check_parts
 
     nodes = {n.name: n for n in model.graph.node}
     worst = clean_ratio_maxima(model, {s.node: s.inputs for s in sites}, feeds_list,

@@ -15,7 +15,7 @@ def library_path() -> str:
         if not Path(override).is_file():
             raise FileNotFoundError(f"ONNX_ECC_LIBRARY={override} does not exist")
         return override
-    path = Path(__file__).parent / "_lib" / LIBRARY_NAME
+    path = Path(__file__).resolve().parents[1] / "_lib" / LIBRARY_NAME
     if not path.is_file():
         raise FileNotFoundError(
             f"onnx-ecc's custom-op library is missing ({path}); reinstall with `pip install .` "

@@ -1,0 +1,1 @@
+"""One rule per kind of layer: how it is protected inline."""

@@ -1,0 +1,1 @@
+"""The rerun strategy: fast-path checks and the decoding branch."""
