@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import onnx_ecc
     from onnx_ecc import campaign as C
     from onnx_ecc.campaign.executors import check_executor
+    from onnx_ecc.io import write_bytes
 
     where = dict(jobs=args.jobs, executor=args.executor, address=args.address)
     try:
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             for site in sites:
                 r = C.targeted_campaign(original, protected, x, y, site=site, n_faults=args.targeted, bits=args.bits,
                                         seed=args.seed, progress=not args.no_progress, **where)
-                C._atomic_write(out / f"targeted_{site}.json", json.dumps(r, indent=1, default=float).encode())
+                write_bytes(out / f"targeted_{site}.json", json.dumps(r, indent=1, default=float).encode())
                 print(f"{site}: {r['sdc_faults_found']} SDC-causing faults found in {r['trials_searched']} tries; "
                       f"{r['protected_still_corrupt']} still corrupt the protected model "
                       f"(95% upper bound {r['upper95_clopper_pearson']:.2%}); detected {r['detected']}, "
