@@ -29,7 +29,7 @@ from onnx import numpy_helper
 from onnx_ecc import datasets
 from onnx_ecc.faults.records import Fault
 from onnx_ecc.faults.weight_flips import apply_weight_faults
-from onnx_ecc.zoo.training import Constraint, accuracy, export_onnx, onnx_logits, train_mlp
+from onnx_ecc.weights.trained_in import Constraint, accuracy, export_onnx, onnx_logits, train_mlp
 from onnx_ecc.weights import read_weight_codes, scrub_model
 
 

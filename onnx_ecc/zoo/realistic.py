@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 
+from onnx_ecc.zoo.models import _make_transformer_encoder
+from onnx_ecc.zoo.torch_modules import _nn, _randomize_norms, _seeded, _torch
+
 
 def _modules():
     """The torch building blocks, defined once torch is imported."""
-    from onnx_ecc import zoo
 
-    torch = zoo._torch()
+    torch = _torch()
     nn = torch.nn
 
     def conv_bn(cin, cout, k, stride, groups=1, act=True):
@@ -47,10 +49,9 @@ def _modules():
 
 def _inverted_residual_net(stages, stem: int, head: int, seed: int):
     """Stem conv, inverted-residual stages (expand, channels, repeats, stride, kernel), 1x1 head, classifier."""
-    from onnx_ecc import zoo
 
     torch, nn, conv_bn, block = _modules()
-    with zoo._seeded(seed):
+    with _seeded(seed):
         layers = conv_bn(3, stem, 3, 2)
         cin = stem
         for expand, cout, repeats, stride, k in stages:
@@ -59,7 +60,7 @@ def _inverted_residual_net(stages, stem: int, head: int, seed: int):
                 cin = cout
         layers += conv_bn(cin, head, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(head, 1000)]
         m = nn.Sequential(*layers)
-        zoo._randomize_norms(m, seed)
+        _randomize_norms(m, seed)
     return m.eval()
 
 
@@ -81,11 +82,10 @@ def make_efficientnet_lite(seed: int = 0):
 
 def make_resnet18(seed: int = 0):
     """ResNet-18 at 224x224: 7x7 stem, max pool, two BasicBlocks per stage of 64-128-256-512."""
-    from onnx_ecc import zoo
 
-    torch = zoo._torch()
-    nn, ns = torch.nn, zoo._nn()
-    with zoo._seeded(seed):
+    torch = _torch()
+    nn, ns = torch.nn, _nn()
+    with _seeded(seed):
         layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
         cin = 64
         for i, w in enumerate((64, 128, 256, 512)):
@@ -93,15 +93,14 @@ def make_resnet18(seed: int = 0):
             cin = w
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
         m = nn.Sequential(*layers)
-        zoo._randomize_norms(m, seed)
+        _randomize_norms(m, seed)
     return m.eval(), (3, 224, 224), "logits", f"random ResNet-18-style (224x224, BN folded), seed {seed}"
 
 
 def make_bert_encoder(seed: int = 0, seq_len: int = 32):
     """BERT-style encoder: 6 post-LN layers, hidden 384, 12 heads, FFN 1536, on embeddings [N, seq, 384]."""
-    from onnx_ecc import zoo
 
-    m, shape, out, _ = zoo._make_transformer_encoder(seed, layers=6, d_model=384, heads=12, seq_len=seq_len)
+    m, shape, out, _ = _make_transformer_encoder(seed, layers=6, d_model=384, heads=12, seq_len=seq_len)
     return m, shape, out, f"random BERT-style encoder (6 layers, hidden 384, 12 heads, {seq_len} tokens), seed {seed}"
 
 

@@ -85,6 +85,7 @@ def test_demo_without_the_dataset_package_shows_real_accuracy_on_the_bundled_sam
 
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", ())
     monkeypatch.delenv("ONNX_ECC_FASHION_MNIST", raising=False)
+    datasets.load_fashion_mnist.cache_clear()  # an earlier test may have loaded it
     with pytest.raises(datasets.DatasetUnavailable):
         datasets.load_fashion_mnist.__wrapped__()
     import argparse

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 
 torch = pytest.importorskip("torch")
 
-from onnx_ecc.zoo.training import Constraint, export_onnx, onnx_logits, train_mlp  # noqa: E402
+from onnx_ecc.weights.trained_in import Constraint, export_onnx, onnx_logits, train_mlp  # noqa: E402
 from onnx_ecc.weights import read_weight_codes, scrub_model  # noqa: E402
 from onnx_ecc.weights.check_matrices import check_matrix  # noqa: E402
 

@@ -209,7 +209,7 @@ def test_bundled_model_accuracy_and_size():
 
 def test_fashion_mlp_cached(monkeypatch):
     """The trained Fashion-MNIST MLP (when already cached) is > 80 % accurate."""
-    cached = zoo.cache_dir() / f"fashion_mlp_{zoo._FASHION_MLP_VERSION}_seed0.onnx"
+    cached = zoo.cache_dir() / f"fashion_mlp_{zoo.pretrained._FASHION_MLP_VERSION}_seed0.onnx"
     if not cached.exists():
         pytest.skip(f"fashion_mlp not trained yet (~30 s); run onnx_ecc.zoo.fashion_mlp() once to cache {cached}")
     acc = zoo.accuracy(zoo.fashion_mlp(), _data_or_skip("fashion-mnist"))
