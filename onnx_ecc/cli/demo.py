@@ -41,6 +41,7 @@ def run(args) -> int:
     from onnx_ecc.faults.single import flip_weight_bit, with_output_fault
     from onnx_ecc.transform.inspection import format_report
     from onnx_ecc.io import ModelFileError, load_model
+    from onnx_ecc.transform.options import WEIGHT_LAYER_OPS
 
     try:
         model = load_model(args.model or zoo.bundled_default())
@@ -65,7 +66,7 @@ def run(args) -> int:
           f"max |difference| {np.abs(clean - ref).max():.2e}, {report.summary()}")
 
     rng = np.random.default_rng(args.seed)
-    layer = next(n for n in protected.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and "__ecc_" in n.input[1])
+    layer = next(n for n in protected.graph.node if n.op_type in WEIGHT_LAYER_OPS and "__ecc_" in n.input[1])
     original_layer = next(n for n in model.graph.node if n.name == layer.name)
     w = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == original_layer.input[1]))
     index = tuple(int(rng.integers(s)) for s in w.shape)

@@ -104,8 +104,7 @@ def instrument(model: onnx.ModelProto, layers: Sequence[str] | None = None, kind
     g.node.extend(new_nodes)
     g.input.append(helper.make_tensor_value_info(SEED_INPUT, onnx.TensorProto.INT64, []))
     g.input.append(helper.make_tensor_value_info(RATE_INPUT, onnx.TensorProto.FLOAT, []))
-    if not any(o.domain == ops.DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION))
+    ops.import_opset(out)
     if out.ir_version < 4:
         out.ir_version = 4
     props = {p.key: p.value for p in out.metadata_props}

@@ -60,6 +60,5 @@ def with_output_fault(model: onnx.ModelProto, tensor: str, seed: int, count: int
     g.node.insert(producer + 1, ops.INJECT_FAULT.make_node([tensor, f"{tensor}__seed", f"{tensor}__rate"], [faulty],
                                                           f"inject_{tensor}", kind=kind, bits=list(bits),
                                                           count=count, site=0))
-    if not any(o.domain == ops.DOMAIN for o in out.opset_import):
-        out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION))
+    ops.import_opset(out)
     return out

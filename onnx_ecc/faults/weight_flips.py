@@ -15,8 +15,9 @@ from onnx import numpy_helper
 
 from onnx_ecc.faults.records import Fault, corrupt
 from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.options import WEIGHT_LAYER_OPS
 
-LAYER_OPS = ("Gemm", "MatMul", "Conv")
+LAYER_OPS = WEIGHT_LAYER_OPS
 BIT_PRESETS: dict[str, tuple[int, ...]] = {
     "all": tuple(range(32)),
     "sign": (31,),

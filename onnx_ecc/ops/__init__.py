@@ -253,6 +253,14 @@ def _schema(decl: OpDecl) -> defs.OpSchema:
                          type_constraints=constraints, attributes=attrs)
 
 
+def import_opset(model) -> None:
+    """Add onnx-ecc's opset to a model's imports (once) so that its custom nodes resolve."""
+    import onnx
+
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
+
+
 def register_schemas() -> None:
     """Register every op's schema with onnx (idempotent)."""
     for decl in ALL_OPS:

@@ -149,8 +149,7 @@ def _restore_model_fields(original: onnx.ModelProto, out: onnx.ModelProto) -> No
     out.doc_string, out.model_version, out.domain = original.doc_string, original.model_version, original.domain
     del out.metadata_props[:]
     out.metadata_props.extend(original.metadata_props)
-    if not any(o.domain == ops.DOMAIN for o in out.opset_import):
-        out.opset_import.append(onnx.helper.make_opsetid(ops.DOMAIN, ops.OPSET_VERSION))
+    ops.import_opset(out)
     known = {vi.name for vi in out.graph.value_info}
     for vi in original.graph.value_info:
         if vi.name not in known and any(vi.name in n.output for n in out.graph.node):

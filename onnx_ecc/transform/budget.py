@@ -46,6 +46,8 @@ from typing import Mapping
 import numpy as np
 import onnx
 
+from onnx_ecc.transform.options import WEIGHT_LAYER_OPS
+
 MAX_ROUNDS = 3
 SAFETY = 0.75           # plans aim at 1 + SAFETY x (budget - 1): timings here move by about 0.05
 FIXED_ELEMENTS = 4096   # per-layer cost of a check's small nodes, in equivalent elements per sample
@@ -114,7 +116,7 @@ def layer_stats(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
     inits = {t.name for t in model.graph.initializer}
     stats = {}
     for i, node in enumerate(model.graph.node):
-        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+        if node.op_type not in WEIGHT_LAYER_OPS:
             continue
         name = node.name or f"{node.op_type}_{i}"
         params = sum(sizes.get(t, 0) for t in node.input[1:] if t in inits)

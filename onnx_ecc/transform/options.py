@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Conv", "Einsum")
+WEIGHT_LAYER_OPS = ("Gemm", "MatMul", "Conv")      # layers whose second input is a weight
+SUPPORTED_OPS = WEIGHT_LAYER_OPS + ("Einsum",)    # Einsum: products of two activations
 MODES = ("correct", "detect")
 STRATEGIES = ("inline", "rerun")
 LAYER_MODES = ("check", "decode", "none")
