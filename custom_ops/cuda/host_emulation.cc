@@ -1,7 +1,7 @@
-// Host emulation of the CUDA kernels: the device maths of device_math.cuh run item by item on
-// the host, in the order the kernels' launches run them (every check before any correction), so
-// that a test on a machine without a GPU compares the CUDA maths with the CPU kernels and the
-// numpy oracles (tests/custom_ops/test_cuda_maths_on_host.py compiles this file with the host compiler).
+// Host emulation of the CUDA kernels: the items of device_math.cuh run one by one on the host,
+// in the order the kernels' launches run them (every check before any correction), so that a test
+// on a machine without a GPU compares the CUDA maths with the CPU kernels and the numpy oracles
+// (tests/custom_ops/test_cuda_maths_on_host.py compiles this file with the host compiler).
 // A C interface of plain arrays, for ctypes.
 #include <cmath>
 #include <cstring>
@@ -33,9 +33,10 @@ ECC_HOST_API void OnnxEccHost_Decode(const int64_t* dims, float tolerance, int c
     const Vec v = Locate(p, y, residual, z, u);
     if (CheckVector(p, v, XMax(xmax, per_outer, v.o))) flagged.push_back(u);
   }
-  std::vector<double> slot(SlotBytes(p.block, p.parity) / sizeof(double) + 1);  // CorrectKernel, one thread
-  const Scratch s = CarveScratch(slot.data(), p.block, p.parity);
-  LocalCounts c;
+  // CorrectKernel, one thread
+  std::vector<double> slot(BlockScratchBytes(p.block, p.parity) / sizeof(double) + 1);
+  const BlockScratch s = CarveBlockScratch(slot.data(), p.block, p.parity);
+  DecodeCounts c;
   for (int64_t u : flagged) CorrectVector(p, y, residual, z, xmax, per_outer, u, s, c);
   AddCounts(c, totals, nullptr);
 }
@@ -54,7 +55,7 @@ ECC_HOST_API void OnnxEccHost_Depthwise(const int64_t* dims, float tolerance, in
   const int64_t sums = p.n * p.channels * (p.h + p.pad_t + p.pad_b) * p.kw;  // RowSumsKernel
   std::vector<double> a(static_cast<size_t>(sums)), aabs(static_cast<size_t>(sums));
   for (int64_t u = 0; u < sums; ++u) RowSums(p, x, u, a.data(), aabs.data());
-  LocalCounts c;  // CheckRowsKernel
+  DecodeCounts c;  // CheckRowsKernel
   for (int64_t u = 0; u < p.n * p.channels * p.hout; ++u) CheckRow(p, x, y, z, a.data(), aabs.data(), u, c);
   AddCounts(c, totals, nullptr);
 }
@@ -66,18 +67,7 @@ ECC_HOST_API int64_t OnnxEccHost_Inject(int kind, const int* bits, int nbits, in
   p.kind = kind; p.nbits = nbits; p.count = count; p.site = site;
   for (int i = 0; i < nbits && i < kMaxInjectBits; ++i) p.bits[i] = static_cast<unsigned char>(bits[i]);
   std::memcpy(y, x, sizeof(float) * static_cast<size_t>(n));
-  const uint64_t state = InjectStartState(seed, p.site);
-  if (n == 0 || !(p.count > 0 || rate > 0)) return 0;
-  float range = 0.f;  // LaunchMaxAbs(finite_only): the largest finite |x|
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = std::fabs(x[i]);
-    if (std::isfinite(v) && v > range) range = v;
-  }
-  if (p.count == 0 && rate >= 1) {
-    for (int64_t i = 0; i < n; ++i) InjectAllOne(p, y, i, state, &range);
-    return n;
-  }
-  return InjectSequential(p, y, n, state, rate, &range);
+  return InjectOnHost(p, x, y, n, seed, rate);  // LaunchMaxAbs(finite_only) gives the range
 }
 
 // dims: outer, inner, y_row_stride, data_channels, num_blocks, block, parity. Returns the number

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "onnx_ecc/defaults.h"
+#include "onnx_ecc/depthwise_math.h"
 #include "onnx_ecc/inject_math.h"
 
 namespace onnx_ecc {
@@ -15,7 +17,7 @@ struct DecodeParams {
   int64_t outer = 0, inner = 0;                  // Y is [outer, total_channels, inner]
   int64_t groups = 1, data_per_group = 0, parity_per_group = 0, total_channels = 0, data_channels = 0;
   int64_t num_blocks = 0, block = 0, parity = 0;  // blocks of a group: all `block` wide but the last
-  float tolerance = 64.f;
+  float tolerance = kDefaultTolerance;
   int correct = 1, relu = 0;
   // Threshold scale: 1 = the largest finite |value| among the block's data and parity values of
   // that vector (per hypothesis in the exact step: of the values it trusts), 0 = max|X| per
@@ -29,10 +31,9 @@ struct DecodeParams {
 // Number of (outer, inner, group, block) code vectors: the capacity the flag list needs.
 inline int64_t DecodeVectors(const DecodeParams& p) { return p.outer * p.inner * p.groups * p.num_blocks; }
 
-struct DepthwiseParams {
-  int64_t n = 0, channels = 0, h = 0, w = 0, hout = 0, wout = 0, kh = 0, kw = 0;
-  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0, dil_h = 1, dil_w = 1;
-  float tolerance = 64.f;
+struct DepthwiseParams : DepthwiseShape {  // kh, kw, strides, pads, dilations
+  int64_t n = 0, channels = 0, h = 0, w = 0, hout = 0, wout = 0;
+  float tolerance = kDefaultTolerance;
   int correct = 1, relu = 0;
   const float* weights = nullptr;       // device [C, kh, kw], the verified reference copy
   const float* bias = nullptr;          // device [C]
@@ -43,7 +44,7 @@ struct ParityCheckParams {
   int64_t outer = 0, inner = 0;                  // Y is [outer, data_channels, inner]
   int64_t y_row_stride = 1;                      // inner == 1: rows of Y between checked vectors
   int64_t data_channels = 0, num_blocks = 0, block = 0, parity = 0;  // P is [outer, num_blocks * parity, inner]
-  float tolerance = 64.f;
+  float tolerance = kDefaultTolerance;
   const float* generator = nullptr;  // device: per block, parity x size, row-major
   const float* gain = nullptr;       // device: per block and check
   const float* offset = nullptr;     // device: per block and check
@@ -54,10 +55,10 @@ struct SampleCheckParams {
   int64_t row = 0;                                       // values per filter of W (0: no W)
   int act = 0;                                           // SampleActivation as an int
   float act_lo = 0.f, act_hi = 0.f;
-  double tolerance = 16;
+  double tolerance = kSampleTolerance;
   int64_t num_blocks = 0, block = 0, parity = 0;         // Y's parity code (parity 0: none)
-  float parity_tolerance = 64.f;
-  float filter_tolerance = 8.f;
+  float parity_tolerance = kDefaultTolerance;
+  float filter_tolerance = kFilterTolerance;
   const float* generator = nullptr;    // device: per block, parity x size, row-major
   const float* gain = nullptr;         // device: per block and check
   const float* offset = nullptr;       // device: per block and check

@@ -1,6 +1,6 @@
-// CUDA kernels of the onnx-ecc ops: the same maths as decode.cc, depthwise_check.cc and
-// inject_fault.cc. The per-item work lives in device_math.cuh as __host__ __device__ functions,
-// exercised on the host too (host_emulation.cc); the kernels only map threads to items.
+// CUDA kernels of the onnx-ecc ops: the same maths as the CPU kernels, from the per-op headers of
+// custom_ops/include/onnx_ecc/. device_math.cuh turns a thread's index into its item of that
+// maths, exercised on the host too (host_emulation.cc); the kernels only map threads to items.
 //
 // Decode: one thread per code vector (outer, inner position, group, block), inner position
 // fastest so that a warp reads consecutive addresses of each channel. In one sweep it takes the
@@ -74,8 +74,8 @@ __global__ void CorrectKernel(DecodeParams p, const float* y, const float* res, 
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t nflags = static_cast<int64_t>(*flag_count);
   if (t >= nflags) return;
-  const Scratch s = CarveScratch(scratch + t * slot_bytes, p.block, p.parity);
-  LocalCounts c;
+  const BlockScratch s = CarveBlockScratch(scratch + t * slot_bytes, p.block, p.parity);
+  DecodeCounts c;
   for (int64_t f = t; f < nflags; f += nthreads)
     CorrectVector(p, y, res, z, xmax, per_outer, static_cast<int64_t>(flags[f]), s, c);
   AddCounts(c, totals, run_unc);
@@ -92,7 +92,7 @@ __global__ void RowSumsKernel(DepthwiseParams p, const float* x, int64_t units, 
 __global__ void CheckRowsKernel(DepthwiseParams p, const float* x, const float* y, float* z, const double* a,
                                 const double* aabs, int64_t units, unsigned long long* totals,
                                 unsigned long long* run_unc) {
-  LocalCounts c;
+  DecodeCounts c;
   for (int64_t u = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u < units;
        u += static_cast<int64_t>(gridDim.x) * blockDim.x)
     CheckRow(p, x, y, z, a, aabs, u, c);
@@ -201,7 +201,7 @@ cudaError_t LaunchMaxAbs(const float* x, int64_t n, int64_t outer, bool finite_o
 
 int DecodeCorrectionThreads(const DecodeParams& p) {
   constexpr size_t kBudget = size_t{8} << 20;  // scratch of the exact step per Decode node, bytes
-  const size_t slot = SlotBytes(p.block, p.parity);
+  const size_t slot = BlockScratchBytes(p.block, p.parity);
   int64_t t = static_cast<int64_t>(kBudget / slot);
   t = t > 16384 ? 16384 : t;
   t = t / 128 * 128;
@@ -209,7 +209,7 @@ int DecodeCorrectionThreads(const DecodeParams& p) {
 }
 
 size_t DecodeScratchBytes(const DecodeParams& p) {
-  return static_cast<size_t>(DecodeCorrectionThreads(p)) * SlotBytes(p.block, p.parity);
+  return static_cast<size_t>(DecodeCorrectionThreads(p)) * BlockScratchBytes(p.block, p.parity);
 }
 
 cudaError_t LaunchDecode(const DecodeParams& p, const float* y, const float* residual, float* z, const float* xmax,
@@ -227,8 +227,8 @@ cudaError_t LaunchDecode(const DecodeParams& p, const float* y, const float* res
   // and its threads exit at once when there are none.
   const int threads = DecodeCorrectionThreads(p);
   CorrectKernel<<<threads / 128, 128, 0, stream>>>(p, y, residual, z, xmax, xmax_per_outer, flags, flag_count,
-                                                   static_cast<char*>(scratch), SlotBytes(p.block, p.parity), totals,
-                                                   run_uncorrectable);
+                                                   static_cast<char*>(scratch), BlockScratchBytes(p.block, p.parity),
+                                                   totals, run_uncorrectable);
   return cudaGetLastError();
 }
 

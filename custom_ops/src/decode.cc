@@ -1,5 +1,6 @@
-// Decoding of the output-channel code: a fast syndrome check, and a small exact solver for
-// the rare block whose checks fail.
+// Decoding of the output-channel code on the CPU: the sweeps (sweeps.h) form the fast float
+// checks of many vectors at a time, and a vector that fails goes to the exact step of
+// decode_math.h, the same per-vector maths the CUDA kernels run.
 #include "onnx_ecc/decode.h"
 
 #include <algorithm>
@@ -10,106 +11,12 @@
 #include "sweeps.h"
 
 namespace onnx_ecc {
-namespace {
-
-constexpr double kEps32 = FLT_EPSILON;
-using sweep::kChunk;
-using sweep::kMaxParity;
-constexpr double kRoundingFloor = 0x1p-40;  // relative rounding allowance of a residual in double
-
-// Solves the small dense system (a: rows x cols, row-major) in the least-squares sense with
-// normal equations and partial pivoting. Returns false when the columns are dependent.
-bool LeastSquares(const double* a, const double* rhs, int rows, int cols, double* z) {
-  double m[kMaxParity][kMaxParity + 1];
-  for (int i = 0; i < cols; ++i) {
-    for (int j = 0; j < cols; ++j) {
-      double s = 0;
-      for (int k = 0; k < rows; ++k) s += a[k * cols + i] * a[k * cols + j];
-      m[i][j] = s;
-    }
-    double s = 0;
-    for (int k = 0; k < rows; ++k) s += a[k * cols + i] * rhs[k];
-    m[i][cols] = s;
-  }
-  for (int c = 0; c < cols; ++c) {
-    int piv = c;
-    for (int i = c + 1; i < cols; ++i)
-      if (std::fabs(m[i][c]) > std::fabs(m[piv][c])) piv = i;
-    if (std::fabs(m[piv][c]) < 1e-12) return false;
-    if (piv != c)
-      for (int j = 0; j <= cols; ++j) std::swap(m[c][j], m[piv][j]);
-    for (int i = 0; i < cols; ++i) {
-      if (i == c) continue;
-      double f = m[i][c] / m[c][c];
-      for (int j = c; j <= cols; ++j) m[i][j] -= f * m[c][j];
-    }
-  }
-  for (int c = 0; c < cols; ++c) z[c] = m[c][cols] / m[c][c];
-  return true;
-}
-
-// Tries the hypothesis that exactly the positions in `unknown` (data < b <= parity) are wrong:
-// re-solves the wrong data values from the checks whose parity is trusted. Returns the
-// normalised residual, or -1 when a remaining check is violated.
-double SolveUnknown(const double* values, const float* g, const BlockNoise& noise, int b, int r,
-                    const int* unknown, int nu, double* z) {
-  bool is_unknown[1024 + kMaxParity] = {};
-  int data_u[kMaxParity], ndu = 0;
-  for (int i = 0; i < nu; ++i) {
-    is_unknown[unknown[i]] = true;
-    if (unknown[i] < b) data_u[ndu++] = unknown[i];
-  }
-  int rows[kMaxParity], nrows = 0;
-  for (int k = 0; k < r; ++k)
-    if (!is_unknown[b + k]) rows[nrows++] = k;
-  if (nrows < ndu) return -1;
-  double scale = noise.xscale;
-  if (scale < 0) {
-    scale = 0;
-    for (int i = 0; i < b + r; ++i)
-      if (!is_unknown[i] && std::isfinite(values[i])) scale = std::max(scale, std::fabs(values[i]));
-  }
-  double thr[kMaxParity];
-  for (int k = 0; k < r; ++k) thr[k] = noise.tol_eps * (noise.gain[k] * scale + noise.offset[k]);
-  double a[kMaxParity * kMaxParity], rhs[kMaxParity], mag[kMaxParity];
-  for (int q = 0; q < nrows; ++q) {
-    const int k = rows[q];
-    double c = values[b + k], m = std::fabs(values[b + k]);
-    for (int j = 0; j < b; ++j)
-      if (!is_unknown[j]) {
-        const double t = static_cast<double>(g[k * b + j]) * values[j];
-        c -= t;
-        m += std::fabs(t);
-      }
-    rhs[q] = c;
-    mag[q] = m;
-    for (int u = 0; u < ndu; ++u) a[q * ndu + u] = g[k * b + data_u[u]];
-  }
-  if (ndu > 0 && !LeastSquares(a, rhs, nrows, ndu, z)) return -1;
-  double norm = 0;
-  for (int q = 0; q < nrows; ++q) {
-    double res = rhs[q], m = mag[q];
-    for (int u = 0; u < ndu; ++u) {
-      const double t = a[q * ndu + u] * z[u];
-      res -= t;
-      m += std::fabs(t);
-    }
-    // The check's own threshold, plus the double-precision rounding of this residual, so that
-    // no decision hinges on rounding when the values are huge.
-    const double t = thr[rows[q]] + kRoundingFloor * m;
-    if (!(std::fabs(res) <= t)) return -1;
-    if (t > 0) norm += (res / t) * (res / t);
-  }
-  return norm;
-}
-
-}  // namespace
 
 std::string CodeLayout::Init(int64_t c, int64_t g, int64_t b, int64_t r) {
   if (c < 1 || g < 1 || b < 1 || r < 1) return "data_channels, groups, block and parity must be >= 1";
   if (c % g) return "data_channels is not a multiple of groups";
-  if (r > kMaxParity) return "parity must be <= 16";
-  if (b > 1024) return "block must be <= 1024";
+  if (r > kMaxParity) return "parity must be <= " + std::to_string(kMaxParity);
+  if (b > kMaxBlock) return "block must be <= " + std::to_string(kMaxBlock);
   data_channels = c; groups = g; block = b; parity = r;
   data_per_group = c / g;
   block_sizes.clear(); block_starts.clear(); gen_offsets.clear();
@@ -138,61 +45,6 @@ std::string DecodeConfig::Validate() const {
   return "";
 }
 
-int DecodeBlock(double* y, const double* p, const float* g, const BlockNoise& noise, int b, int r, bool correct) {
-  const int n = b + r;
-  double values[1024 + kMaxParity];
-  int erased[kMaxParity + 1], ne = 0;
-  for (int i = 0; i < n; ++i) {
-    values[i] = i < b ? y[i] : p[i - b];
-    if (!std::isfinite(values[i])) {
-      if (ne == r) return -1;
-      erased[ne++] = i;
-    }
-  }
-  double z0[kMaxParity];
-  if (ne == 0 && SolveUnknown(values, g, noise, b, r, erased, 0, z0) >= 0) return 0;
-  if (!correct) return -1;
-  int cand[1024 + kMaxParity], nc = 0;
-  for (int i = 0, e = 0; i < n; ++i) {
-    if (e < ne && erased[e] == i) { ++e; continue; }
-    cand[nc++] = i;
-  }
-  for (int i = 0; i < ne; ++i) if (erased[i] < b) values[erased[i]] = 0.0;
-  const int tmax = (r - ne) / 2;
-  int unknown[kMaxParity], best_unknown[kMaxParity], idx[kMaxParity];
-  double z[kMaxParity], best_z[kMaxParity];
-  for (int t = 0; t <= tmax; ++t) {
-    double best = -1;
-    int best_nu = 0;
-    // Iterate over all t-subsets of the candidate positions.
-    for (int i = 0; i < t; ++i) idx[i] = i;
-    if (t > nc) break;
-    while (true) {
-      int nu = 0;
-      for (int i = 0; i < ne; ++i) unknown[nu++] = erased[i];
-      for (int i = 0; i < t; ++i) unknown[nu++] = cand[idx[i]];
-      double res = SolveUnknown(values, g, noise, b, r, unknown, nu, z);
-      if (res >= 0 && (best < 0 || res < best)) {
-        best = res; best_nu = nu;
-        std::copy(unknown, unknown + nu, best_unknown);
-        std::copy(z, z + kMaxParity, best_z);
-      }
-      int i = t - 1;
-      while (i >= 0 && idx[i] == nc - t + i) --i;
-      if (i < 0) break;
-      ++idx[i];
-      for (int j = i + 1; j < t; ++j) idx[j] = idx[j - 1] + 1;
-    }
-    if (best >= 0) {
-      int u = 0;
-      for (int i = 0; i < best_nu; ++i)
-        if (best_unknown[i] < b) y[best_unknown[i]] = best_z[u++];
-      return best_nu;
-    }
-  }
-  return -1;
-}
-
 void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, int64_t chunk_end, float* out) {
   const bool chunked = outer > 0 && n % outer == 0;
   const int64_t len = chunked ? n / outer : n;
@@ -211,44 +63,24 @@ void ChunkMaxAbs(const float* x, int64_t n, int64_t outer, int64_t chunk_begin, 
       const float a = std::fabs(p[i]);
       m = a > m ? a : m;
     }
-    out[o] = std::isfinite(m) ? m : FLT_MAX;
+    out[o] = InputScale(m);
   }
 }
 
 namespace {
 
-// The rare path of one flagged vector: recheck in double precision and, if the checks really
-// fail, solve and write act(repaired + residual). Channel j of the vector is at y_data[j * ycs],
-// check q at y_par[q * ycs], output and residual at z[j * zcs], res[j * zcs].
-void RepairVector(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r, double tol_eps, double xscale,
-                  const float* y_data, const float* y_par, int64_t ycs, const float* res, float* z, int64_t zcs,
-                  DecodeCounts& counts) {
-  double yb[1024], pb[kMaxParity];
-  for (int j = 0; j < b; ++j) yb[j] = y_data[j * ycs];
-  for (int q = 0; q < r; ++q) pb[q] = y_par[q * ycs];
+using sweep::kChunk;
+
+// The exact step of one flagged vector (RepairVector of decode_math.h) in a stack scratch: channel
+// j of the vector at y_data[j * ycs], check q at y_par[q * ycs], output and residual at z[j * zcs],
+// res[j * zcs]; block thresholds from a0 in cfg's gain and offset.
+void RepairFlagged(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r, double tol_eps, double xscale,
+                   const float* y_data, const float* y_par, int64_t ycs, const float* res, float* z, int64_t zcs,
+                   DecodeCounts& counts) {
+  alignas(16) unsigned char scratch[BlockScratchBytes(kMaxBlock, kMaxParity)];
   const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, cfg.scale_output ? -1.0 : xscale};
-  const int fixed = DecodeBlock(yb, pb, gen, noise, b, r, cfg.correct);
-  if (fixed == 0) return;  // float rounding of the fast check, not an error
-  ++counts.flagged;
-  if (fixed < 0) {
-    // Beyond correction: pass the values on, but let NaN through the activation, so that a
-    // destroyed value stays visible downstream instead of becoming a plausible 0.
-    ++counts.uncorrectable;
-    if (cfg.relu)
-      for (int j = 0; j < b; ++j) {
-        float x = y_data[j * ycs];
-        if (res) x += res[j * zcs];
-        z[j * zcs] = (x > 0.f || x != x) ? x : 0.f;
-      }
-    return;
-  }
-  ++counts.corrected_blocks;
-  counts.corrected_values += fixed;
-  for (int j = 0; j < b; ++j) {
-    float x = static_cast<float>(yb[j]);
-    if (res) x += res[j * zcs];
-    z[j * zcs] = cfg.relu && !(x > 0.f) ? 0.f : x;
-  }
+  RepairVector(CarveBlockScratch(scratch, b, r), gen, noise, b, r, cfg.correct, cfg.relu, y_data, y_par, ycs, res, z,
+               zcs, counts);
 }
 
 // Rows layout ([rows, C], channels contiguous): checks as short dot products per row, over the
@@ -258,7 +90,7 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
                  DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
-  const double tol_eps = cfg.tolerance * kEps32;
+  const double tol_eps = TolEps(cfg.tolerance);
   const int64_t nb = L.num_blocks();
   for (int64_t row = 0; row < n; ++row) {
     const float* yrow = v.y + row * v.y_vector_stride;
@@ -281,7 +113,7 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
                                                    cfg.offset_f.data() + a0, xscale);
         for (int m = 0; m < 4; ++m)
           if (bad >> m & 1u)
-            RepairVector(cfg, a0 + 2 * m, gen + 2 * b * m, b, r, tol_eps, xscale, yd + m * b, yp + 2 * m, 1,
+            RepairFlagged(cfg, a0 + 2 * m, gen + 2 * b * m, b, r, tol_eps, xscale, yd + m * b, yp + 2 * m, 1,
                          rd ? rd + m * b : nullptr, zd + m * b, 1, counts);
         gk += 3;
         k += 3;
@@ -289,7 +121,7 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
       }
       const bool bad = sweep::RowBlock<kOut>(yd, yp, rd, zd, gen, b, r, cfg.gain_f.data() + a0,
                                              cfg.offset_f.data() + a0, xscale);
-      if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts);
+      if (bad) RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts);
     }
   }
   counts.vectors += n * (kb1 - kb0);
@@ -302,7 +134,7 @@ ECC_INLINE void DecodePlanarT(const DecodeConfig& cfg, const VectorView& v, int6
                    DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
-  const double tol_eps = cfg.tolerance * kEps32;
+  const double tol_eps = TolEps(cfg.tolerance);
   const int64_t ycs = v.y_channel_stride, zcs = v.z_channel_stride;
   const int64_t nb = L.num_blocks();
   alignas(64) float syn[kMaxParity][kChunk];
@@ -329,7 +161,7 @@ ECC_INLINE void DecodePlanarT(const DecodeConfig& cfg, const VectorView& v, int6
       for (int64_t i = 0; i < len; ++i) {
         if (!bad[i]) continue;
         const int64_t pos = c0 + i;
-        RepairVector(cfg, a0, gen, b, r, tol_eps, cfg.scale_output ? 0.f : v.xmax[0], yd + pos, yp + pos, ycs,
+        RepairFlagged(cfg, a0, gen, b, r, tol_eps, cfg.scale_output ? 0.f : v.xmax[0], yd + pos, yp + pos, ycs,
                      rd ? rd + pos : nullptr, zd + pos, zcs, counts);
       }
     }
@@ -368,7 +200,7 @@ void DecodeStrided(const DecodeConfig& cfg, const VectorView& v, int64_t n, int6
                    DecodeCounts& counts) {
   const CodeLayout& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
-  const double tol_eps = cfg.tolerance * kEps32;
+  const double tol_eps = TolEps(cfg.tolerance);
   const int64_t ycs = v.y_channel_stride, yvs = v.y_vector_stride;
   const int64_t zcs = v.z_channel_stride, zvs = v.z_vector_stride;
   const int64_t nb = L.num_blocks();
@@ -384,23 +216,11 @@ void DecodeStrided(const DecodeConfig& cfg, const VectorView& v, int64_t n, int6
       const float* yp = v.y + (ybase + L.data_per_group + k * r) * ycs + i * yvs;
       const float* rd = v.residual ? v.residual + (zbase + L.block_starts[k]) * zcs + i * zvs : nullptr;
       float* zd = v.z + (zbase + L.block_starts[k]) * zcs + i * zvs;
-      float syn[kMaxParity], m = 0.f;
-      for (int q = 0; q < r; ++q) {
-        syn[q] = -yp[q * ycs];
-        m = sweep::MaxFinite(m, yp[q * ycs]);
-      }
-      for (int j = 0; j < b; ++j) {
-        const float x = yd[j * ycs];
-        for (int q = 0; q < r; ++q) syn[q] += gen[q * b + j] * x;
-        m = sweep::MaxFinite(m, x);
-        float o = rd ? x + rd[j * zcs] : x;
-        zd[j * zcs] = cfg.relu ? (o > 0.f ? o : 0.f) : o;
-      }
+      WriteVector(yd, ycs, rd, zd, zcs, b, cfg.relu);
+      const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, 0.0};
       const float xscale = cfg.scale_output ? 0.f : v.xmax[i * v.xmax_stride];
-      const float scale = cfg.scale_output ? m : xscale;
-      bool bad = false;
-      for (int q = 0; q < r; ++q) bad |= !(std::fabs(syn[q]) <= cfg.gain_f[a0 + q] * scale + cfg.offset_f[a0 + q]);
-      if (bad) RepairVector(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, ycs, rd, zd, zcs, counts);
+      if (FastChecksFail(yd, yp, ycs, gen, b, r, noise, cfg.scale_output ? -1.f : xscale, false))
+        RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, ycs, rd, zd, zcs, counts);
     }
   }
   counts.vectors += n * (kb1 - kb0);
@@ -409,11 +229,11 @@ void DecodeStrided(const DecodeConfig& cfg, const VectorView& v, int64_t n, int6
 }  // namespace
 
 void DecodeConfig::PrepareThresholds() {
-  const double tol_eps = tolerance * kEps32;
+  const double tol_eps = TolEps(tolerance);
   gain_f.resize(gain.size());
   offset_f.resize(offset.size());
-  for (size_t i = 0; i < gain.size(); ++i) gain_f[i] = static_cast<float>(tol_eps * gain[i]);
-  for (size_t i = 0; i < offset.size(); ++i) offset_f[i] = static_cast<float>(tol_eps * offset[i]);
+  for (size_t i = 0; i < gain.size(); ++i) gain_f[i] = FastTerm(tol_eps, gain[i]);
+  for (size_t i = 0; i < offset.size(); ++i) offset_f[i] = FastTerm(tol_eps, offset[i]);
 }
 
 void DecodeVectors(const DecodeConfig& cfg, const VectorView& v, int64_t n, DecodeCounts& counts, int64_t block_begin,

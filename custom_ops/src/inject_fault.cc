@@ -1,7 +1,5 @@
 // Fault injection: chooses elements by exact count or by a per-element rate (geometric gaps)
 // and corrupts them by a bit flip, a random value within the tensor's range, or zero.
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "onnx_ecc/inject.h"
@@ -32,18 +30,7 @@ InjectParams InjectConfig::Params() const {
 
 int64_t InjectFaults(const InjectConfig& cfg, const float* x, float* y, int64_t n, uint64_t seed, double rate) {
   if (x != y) std::memcpy(y, x, sizeof(float) * n);
-  if (n == 0 || !(cfg.count > 0 || rate > 0)) return 0;
-  const InjectParams p = cfg.Params();
-  const uint64_t state = InjectStartState(seed, p.site);
-  float range = 0.f;  // the largest finite |x|
-  if (cfg.kind == FaultKind::kRandom)
-    for (int64_t i = 0; i < n; ++i)
-      if (std::isfinite(x[i])) range = std::max(range, std::fabs(x[i]));
-  if (cfg.count == 0 && rate >= 1) {
-    for (int64_t i = 0; i < n; ++i) InjectAllOne(p, y, i, state, &range);
-    return n;
-  }
-  return InjectSequential(p, y, n, state, rate, &range);
+  return InjectOnHost(cfg.Params(), x, y, n, seed, rate);
 }
 
 }  // namespace onnx_ecc

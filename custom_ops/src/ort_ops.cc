@@ -122,7 +122,7 @@ OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* k) 
   k->cfg.generator = AttrFloats(info, "generator", true);
   k->cfg.gain = AttrFloats(info, "noise_gain", true);
   k->cfg.offset = AttrFloats(info, "noise_offset", true);
-  k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+  k->cfg.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
   const std::string mode = AttrString(info, "mode", "correct");
   if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
   k->cfg.correct = mode == "correct";
@@ -159,7 +159,7 @@ OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttr
   c.stride_h = strides[0]; c.stride_w = strides[1];
   c.pad_t = pads[0]; c.pad_l = pads[1]; c.pad_b = pads[2]; c.pad_r = pads[3];
   c.dil_h = dil[0]; c.dil_w = dil[1];
-  c.tolerance = AttrFloat(info, "tolerance", 64.f);
+  c.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
   const std::string mode = AttrString(info, "mode", "correct");
   if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
   c.correct = mode == "correct";
@@ -198,7 +198,7 @@ OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs*
   k->cfg.weights.assign(w.begin(), w.end());
   k->cfg.taps = AttrInt(info, "taps", 0);
   k->cfg.offset = AttrFloat(info, "offset", 0.f);
-  k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+  k->cfg.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
   std::string err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;

@@ -29,15 +29,6 @@ float SampleCheckConfig::Activate(float x) const {
 
 namespace {
 
-// f(b) of SampleMismatches for one activation, inlined into the sweeps.
-template <SampleActivation kAct>
-inline float Apply(float x, float lo, float hi) {
-  if constexpr (kAct == SampleActivation::kRelu) return x > 0.f ? x : 0.f;
-  if constexpr (kAct == SampleActivation::kClip) return std::min(std::max(x, lo), hi);
-  if constexpr (kAct == SampleActivation::kLeakyRelu) return x >= 0.f ? x : lo * x;
-  return x;
-}
-
 // One vectorisable sweep: the largest finite |value| of both sides and the largest difference of
 // unequal pairs (a pair with a non-finite value not matched exactly counts as infinitely far).
 template <SampleActivation kAct, bool kResidual>
@@ -47,9 +38,9 @@ ECC_CLONES void Sweep(const float* __restrict a, const float* __restrict b, cons
   ECC_IVDEP
   for (int64_t i = 0; i < n; ++i) {
     const float u = a[i];
-    const float v = Apply<kAct>(kResidual ? b[i] + r[i] : b[i], lo, hi);
-    m = sweep::MaxFinite(m, u);
-    m = sweep::MaxFinite(m, v);
+    const float v = SampleActivate(static_cast<int>(kAct), lo, hi, kResidual ? b[i] + r[i] : b[i]);
+    m = MaxFinite(m, u);
+    m = MaxFinite(m, v);
     const bool same = u == v || (u != u && v != v);
     float d = std::fabs(u - v);
     d = d <= FLT_MAX ? d : 2 * FLT_MAX;
@@ -80,14 +71,10 @@ int64_t SampleMismatches(const SampleCheckConfig& c, const float* a, const float
     default: SweepAct<SampleActivation::kNone>(a, b, r, n, c.act_lo, c.act_hi, &m, &worst);
   }
   if (!(worst > 0.f)) return 0;
-  const double thr = c.tolerance * FLT_EPSILON * m;
+  const double thr = SampleThreshold(c.tolerance, m);
   if (static_cast<double>(worst) <= thr * (1 - 1e-6)) return 0;
   int64_t bad = 0;  // the rare path: recount exactly in double
-  for (int64_t i = 0; i < n; ++i) {
-    const float u = a[i], v = c.Activate(r ? b[i] + r[i] : b[i]);
-    if (u == v || (u != u && v != v)) continue;
-    if (!(std::fabs(static_cast<double>(u) - static_cast<double>(v)) <= thr)) ++bad;
-  }
+  for (int64_t i = 0; i < n; ++i) bad += SamplePairFails(a[i], c.Activate(r ? b[i] + r[i] : b[i]), thr);
   return bad;
 }
 
@@ -105,7 +92,7 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
   k->name = "SampleCheck(" + AttrString(info, "layer", "") + ")";
   auto& cfg = k->cfg;
   cfg.channels = AttrInt(info, "data_channels", 0);
-  cfg.tolerance = AttrFloat(info, "tolerance", 16.f);
+  cfg.tolerance = AttrFloat(info, "tolerance", kSampleTolerance);
   const std::string act = AttrString(info, "activation", "");
   const auto params = AttrFloats(info, "activation_params", false);
   if (act == "Relu") {
@@ -128,13 +115,13 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
     cfg.parity.generator = AttrFloats(info, "generator", true);
     cfg.parity.gain = AttrFloats(info, "noise_gain", true);
     cfg.parity.offset = AttrFloats(info, "noise_offset", true);
-    cfg.parity.tolerance = AttrFloat(info, "parity_tolerance", 64.f);
+    cfg.parity.tolerance = AttrFloat(info, "parity_tolerance", kDefaultTolerance);
   }
   std::string err = cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   if (cfg.has_parity) cfg.parity.Prepare();
   cfg.filter_sums = AttrFloats(info, "filter_sums", false);
-  cfg.filter_tolerance = AttrFloat(info, "filter_tolerance", 8.f);
+  cfg.filter_tolerance = AttrFloat(info, "filter_tolerance", kFilterTolerance);
   if (!(cfg.filter_tolerance >= 0)) return Error(ORT_INVALID_ARGUMENT, k->name, "filter_tolerance must be >= 0");
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SampleCheck");

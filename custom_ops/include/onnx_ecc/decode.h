@@ -1,10 +1,14 @@
-// Decoding of the real-number code over a protected layer's output channels.
-// Plain C++ over pointers and sizes: no onnxruntime types, so CPU and CUDA wrappers share it.
+// Decoding of the real-number code over a protected layer's output channels: the layout and
+// configuration the CPU and CUDA wrappers share, and the CPU kernel's entry points. The maths per
+// code vector is decode_math.h, shared with the CUDA kernels.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "onnx_ecc/decode_math.h"
+#include "onnx_ecc/defaults.h"
 
 namespace onnx_ecc {
 
@@ -26,7 +30,7 @@ struct DecodeConfig {
   std::vector<float> generator;  // per block: parity x size, row-major
   std::vector<float> gain;       // per group, block, check
   std::vector<float> offset;     // per group, block, check
-  float tolerance = 64.f;
+  float tolerance = kDefaultTolerance;
   bool correct = true;
   bool relu = false;
   // Threshold scale: true = the largest |value| of the block in that output vector (taken in the
@@ -38,18 +42,6 @@ struct DecodeConfig {
 
   std::string Validate() const;
   void PrepareThresholds();
-};
-
-struct DecodeCounts {
-  int64_t vectors = 0;           // code blocks checked (block x output vector)
-  int64_t flagged = 0;           // blocks whose checks failed (or held non-finite values)
-  int64_t corrected_blocks = 0;  // flagged blocks repaired
-  int64_t corrected_values = 0;  // values re-solved in repaired blocks
-  int64_t uncorrectable = 0;     // flagged blocks left as they were
-  void Add(const DecodeCounts& o) {
-    vectors += o.vectors; flagged += o.flagged; corrected_blocks += o.corrected_blocks;
-    corrected_values += o.corrected_values; uncorrectable += o.uncorrectable;
-  }
 };
 
 // A run of output vectors laid out with strides: value (channel c, vector i) of Y is at
@@ -68,21 +60,6 @@ struct VectorView {
 // flattened (group, block) index (block_end < 0: to the last). cfg needs PrepareThresholds().
 void DecodeVectors(const DecodeConfig& cfg, const VectorView& view, int64_t n, DecodeCounts& counts,
                    int64_t block_begin = 0, int64_t block_end = -1);
-
-// Noise model of one block's checks: threshold_q = tol_eps * (gain[q] * scale + offset[q]), where
-// scale is xscale, or (xscale < 0) the largest finite |value| among the values trusted.
-struct BlockNoise {
-  const float* gain;
-  const float* offset;
-  double tol_eps;
-  double xscale;
-};
-
-// Decodes one block given as doubles: data y (b), parity p (r), generator g (r x b, row-major).
-// Returns 0 when the checks hold, the number of values re-solved (> 0) after a repair written into
-// y, or -1 when the block cannot be corrected (y untouched).
-int DecodeBlock(double* y, const double* p, const float* g, const BlockNoise& noise, int b, int r,
-                bool correct);
 
 // Largest |x| of each of `outer` equal contiguous chunks of x (or of all of x, if n is not a
 // multiple of outer), non-finite values ignored.

@@ -8,22 +8,21 @@
 #include <vector>
 
 #include "onnx_ecc/decode.h"
+#include "onnx_ecc/defaults.h"
+#include "onnx_ecc/depthwise_math.h"
 
 namespace onnx_ecc {
 
-struct DepthwiseConfig {
-  int64_t channels = 0, kh = 0, kw = 0;
+struct DepthwiseConfig : DepthwiseShape {  // kh, kw, strides, pads, dilations; OutH, OutW
+  int64_t channels = 0;
   std::vector<float> weights;      // [C, kh, kw] verified reference copy
   std::vector<float> bias;         // [C]
   std::vector<double> weight_sums; // per channel: sum of weights and bias
-  int64_t stride_h = 1, stride_w = 1, pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0, dil_h = 1, dil_w = 1;
-  float tolerance = 64.f;
+  float tolerance = kDefaultTolerance;
   bool correct = true;
   bool relu = false;
 
   std::string Validate() const;
-  int64_t OutH(int64_t h) const { return (h + pad_t + pad_b - dil_h * (kh - 1) - 1) / stride_h + 1; }
-  int64_t OutW(int64_t w) const { return (w + pad_l + pad_r - dil_w * (kw - 1) - 1) / stride_w + 1; }
   // True when channel c's reference weights still match their checksum.
   bool ChannelVerified(int64_t c) const;
 };

@@ -5,13 +5,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
-#if defined(__CUDACC__)
-#define ECC_INJECT_HD __host__ __device__
-#else
-#define ECC_INJECT_HD
-#endif
+#include "onnx_ecc/hd.h"
 
 namespace onnx_ecc {
 
@@ -26,38 +21,31 @@ struct InjectParams {
 };
 
 // The generator's state of a run: the seed mixed with the injection site.
-ECC_INJECT_HD inline uint64_t InjectStartState(uint64_t seed, int64_t site) {
+ECC_HD inline uint64_t InjectStartState(uint64_t seed, int64_t site) {
   return seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(site + 1));
 }
 
-ECC_INJECT_HD inline uint64_t Mix(uint64_t z) {
+ECC_HD inline uint64_t Mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
 constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;
 // splitmix64: the generator behind every draw (mirrored in onnx_ecc.faults for the records).
-ECC_INJECT_HD inline uint64_t SplitMix(uint64_t& state) { return Mix(state += kGamma); }
-ECC_INJECT_HD inline double Uniform(uint64_t draw) { return (draw >> 11) * (1.0 / 9007199254740992.0); }
+ECC_HD inline uint64_t SplitMix(uint64_t& state) { return Mix(state += kGamma); }
+ECC_HD inline double Uniform(uint64_t draw) { return (draw >> 11) * (1.0 / 9007199254740992.0); }
 
 // A random value's range: the largest finite |x| (1 when there is none).
-ECC_INJECT_HD inline float RangeOf(const float* range_ws) {
+ECC_HD inline float RangeOf(const float* range_ws) {
   const float r = *range_ws;
   return r == 0.f ? 1.f : r;
 }
 
 // One fault at y[i]: a bit flip and a random value consume one draw, zero none.
-ECC_INJECT_HD inline void Corrupt(const InjectParams& p, float* y, int64_t i, uint64_t& state, float range) {
+ECC_HD inline void Corrupt(const InjectParams& p, float* y, int64_t i, uint64_t& state, float range) {
   if (p.kind == 0) {
     const unsigned int bit = p.bits[SplitMix(state) % static_cast<uint64_t>(p.nbits)];
-#if defined(__CUDA_ARCH__)
-    y[i] = __uint_as_float(__float_as_uint(y[i]) ^ (1u << bit));
-#else
-    uint32_t u;
-    memcpy(&u, &y[i], 4);
-    u ^= 1u << bit;
-    memcpy(&y[i], &u, 4);
-#endif
+    y[i] = BitsFloat(FloatBits(y[i]) ^ (1u << bit));
   } else if (p.kind == 1) {
     y[i] = static_cast<float>((2.0 * Uniform(SplitMix(state)) - 1.0) * range);
   } else {
@@ -66,8 +54,8 @@ ECC_INJECT_HD inline void Corrupt(const InjectParams& p, float* y, int64_t i, ui
 }
 
 // The sequential modes (exact count, or geometric gaps for 0 < rate < 1): one thread.
-ECC_INJECT_HD inline int64_t InjectSequential(const InjectParams& p, float* y, int64_t n, uint64_t state, double rate,
-                                   const float* range_ws) {
+ECC_HD inline int64_t InjectSequential(const InjectParams& p, float* y, int64_t n, uint64_t state, double rate,
+                                       const float* range_ws) {
   const float range = p.kind == 1 ? RangeOf(range_ws) : 0.f;
   int64_t faults = 0;
   if (p.count > 0) {
@@ -93,9 +81,25 @@ ECC_INJECT_HD inline int64_t InjectSequential(const InjectParams& p, float* y, i
 
 // rate >= 1: element i is corrupted with the state after i draws (one draw per element for
 // bit flips and random values), which splitmix64 gives directly: state0 + (i + 1) * gamma.
-ECC_INJECT_HD inline void InjectAllOne(const InjectParams& p, float* y, int64_t i, uint64_t state0, const float* range_ws) {
+ECC_HD inline void InjectAllOne(const InjectParams& p, float* y, int64_t i, uint64_t state0, const float* range_ws) {
   uint64_t state = state0 + static_cast<uint64_t>(i) * (p.kind == 2 ? 0 : kGamma);
   Corrupt(p, y, i, state, p.kind == 1 ? RangeOf(range_ws) : 0.f);
+}
+
+// One run in host loops, in the order of the CUDA launches (LaunchInject): the CPU kernel, and
+// the emulation of those launches. Corrupts y (n values, already a copy of x, whose largest finite
+// |value| is a random value's range) and returns the number of faults.
+inline int64_t InjectOnHost(const InjectParams& p, const float* x, float* y, int64_t n, uint64_t seed, double rate) {
+  if (n == 0 || !(p.count > 0 || rate > 0)) return 0;
+  const uint64_t state = InjectStartState(seed, p.site);
+  float range = 0.f;
+  if (p.kind == 1)
+    for (int64_t i = 0; i < n; ++i) range = MaxFinite(range, x[i]);
+  if (p.count == 0 && rate >= 1) {
+    for (int64_t i = 0; i < n; ++i) InjectAllOne(p, y, i, state, &range);
+    return n;
+  }
+  return InjectSequential(p, y, n, state, rate, &range);
 }
 
 }  // namespace onnx_ecc

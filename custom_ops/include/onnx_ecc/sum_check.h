@@ -8,13 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "onnx_ecc/defaults.h"
+
 namespace onnx_ecc {
 
 struct SumCheckConfig {
   std::vector<double> weights;  // a_c, one per output channel of the checked layer
   int64_t taps = 0;             // leading channels of X that hold the projected filter taps
   double offset = 0;            // sum_c a_c * bias_c
-  double tolerance = 64;        // threshold = tolerance * eps32 * (sum of |terms|)
+  double tolerance = kDefaultTolerance;  // threshold = tolerance * eps32 * (sum of |terms|)
   std::string Validate() const;
 };
 
