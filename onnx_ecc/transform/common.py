@@ -86,6 +86,17 @@ def cast(graph: gs.Graph, t: gs.Variable, dtype, name: str) -> gs.Variable:
     return out
 
 
+def own_copy(graph: gs.Graph, t: gs.Constant, name: str) -> gs.Variable:
+    """``t`` through a Reshape to its own shape, which onnxruntime folds into a copy when it loads
+    the model. Why: a float16 initializer read by two convs is cast to float32 at every run instead
+    of once at load, and both convs then leave the blocked (NCHWc) layout; with a copy each conv
+    has weights of its own (the file stays the same size)."""
+    shape = gs.Constant(f"{name}_shape", np.asarray(t.values.shape, dtype=np.int64))
+    out = gs.Variable(name, dtype=t.values.dtype)
+    graph.nodes.append(gs.Node("Reshape", name, {}, [t, shape], [out]))
+    return out
+
+
 def written_as_half(graph: gs.Graph, target: gs.Variable, name: str) -> gs.Variable:
     """A float32 tensor for a float32 op to write where float16 ``target`` was: a Cast named
     ``name`` turns it into ``target``."""

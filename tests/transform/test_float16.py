@@ -140,3 +140,26 @@ def test_no_false_alarm_on_real_fashion_mnist_in_float16(strategy):
     _close(got, want)
     accuracy = (got.argmax(1) == data.y_test[:1000]).mean()
     assert accuracy == pytest.approx((want.argmax(1) == data.y_test[:1000]).mean(), abs=0.003) and accuracy > 0.85
+
+
+@pytest.mark.parametrize("name", ["resnet_style", "depthwise_separable_cnn"])
+def test_rerun_checks_keep_float16_convs_in_the_blocked_layout(name):
+    """onnxruntime runs a float16 model's convs in float32 with weights cast once at load, in its
+    blocked layout; the sample checks' strided copies must not change that (a float16 weight read
+    by two convs is cast at every run and both convs leave the layout)."""
+    from onnx_ecc.runtime.optimized import optimized_graph
+
+    original = _half(zoo_model(name))
+    protected = onnx_ecc.transform(original, strategy="rerun")
+
+    def convs(model):
+        g = optimized_graph(model)
+        return ({(n.domain, n.op_type) for n in g.node if "Conv" in n.op_type},
+                sum(n.op_type == "Cast" for n in g.node))
+
+    kinds_o, casts_o = convs(original)
+    kinds_p, casts_p = convs(protected)
+    assert kinds_o == {("com.microsoft.nchwc", "Conv")} and kinds_p == kinds_o
+    # our own casts of the (small) samples and residuals, at most two per checked conv
+    n_convs = sum(n.op_type == "Conv" for n in original.graph.node)
+    assert casts_p - casts_o <= 2 * n_convs

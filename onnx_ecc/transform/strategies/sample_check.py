@@ -36,7 +36,7 @@ import onnx_graphsurgeon as gs
 from onnx_ecc import ops
 from onnx_ecc.codes import Layout
 from onnx_ecc.transform.common import (FLOAT16_NOISE, FLOAT16_TOLERANCE_FLOOR, absorbable_residual, cast,
-                                       constant_value, emit_node, single_consumer)
+                                       constant_value, emit_node, own_copy, single_consumer)
 
 # Activations onnxruntime fuses into a conv and SampleCheck applies to the copy as onnxruntime does.
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
@@ -196,7 +196,11 @@ def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, fla
     attrs: dict = {}
     filters, bias_in = gs.Variable.empty(), gs.Variable.empty()
     if by_sums:
-        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, list(node.inputs), [copy_out]))
+        copy_in = list(node.inputs)
+        if half:  # weights of its own, so that onnxruntime casts both convs' weights once, at load
+            copy_in[1:] = [own_copy(graph, t, f"{t.name}__ecc_copy_of") if isinstance(t, gs.Constant) else t
+                           for t in copy_in[1:]]
+        graph.nodes.append(gs.Node("Conv", f"{name}__ecc_copy", strided, copy_in, [copy_out]))
         filters = node.inputs[1]
         if bias is not None:
             bias_in = node.inputs[2]
