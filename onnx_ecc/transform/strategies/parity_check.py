@@ -26,7 +26,7 @@ from onnx_ecc.transform.rules.products import is_activation_product, product_for
 
 
 @dataclasses.dataclass
-class ParityCheckSite:
+class PlacedParityCheck:
     """One ParityCheck: its layer, the tensors it reads and the node, for calibration."""
 
     layer: str
@@ -121,7 +121,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
     """Give each named Gemm / MatMul a separate parity product and a ParityCheck, chained after
     the flag ``flag_name`` of earlier checks.
 
-    Returns the model, the check sites and the name of the last check's flag (None if none).
+    Returns the model, the placed checks and the name of the last check's flag (None if none).
     """
     from onnx_ecc.transform import _restore_model_fields
 
@@ -132,7 +132,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     except Exception:
         graph = gs.import_onnx(model)
-    sites: list[ParityCheckSite] = []
+    checks: list[PlacedParityCheck] = []
     flag = graph.tensors()[flag_name] if flag_name else None
     stride, cache = max(1, int(options.sample_stride)), {}
     for node in list(graph.nodes):
@@ -150,10 +150,10 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             offsets = [0.0] * len(layout.output_noise_gains())  # no bias
             if node_stride > 1:  # ParityCheck takes a strided check's parity as [vectors / stride, checks]
                 flat = gs.Variable(f"{p.name}_rows", dtype=p.dtype)
-                checks = layout.total_channels - layout.data_channels
+                n_checks = layout.total_channels - layout.data_channels
                 graph.nodes.append(gs.Node("Reshape", f"{node.name}__ecc_parity_rows", {},
                                            [p, gs.Constant(f"{node.name}__ecc_parity_rows_shape",
-                                                           np.array([-1, checks], np.int64))], [flat]))
+                                                           np.array([-1, n_checks], np.int64))], [flat]))
                 p = flat
         else:
             found = linear_rows(node)
@@ -179,22 +179,22 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
                      model_id=model_id)
         inputs = [y, p, flag if flag is not None else gs.Variable.empty()]
         emit_node(graph, ops.PARITY_CHECK, inputs, [raised], f"{node.name}__ecc_parity_check", attrs)
-        sites.append(ParityCheckSite(node.name, y.name, p.name, f"{node.name}__ecc_parity_check", half))
+        checks.append(PlacedParityCheck(node.name, y.name, p.name, f"{node.name}__ecc_parity_check", half))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
-    return out, sites, flag.name if flag is not None else None
+    return out, checks, flag.name if flag is not None else None
 
 
-def calibrate_parity_checks(model: onnx.ModelProto, sites: list[ParityCheckSite], feeds_list: list[dict],
+def calibrate_parity_checks(model: onnx.ModelProto, checks: list[PlacedParityCheck], feeds_list: list[dict],
                             options) -> dict[str, float]:
     """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
     from onnx_ecc.transform.calibration import calibrate_checks
 
-    return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in sites}, feeds_list, options,
+    return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in checks}, feeds_list, options,
                             lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)},
-                            floors={s.layer: FLOAT16_TOLERANCE_FLOOR for s in sites if s.half})
+                            floors={s.layer: FLOAT16_TOLERANCE_FLOOR for s in checks if s.half})
 
 
 def _is_half(node: gs.Node) -> bool:

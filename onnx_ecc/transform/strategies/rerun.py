@@ -31,7 +31,7 @@ CHANNEL_ALIGN = 16  # projections keep a channel count the blocked layout takes 
 
 
 @dataclasses.dataclass
-class SumCheckSite:
+class PlacedSumCheck:
     """One sum check: the convs it covers, the tensors its SumCheck reads and the node, for calibration."""
 
     layers: tuple[str, ...]
@@ -84,23 +84,23 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
     # the checks' flags are chained in the layers' order (convs, then the Gemm / MatMul layers
     # that usually follow them), which order_checks_last relies on
-    main, sample_sites, flag = add_sample_checks(main, sampled, options, model_id, None)
-    main, sites, flag = add_sum_checks(main, convs, options, model_id, flag)
-    main, parity_sites, flag = add_parity_checks(main, linears, options, model_id, flag)
+    main, sample_checks, flag = add_sample_checks(main, sampled, options, model_id, None)
+    main, checks, flag = add_sum_checks(main, convs, options, model_id, flag)
+    main, parity_checks, flag = add_parity_checks(main, linears, options, model_id, flag)
     main = merge_parity_products(main)
     feeds = calibration_feeds(model)
-    tolerances = calibrate_parity_checks(main, parity_sites, feeds, options) if parity_sites else {}
-    sample_tolerances = calibrate_sample_checks(main, sample_sites, feeds, options) if sample_sites else {}
-    if sites:
-        tolerances.update(calibrate_sum_checks(main, sites, feeds, options))
+    tolerances = calibrate_parity_checks(main, parity_checks, feeds, options) if parity_checks else {}
+    sample_tolerances = calibrate_sample_checks(main, sample_checks, feeds, options) if sample_checks else {}
+    if checks:
+        tolerances.update(calibrate_sum_checks(main, checks, feeds, options))
     order_checks_last(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     for p in record["protected"]:
         p["fast_path"] = options.mode_of(p["name"])
-        for site in sites:
-            if p["name"] in site.layers:
-                p["sum_check_tolerance"] = tolerances[site.layer]
+        for check in checks:
+            if p["name"] in check.layers:
+                p["sum_check_tolerance"] = tolerances[check.layer]
         if p["name"] in tolerances:
             p["parity_check_tolerance"] = tolerances[p["name"]]
         if p["name"] in sample_tolerances:
@@ -234,7 +234,7 @@ def _bias_dot(node: gs.Node, a: np.ndarray) -> float:
 
 
 def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None = None):
-    """Add a sum check to each named Conv; returns the model, the check sites and the final flag name.
+    """Add a sum check to each named Conv; returns the model, the placed checks and the final flag name.
 
     ``flag_name``: the flag of earlier checks, which the first sum check passes on."""
     from onnx_ecc.transform import _restore_model_fields
@@ -243,7 +243,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     except Exception:  # shapes only enable checking after a residual Add
         graph = gs.import_onnx(model)
-    sites: list[SumCheckSite] = []
+    checks: list[PlacedSumCheck] = []
     flag = graph.tensors()[flag_name] if flag_name else None
     wanted = set(convs)
     means: dict[str, gs.Variable] = {}
@@ -264,7 +264,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         group = [node] + ([partners[node.name]] if node.name in partners else [])
         checked.update(n.name for n in group)
         name = "+".join(n.name for n in group)
-        a = check_weights(constant_value(node.inputs[1]).shape[0], options.seed + len(sites))
+        a = check_weights(constant_value(node.inputs[1]).shape[0], options.seed + len(checks))
         y, r_means = node.outputs[0], None
         residual = absorbable_residual(y, graph)
         if len(group) == 2:  # both Add inputs are checked: the Add's output is their joint output
@@ -293,16 +293,16 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         if r_means is not None:
             inputs.append(r_means)
         emit_node(graph, ops.SUM_CHECK, inputs, [raised], f"{name}__ecc_sum_check", attrs)
-        sites.append(SumCheckSite(tuple(n.name for n in group), y_means.name, x_means.name,
+        checks.append(PlacedSumCheck(tuple(n.name for n in group), y_means.name, x_means.name,
                                   f"{name}__ecc_sum_check", r_means.name if r_means is not None else None))
         flag = raised
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
-    return out, sites, flag.name if flag is not None else None
+    return out, checks, flag.name if flag is not None else None
 
 
-def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feeds_list: list[dict],
+def calibrate_sum_checks(model: onnx.ModelProto, checks: list[PlacedSumCheck], feeds_list: list[dict],
                          options) -> dict[str, float]:
     """Set each SumCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
     from onnx_ecc.transform.calibration import calibrate_checks
@@ -312,7 +312,7 @@ def calibrate_sum_checks(model: onnx.ModelProto, sites: list[SumCheckSite], feed
         return {"sum": sum_check_ratios(v[0], v[1], v[2], weights=attrs["weights"], taps=attrs["taps"],
                                         offset=attrs["offset"])}
 
-    return calibrate_checks(model, {s.node: (s.layer, (s.y_means, s.x_means, s.r_means or "")) for s in sites},
+    return calibrate_checks(model, {s.node: (s.layer, (s.y_means, s.x_means, s.r_means or "")) for s in checks},
                             feeds_list, options, ratios)
 
 

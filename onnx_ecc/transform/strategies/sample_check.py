@@ -46,7 +46,7 @@ PARITY_FILTERS = 16  # parity filters per sampled conv: onnxruntime's blocked la
 
 
 @dataclasses.dataclass
-class SampleCheckSite:
+class PlacedSampleCheck:
     """One SampleCheck: its layer, node and the tensors it reads (A, Y, W, R, Bias; '' if absent)."""
 
     layer: str
@@ -173,7 +173,7 @@ def _activation(chain: list[gs.Node]) -> tuple[str, list[float]]:
 
 def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, flag):
     """The strided copy of one conv (with its parity channels, or for a depthwise conv its filter
-    sums) and its SampleCheck; returns (site, the check's flag)."""
+    sums) and its SampleCheck; returns (the placed check, its flag)."""
     name = node.name
     s = sample_strides(node, int(options.sample_stride))
     w = constant_value(node.inputs[1])
@@ -224,9 +224,9 @@ def add_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str, fla
               dict(attrs, data_channels=c, activation=activation, tolerance=SAMPLE_FLOOR,
                    fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id,
                    **({"activation_params": params} if params else {})))
-    site = SampleCheckSite(name, f"{name}__ecc_sample_check", tuple(t.name for t in inputs[:4]) + (bias_in.name,),
+    placed = PlacedSampleCheck(name, f"{name}__ecc_sample_check", tuple(t.name for t in inputs[:4]) + (bias_in.name,),
                            half)
-    return site, raised
+    return placed, raised
 
 
 def _copy_with_parity(graph, node, strided, w, bias, groups, copy_out, options) -> dict:
@@ -277,25 +277,25 @@ def filter_sums(w: np.ndarray, bias: np.ndarray | None) -> list[float]:
 
 
 def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None):
-    """Give each named conv its sampled copy and checks; returns the model, the sites and the last flag."""
+    """Give each named conv its sampled copy and checks; returns the model, the checks and the last flag."""
     from onnx_ecc.transform import _restore_model_fields
 
     if not convs:
         return model, [], flag_name
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     flag = graph.tensors()[flag_name] if flag_name else None
-    wanted, sites = set(convs), []
+    wanted, checks = set(convs), []
     for node in list(graph.nodes):
         if node.op == "Conv" and node.name in wanted:
-            site, flag = add_sample_check(graph, node, options, model_id, flag)
-            sites.append(site)
+            placed, flag = add_sample_check(graph, node, options, model_id, flag)
+            checks.append(placed)
     graph.toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
-    return out, sites, flag.name if flag is not None else None
+    return out, checks, flag.name if flag is not None else None
 
 
-def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite], feeds_list: list[dict],
+def calibrate_sample_checks(model: onnx.ModelProto, checks: list[PlacedSampleCheck], feeds_list: list[dict],
                             options) -> dict[str, float]:
     """Set each SampleCheck's tolerances to margin x the largest clean ratio of each part (sample
     comparison: at least SAMPLE_FLOOR; parity: the given tolerance if any); returns them per layer."""
@@ -303,10 +303,10 @@ def calibrate_sample_checks(model: onnx.ModelProto, sites: list[SampleCheckSite]
     from onnx_ecc.ops.oracles import sample_check_parts
 
     nodes = {n.name: n for n in model.graph.node}
-    worst = clean_ratio_maxima(model, {s.node: s.inputs for s in sites}, feeds_list,
+    worst = clean_ratio_maxima(model, {s.node: s.inputs for s in checks}, feeds_list,
                                lambda v, attrs: sample_check_parts(*v, **attrs))
     chosen: dict[str, float] = {}
-    for s in sites:
+    for s in checks:
         w = worst[s.node]
         if not all(np.isfinite(v) for v in w.values()):
             raise ValueError(f"{s.layer}: its strided copy does not reproduce it on clean inputs "
