@@ -1,5 +1,6 @@
-// Thin onnxruntime wrappers of the CUDA kernels (kernels.cu): the same op names, attributes and
-// validation as the CPU ops (ort_attrs.h), registered for CUDAExecutionProvider, running on
+// Thin onnxruntime wrappers of the CUDA kernels (kernels.cu): the kernel structs of the op table's
+// CUDA column (op_table.h), with the same names, inputs, attributes and validation as the CPU ops
+// (ort_attrs.h), registered for CUDAExecutionProvider by GpuOps, running on
 // onnxruntime's compute stream with inputs and outputs in device memory. Every failure becomes
 // an ORT status; nothing here touches the GPU before a kernel's first Compute, so registering
 // the ops works on machines without CUDA.
@@ -27,8 +28,6 @@
 
 namespace onnx_ecc {
 namespace {
-
-constexpr const char* kCudaProvider = "CUDAExecutionProvider";
 
 #define ECC_CUDA_TRY(expr)                                                                          \
   do {                                                                                              \
@@ -81,9 +80,11 @@ class GpuKernelBase {
   unsigned long long* run_uncorrectable() const { return dev_ + 4; }
   unsigned long long* flag_count() const { return dev_ + 5; }
 
-  // Allocates the counters on the current device (first Compute) and orders this Compute after
-  // the previous one's work even if onnxruntime hands us another stream.
-  cudaError_t Begin(cudaStream_t stream) {
+  // Allocates the counters on the current device (first Compute), notes where their counts go,
+  // and orders this Compute after the previous one's work even if onnxruntime hands us another
+  // stream.
+  cudaError_t Begin(cudaStream_t stream, LayerCounters* counters) {
+    counters_ = counters;
     cudaError_t e;
     if (!dev_) {
       void* d = nullptr;
@@ -164,7 +165,9 @@ OrtStatusPtr UncorrectableError(const std::string& name, unsigned long long n, c
   return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(n) + " " + what + " failed their checks");
 }
 
-// ---- Decode -------------------------------------------------------------------------------
+}  // namespace
+
+// ---- the kernel structs of the op table's CUDA column: Decode -----------------------------
 
 struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
   DeviceBuffer generator, gain, offset, xmax, flags, scratch;
@@ -192,7 +195,7 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
       const int64_t vectors = cuda::DecodeVectors(p);
 
       std::lock_guard<std::mutex> lock(mu);
-      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(Begin(stream, counters));
       if (!uploaded) {
         ECC_CUDA_TRY(Upload(generator, cfg.generator, stream));
         ECC_CUDA_TRY(Upload(gain, cfg.gain, stream));
@@ -226,23 +229,6 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
   }
 };
 
-struct DecodeCudaOp : Ort::CustomOpBase<DecodeCudaOp, DecodeCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<DecodeCudaKernel>(info, kernel, "Decode", ParseDecodeAttrs, [](auto& k) -> OrtStatusPtr {
-      k.counters_ = k.counters;
-      return nullptr;
-    });
-  }
-  const char* GetName() const { return "Decode"; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-  size_t GetInputTypeCount() const { return 3; }  // Y, X (optional), R (optional)
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
 
 // ---- DepthwiseCheck -----------------------------------------------------------------------
 
@@ -267,7 +253,7 @@ struct DepthwiseCudaKernel : DepthwiseAttrs, GpuKernelBase {
       p.dil_h = cfg.dil_h; p.dil_w = cfg.dil_w; p.tolerance = cfg.tolerance; p.correct = cfg.correct; p.relu = cfg.relu;
 
       std::lock_guard<std::mutex> lock(mu);
-      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(Begin(stream, counters));
       if (!uploaded) {
         ECC_CUDA_TRY(Upload(weights, cfg.weights, stream));
         ECC_CUDA_TRY(Upload(bias, cfg.bias, stream));
@@ -293,20 +279,6 @@ struct DepthwiseCudaKernel : DepthwiseAttrs, GpuKernelBase {
   }
 };
 
-struct DepthwiseCudaOp : Ort::CustomOpBase<DepthwiseCudaOp, DepthwiseCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<DepthwiseCudaKernel>(info, kernel, "DepthwiseCheck", ParseDepthwiseAttrs, [](auto& k) -> OrtStatusPtr {
-      k.counters_ = k.counters;
-      return nullptr;
-    });
-  }
-  const char* GetName() const { return "DepthwiseCheck"; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-  size_t GetInputTypeCount() const { return 2; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
 
 // ---- ParityCheck ---------------------------------------------------------------------------
 
@@ -328,7 +300,7 @@ struct ParityCheckCudaKernel : ParityCheckAttrs, GpuKernelBase {
       p.block = L.block; p.parity = L.parity; p.tolerance = cfg.tolerance;
 
       std::lock_guard<std::mutex> lock(mu);
-      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(Begin(stream, counters));
       if (!uploaded) {
         ECC_CUDA_TRY(Upload(generator, cfg.generator, stream));
         ECC_CUDA_TRY(Upload(gain, cfg.gain, stream));
@@ -353,25 +325,6 @@ struct ParityCheckCudaKernel : ParityCheckAttrs, GpuKernelBase {
   }
 };
 
-struct ParityCheckCudaOp : Ort::CustomOpBase<ParityCheckCudaOp, ParityCheckCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<ParityCheckCudaKernel>(info, kernel, "ParityCheck", ParseParityCheckAttrs, [](auto& k) -> OrtStatusPtr {
-      k.counters_ = k.counters;
-      return nullptr;
-    });
-  }
-  const char* GetName() const { return "ParityCheck"; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-  size_t GetInputTypeCount() const { return 3; }  // Y, P, Flag (optional)
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
-};
 
 // ---- SampleCheck ---------------------------------------------------------------------------
 
@@ -397,7 +350,7 @@ struct SampleCheckCudaKernel : SampleCheckAttrs, GpuKernelBase {
       }
 
       std::lock_guard<std::mutex> lock(mu);
-      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(Begin(stream, counters));
       if (!uploaded) {
         if (cfg.has_parity) {
           ECC_CUDA_TRY(Upload(generator, cfg.parity.generator, stream));
@@ -426,35 +379,16 @@ struct SampleCheckCudaKernel : SampleCheckAttrs, GpuKernelBase {
   }
 };
 
-struct SampleCheckCudaOp : Ort::CustomOpBase<SampleCheckCudaOp, SampleCheckCudaKernel, true>, SampleCheckSignature {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<SampleCheckCudaKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs,
-                                             [](auto& k) -> OrtStatusPtr {
-                                               k.counters_ = k.counters;
-                                               return nullptr;
-                                             });
-  }
-  const char* GetName() const { return "SampleCheck"; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-  // the names are also OrtCustomOp's function pointers: say which ones the op struct means
-  using SampleCheckSignature::GetInputTypeCount;
-  using SampleCheckSignature::GetInputType;
-  using SampleCheckSignature::GetInputCharacteristic;
-  using SampleCheckSignature::GetOutputTypeCount;
-  using SampleCheckSignature::GetOutputType;
-};
-
 // ---- InjectFault --------------------------------------------------------------------------
 
 struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
-  cuda::InjectParams params;
   DeviceBuffer range;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
       auto x = ctx.GetInput(0);
-      auto seed = ctx.GetInput(1);  // Seed and Rate live in host memory (GetInputMemoryType)
+      auto seed = ctx.GetInput(1);  // Seed and Rate live in host memory (the table's host ports)
       auto rate = ctx.GetInput(2);
       if (OrtStatusPtr st = CheckInjectInputs(*this, x, seed, rate)) return st;
       auto xi = x.GetTensorTypeAndShapeInfo();
@@ -465,9 +399,9 @@ struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
       auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
 
       std::lock_guard<std::mutex> lock(mu);
-      ECC_CUDA_TRY(Begin(stream));
+      ECC_CUDA_TRY(Begin(stream, counters));
       ECC_CUDA_TRY(range.Reserve(sizeof(float), stream));
-      ECC_CUDA_TRY(cuda::LaunchInject(params, x.GetTensorData<float>(), y.GetTensorMutableData<float>(), n, s, r,
+      ECC_CUDA_TRY(cuda::LaunchInject(cfg.Params(), x.GetTensorData<float>(), y.GetTensorMutableData<float>(), n, s, r,
                                       range.as<float>(), totals(), stream));
       DecodeCounts host;
       host.vectors = n;
@@ -483,48 +417,26 @@ struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
   }
 };
 
-struct InjectCudaOp : Ort::CustomOpBase<InjectCudaOp, InjectCudaKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<InjectCudaKernel>(info, kernel, "InjectFault", ParseInjectAttrs, [](InjectCudaKernel& k) -> OrtStatusPtr {
-      if (k.cfg.bits.size() > static_cast<size_t>(cuda::kMaxInjectBits))
-        return Error(ORT_INVALID_ARGUMENT, k.name,
-                     "the CUDA kernel takes at most " + std::to_string(cuda::kMaxInjectBits) + " bit positions");
-      auto& p = k.params;
-      p.kind = static_cast<int>(k.cfg.kind);
-      p.nbits = static_cast<int>(k.cfg.bits.size());
-      for (int i = 0; i < p.nbits; ++i) p.bits[i] = static_cast<unsigned char>(k.cfg.bits[i]);
-      p.count = k.cfg.count;
-      p.site = k.cfg.site;
-      k.counters_ = k.counters;
-      return nullptr;
-    });
-  }
-  const char* GetName() const { return "InjectFault"; }
-  const char* GetExecutionProviderType() const { return kCudaProvider; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtMemType GetInputMemoryType(size_t i) const { return i == 0 ? OrtMemTypeDefault : OrtMemTypeCPUInput; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
+namespace {
 
-static_assert(static_cast<int>(FaultKind::kBitFlip) == 0 && static_cast<int>(FaultKind::kRandom) == 1 &&
-                  static_cast<int>(FaultKind::kZero) == 2,
-              "InjectParams::kind follows FaultKind");
-
-// The one registration list of the CUDA ops.
-const DecodeCudaOp kDecodeCuda;
-const DepthwiseCudaOp kDepthwiseCuda;
-const InjectCudaOp kInjectCuda;
-const ParityCheckCudaOp kParityCheckCuda;
-const SampleCheckCudaOp kSampleCheckCuda;
+template <OpId kId>
+void AddCudaOp(std::vector<const OrtCustomOp*>& ops) {
+  using Kernel = typename OpKernels<kId>::Cuda;
+  if constexpr (kHasKernel<Kernel>) {
+    static const TableOp<kId, Kernel, true> op;
+    ops.push_back(&op);
+  }
+}
 
 }  // namespace
 
+// The op table's CUDA column.
 std::vector<const OrtCustomOp*> GpuOps() {
-  return {&kDecodeCuda, &kDepthwiseCuda, &kInjectCuda, &kParityCheckCuda, &kSampleCheckCuda};
+  std::vector<const OrtCustomOp*> ops;
+#define ONNX_ECC_ADD_CUDA_OP(name, parse, cpu, cuda) AddCudaOp<OpId::k##name>(ops);
+  ONNX_ECC_OPS(ONNX_ECC_ADD_CUDA_OP)
+#undef ONNX_ECC_ADD_CUDA_OP
+  return ops;
 }
 
 }  // namespace onnx_ecc

@@ -1,5 +1,6 @@
-// Thin onnxruntime wrappers (CPU) around the maths in decode.cc, depthwise_check.cc and
-// inject_fault.cc, plus RegisterCustomOps. Every failure becomes an ORT error status.
+// Thin onnxruntime wrappers (CPU) around the maths in decode.cc, depthwise_check.cc,
+// inject_fault.cc and sum_check.cc, and RegisterCustomOps, which registers the op table's CPU and
+// CUDA columns (op_table.h). Every failure becomes an ORT error status.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -79,6 +80,12 @@ std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char
   return std::vector<float>(p, p + ti.GetElementCount());
 }
 
+float TableAttrFloat(const Ort::ConstKernelInfo& info, OpId op, const char* name) {
+  const float* def = FloatDefaultOf(op, name);
+  if (!def) throw std::invalid_argument(std::string("the op table lists no default of ") + name);
+  return AttrFloat(info, name, *def);
+}
+
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg) {
   return Ort::GetApi().CreateStatus(code, ("onnx-ecc " + where + ": " + msg).c_str());
 }
@@ -122,7 +129,7 @@ OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* k) 
   k->cfg.generator = AttrFloats(info, "generator", true);
   k->cfg.gain = AttrFloats(info, "noise_gain", true);
   k->cfg.offset = AttrFloats(info, "noise_offset", true);
-  k->cfg.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
+  k->cfg.tolerance = TableAttrFloat(info, OpId::kDecode, "tolerance");
   const std::string mode = AttrString(info, "mode", "correct");
   if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
   k->cfg.correct = mode == "correct";
@@ -159,7 +166,7 @@ OrtStatusPtr ParseDepthwiseAttrs(const Ort::ConstKernelInfo& info, DepthwiseAttr
   c.stride_h = strides[0]; c.stride_w = strides[1];
   c.pad_t = pads[0]; c.pad_l = pads[1]; c.pad_b = pads[2]; c.pad_r = pads[3];
   c.dil_h = dil[0]; c.dil_w = dil[1];
-  c.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
+  c.tolerance = TableAttrFloat(info, OpId::kDepthwiseCheck, "tolerance");
   const std::string mode = AttrString(info, "mode", "correct");
   if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
   c.correct = mode == "correct";
@@ -197,8 +204,8 @@ OrtStatusPtr ParseSumCheckAttrs(const Ort::ConstKernelInfo& info, SumCheckAttrs*
   auto w = AttrFloats(info, "weights", true);
   k->cfg.weights.assign(w.begin(), w.end());
   k->cfg.taps = AttrInt(info, "taps", 0);
-  k->cfg.offset = AttrFloat(info, "offset", 0.f);
-  k->cfg.tolerance = AttrFloat(info, "tolerance", kDefaultTolerance);
+  k->cfg.offset = TableAttrFloat(info, OpId::kSumCheck, "offset");
+  k->cfg.tolerance = TableAttrFloat(info, OpId::kSumCheck, "tolerance");
   std::string err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
@@ -358,21 +365,6 @@ struct DecodeKernel : DecodeAttrs {
   }
 };
 
-struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
-  const char* provider = nullptr;
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<DecodeKernel>(info, kernel, "Decode", ParseDecodeAttrs);
-  }
-  const char* GetName() const { return "Decode"; }
-  const char* GetExecutionProviderType() const { return provider; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
 
 // ---- DepthwiseCheck ---------------------------------------------------------------------
 
@@ -429,16 +421,6 @@ struct DepthwiseKernel : DepthwiseAttrs {
   }
 };
 
-struct DepthwiseOp : Ort::CustomOpBase<DepthwiseOp, DepthwiseKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<DepthwiseKernel>(info, kernel, "DepthwiseCheck", ParseDepthwiseAttrs);
-  }
-  const char* GetName() const { return "DepthwiseCheck"; }
-  size_t GetInputTypeCount() const { return 2; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
 
 // ---- InjectFault --------------------------------------------------------------------------
 
@@ -465,18 +447,6 @@ struct InjectKernel : InjectAttrs {
   }
 };
 
-struct InjectOp : Ort::CustomOpBase<InjectOp, InjectKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<InjectKernel>(info, kernel, "InjectFault", ParseInjectAttrs);
-  }
-  const char* GetName() const { return "InjectFault"; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-};
 
 // ---- SumCheck -------------------------------------------------------------------------------
 
@@ -530,34 +500,20 @@ struct SumCheckKernel : SumCheckAttrs {
   }
 };
 
-struct SumCheckOp : Ort::CustomOpBase<SumCheckOp, SumCheckKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<SumCheckKernel>(info, kernel, "SumCheck", ParseSumCheckAttrs);
-  }
-  const char* GetName() const { return "SumCheck"; }
-  size_t GetInputTypeCount() const { return 4; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
-};
 
 // ---- registration -------------------------------------------------------------------------
 
-const DecodeOp kDecodeCpu;
-const DepthwiseOp kDepthwiseCpu;
-const InjectOp kInjectCpu;
-const SumCheckOp kSumCheckCpu;
+ONNX_ECC_CPU_OP(Decode)
+ONNX_ECC_CPU_OP(DepthwiseCheck)
+ONNX_ECC_CPU_OP(InjectFault)
+ONNX_ECC_CPU_OP(SumCheck)
 
-const OrtCustomOp* ParityCheckCpuOp();  // parity_check.cc
-const OrtCustomOp* SampleCheckCpuOp();  // sample_check.cc
-
+// The op table's CPU column (ParityCheckCpuOp and SampleCheckCpuOp are defined next to their
+// kernels, in parity_check.cc and sample_check.cc).
 std::vector<const OrtCustomOp*> CpuOps() {
-  return {&kDecodeCpu, &kDepthwiseCpu, &kInjectCpu, &kSumCheckCpu, ParityCheckCpuOp(), SampleCheckCpuOp()};
+#define ONNX_ECC_CPU_OP_PTR(name, parse, cpu, cuda) name##CpuOp(),
+  return {ONNX_ECC_OPS(ONNX_ECC_CPU_OP_PTR)};
+#undef ONNX_ECC_CPU_OP_PTR
 }
 
 }  // namespace onnx_ecc

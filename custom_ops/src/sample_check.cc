@@ -7,6 +7,7 @@
 
 #include "onnxruntime_cxx_api.h"
 #include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
 #include "onnx_ecc/sample_check.h"
 #include "sweeps.h"
 
@@ -92,7 +93,7 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
   k->name = "SampleCheck(" + AttrString(info, "layer", "") + ")";
   auto& cfg = k->cfg;
   cfg.channels = AttrInt(info, "data_channels", 0);
-  cfg.tolerance = AttrFloat(info, "tolerance", kSampleTolerance);
+  cfg.tolerance = TableAttrFloat(info, OpId::kSampleCheck, "tolerance");
   const std::string act = AttrString(info, "activation", "");
   const auto params = AttrFloats(info, "activation_params", false);
   if (act == "Relu") {
@@ -115,13 +116,13 @@ OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheck
     cfg.parity.generator = AttrFloats(info, "generator", true);
     cfg.parity.gain = AttrFloats(info, "noise_gain", true);
     cfg.parity.offset = AttrFloats(info, "noise_offset", true);
-    cfg.parity.tolerance = AttrFloat(info, "parity_tolerance", kDefaultTolerance);
+    cfg.parity.tolerance = TableAttrFloat(info, OpId::kSampleCheck, "parity_tolerance");
   }
   std::string err = cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   if (cfg.has_parity) cfg.parity.Prepare();
   cfg.filter_sums = AttrFloats(info, "filter_sums", false);
-  cfg.filter_tolerance = AttrFloat(info, "filter_tolerance", kFilterTolerance);
+  cfg.filter_tolerance = TableAttrFloat(info, OpId::kSampleCheck, "filter_tolerance");
   if (!(cfg.filter_tolerance >= 0)) return Error(ORT_INVALID_ARGUMENT, k->name, "filter_tolerance must be >= 0");
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "SampleCheck");
@@ -262,22 +263,6 @@ struct SampleCheckKernel : SampleCheckAttrs {
   }
 };
 
-struct SampleCheckOp : Ort::CustomOpBase<SampleCheckOp, SampleCheckKernel, true>, SampleCheckSignature {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<SampleCheckKernel>(info, kernel, "SampleCheck", ParseSampleCheckAttrs);
-  }
-  const char* GetName() const { return "SampleCheck"; }
-  // the names are also OrtCustomOp's function pointers: say which ones the op struct means
-  using SampleCheckSignature::GetInputTypeCount;
-  using SampleCheckSignature::GetInputType;
-  using SampleCheckSignature::GetInputCharacteristic;
-  using SampleCheckSignature::GetOutputTypeCount;
-  using SampleCheckSignature::GetOutputType;
-};
-
-const OrtCustomOp* SampleCheckCpuOp() {
-  static const SampleCheckOp op;
-  return &op;
-}
+ONNX_ECC_CPU_OP(SampleCheck)
 
 }  // namespace onnx_ecc

@@ -11,6 +11,9 @@
 namespace onnx_ecc {
 
 enum class FaultKind { kBitFlip, kRandom, kZero };
+static_assert(static_cast<int>(FaultKind::kBitFlip) == 0 && static_cast<int>(FaultKind::kRandom) == 1 &&
+                  static_cast<int>(FaultKind::kZero) == 2,
+              "InjectParams::kind follows FaultKind");
 
 struct InjectConfig {
   FaultKind kind = FaultKind::kBitFlip;

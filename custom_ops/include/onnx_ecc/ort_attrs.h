@@ -14,6 +14,7 @@
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
+#include "onnx_ecc/op_table.h"
 #include "onnx_ecc/parity_check.h"
 #include "onnx_ecc/sample_check.h"
 #include "onnx_ecc/sum_check.h"
@@ -26,6 +27,9 @@ std::string AttrString(const Ort::ConstKernelInfo& info, const char* name, const
 std::vector<float> AttrFloats(const Ort::ConstKernelInfo& info, const char* name, bool required);
 std::vector<int64_t> AttrInts(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t> def);
 std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t>* shape);
+// A float attribute of op `op` whose default is the op table's (op_table.h); throws
+// std::invalid_argument when the table lists no default for it.
+float TableAttrFloat(const Ort::ConstKernelInfo& info, OpId op, const char* name);
 
 // An ORT status "onnx-ecc <where>: <msg>".
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg);
@@ -123,41 +127,19 @@ struct SampleInputs {
 };
 OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in);
 
-// SampleCheck's inputs (A, Y, W, R, Flag, Bias; all but A and Y optional) and output (Raised) as
-// onnxruntime's op structs declare them, for the CPU and the CUDA op alike. The op struct derives
-// from it next to Ort::CustomOpBase and names its functions with using-declarations.
-struct SampleCheckSignature {
-  size_t GetInputTypeCount() const { return 6; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i >= 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
-};
-
-// CreateKernelV2 of every op: makes a Kernel, parses its attributes with ``parse`` and runs
-// ``finish`` for any further setup; failures and exceptions become an ORT status.
-template <typename Kernel, typename Parse, typename Finish>
-OrtStatusPtr MakeKernel(const OrtKernelInfo* info_ptr, void** kernel, const char* op, Parse parse,
-                          Finish finish) noexcept {
+// CreateKernelV2 of every op (TableOp, ort_glue.h): makes a Kernel and parses its attributes with
+// ``parse``; failures and exceptions become an ORT status.
+template <typename Kernel, typename Parse>
+OrtStatusPtr MakeKernel(const OrtKernelInfo* info_ptr, void** kernel, const char* op, Parse parse) noexcept {
   try {
     Ort::ConstKernelInfo info(info_ptr);
     auto k = std::make_unique<Kernel>();
     if (OrtStatusPtr st = parse(info, k.get())) return st;
-    if (OrtStatusPtr st = finish(*k)) return st;
     *kernel = k.release();
     return nullptr;
   } catch (const std::exception& e) {
     return Error(ORT_INVALID_ARGUMENT, op, e.what());
   }
-}
-
-template <typename Kernel, typename Parse>
-OrtStatusPtr MakeKernel(const OrtKernelInfo* info_ptr, void** kernel, const char* op, Parse parse) noexcept {
-  return MakeKernel<Kernel>(info_ptr, kernel, op, parse, [](Kernel&) -> OrtStatusPtr { return nullptr; });
 }
 
 }  // namespace onnx_ecc

@@ -1,0 +1,133 @@
+// The one table of onnx-ecc's custom ops: per op its name, inputs and outputs (type, optional,
+// read from host memory), the defaults of its float attributes, its attribute parser and the
+// kernel structs that run it on the CPU and on CUDA (NoKernel: none). RegisterCustomOps
+// (ort_ops.cc) registers the CPU column, GpuOps (custom_ops/cuda/ort_cuda_ops.cc) the CUDA column,
+// the op structs onnxruntime sees are made from the rows (TableOp, ort_glue.h), and
+// OnnxEcc_OpTableJson (op_table.cc) exports the table, which tests/custom_ops/test_op_table.py
+// checks against the Python declarations (onnx_ecc.ops), so that the two cannot drift apart.
+// No onnxruntime types here.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+
+#include "onnx_ecc/defaults.h"
+
+namespace onnx_ecc {
+
+// Mirrors onnx_ecc.ops.DOMAIN.
+inline constexpr const char* kDomain = "ai.onnx_ecc";
+
+enum class PortType { kFloat, kBool, kInt64 };
+
+struct Port {
+  const char* name;
+  PortType type;
+  bool optional;
+  bool host;  // the CUDA kernel reads it from host memory (OrtMemTypeCPUInput)
+};
+
+struct FloatDefault {
+  const char* attr;
+  float value;
+};
+
+constexpr PortType kF = PortType::kFloat, kB = PortType::kBool, kI = PortType::kInt64;
+
+// ---- inputs, outputs and float defaults of each op, in onnx_ecc.ops' order --------------------------
+
+inline constexpr Port kDecodeInputs[] = {{"Y", kF, false, false}, {"X", kF, true, false}, {"R", kF, true, false}};
+inline constexpr Port kDecodeOutputs[] = {{"Z", kF, false, false}};
+inline constexpr FloatDefault kDecodeDefaults[] = {{"tolerance", kDefaultTolerance}};
+
+inline constexpr Port kDepthwiseCheckInputs[] = {{"X", kF, false, false}, {"Y", kF, false, false}};
+inline constexpr Port kDepthwiseCheckOutputs[] = {{"Z", kF, false, false}};
+inline constexpr FloatDefault kDepthwiseCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+
+inline constexpr Port kInjectFaultInputs[] = {{"X", kF, false, false}, {"Seed", kI, false, true},
+                                              {"Rate", kF, false, true}};
+inline constexpr Port kInjectFaultOutputs[] = {{"Y", kF, false, false}};
+inline constexpr FloatDefault kInjectFaultDefaults[] = {{nullptr, 0.f}};  // none (an array is never empty)
+
+inline constexpr Port kSumCheckInputs[] = {{"Y", kF, false, false}, {"X", kF, false, false},
+                                           {"Flag", kB, true, false}, {"R", kF, true, false}};
+inline constexpr Port kSumCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kSumCheckDefaults[] = {{"offset", 0.f}, {"tolerance", kDefaultTolerance}};
+
+inline constexpr Port kParityCheckInputs[] = {{"Y", kF, false, false}, {"P", kF, false, false},
+                                              {"Flag", kB, true, false}};
+inline constexpr Port kParityCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kParityCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+
+inline constexpr Port kSampleCheckInputs[] = {{"A", kF, false, false},   {"Y", kF, false, false},
+                                              {"W", kF, true, false},    {"R", kF, true, false},
+                                              {"Flag", kB, true, false}, {"Bias", kF, true, false}};
+inline constexpr Port kSampleCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kSampleCheckDefaults[] = {{"tolerance", kSampleTolerance},
+                                                        {"parity_tolerance", kDefaultTolerance},
+                                                        {"filter_tolerance", kFilterTolerance}};
+
+// ---- the table: name, attribute parser (ort_attrs.h), CPU kernel, CUDA kernel ---------------------
+
+#define ONNX_ECC_OPS(X)                                                             \
+  X(Decode, ParseDecodeAttrs, DecodeKernel, DecodeCudaKernel)                       \
+  X(DepthwiseCheck, ParseDepthwiseAttrs, DepthwiseKernel, DepthwiseCudaKernel)      \
+  X(InjectFault, ParseInjectAttrs, InjectKernel, InjectCudaKernel)                  \
+  X(SumCheck, ParseSumCheckAttrs, SumCheckKernel, NoKernel)                         \
+  X(ParityCheck, ParseParityCheckAttrs, ParityCheckKernel, ParityCheckCudaKernel)   \
+  X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)
+
+// The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
+// parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).
+struct NoKernel;
+#define ONNX_ECC_DECLARE_KERNELS(name, parse, cpu, cuda) struct cpu; struct cuda;
+ONNX_ECC_OPS(ONNX_ECC_DECLARE_KERNELS)
+#undef ONNX_ECC_DECLARE_KERNELS
+
+#define ONNX_ECC_OP_ID(name, parse, cpu, cuda) k##name,
+enum class OpId { ONNX_ECC_OPS(ONNX_ECC_OP_ID) };
+#undef ONNX_ECC_OP_ID
+
+template <typename Kernel>
+inline constexpr bool kHasKernel = true;
+template <>
+inline constexpr bool kHasKernel<NoKernel> = false;
+
+struct OpSpec {
+  const char* name;
+  const Port* inputs;
+  size_t num_inputs;
+  const Port* outputs;
+  size_t num_outputs;
+  const FloatDefault* defaults;
+  size_t num_defaults;
+  bool has_cpu, has_cuda;
+};
+
+template <size_t N>
+constexpr size_t CountDefaults(const FloatDefault (&a)[N]) {
+  size_t n = 0;
+  for (const FloatDefault& d : a) n += d.attr != nullptr;
+  return n;
+}
+
+#define ONNX_ECC_OP_SPEC(name, parse, cpu, cuda)                                                           \
+  OpSpec{#name, k##name##Inputs, sizeof(k##name##Inputs) / sizeof(Port), k##name##Outputs,                 \
+         sizeof(k##name##Outputs) / sizeof(Port), k##name##Defaults, CountDefaults(k##name##Defaults),        \
+         kHasKernel<cpu>, kHasKernel<cuda>},
+inline constexpr OpSpec kOps[] = {ONNX_ECC_OPS(ONNX_ECC_OP_SPEC)};
+#undef ONNX_ECC_OP_SPEC
+
+inline constexpr size_t kNumOps = sizeof(kOps) / sizeof(OpSpec);
+
+constexpr const OpSpec& Spec(OpId id) { return kOps[static_cast<size_t>(id)]; }
+
+// The table's default of float attribute `attr` of an op, or null when it lists none.
+inline const float* FloatDefaultOf(OpId id, const char* attr) {
+  const OpSpec& s = Spec(id);
+  for (size_t i = 0; i < s.num_defaults; ++i)
+    if (std::strcmp(s.defaults[i].attr, attr) == 0) return &s.defaults[i].value;
+  return nullptr;
+}
+
+}  // namespace onnx_ecc
