@@ -73,10 +73,11 @@ using sweep::kChunk;
 
 // The exact step of one flagged vector (RepairVector of decode_math.h) in a stack scratch: channel
 // j of the vector at y_data[j * ycs], check q at y_par[q * ycs], output and residual at z[j * zcs],
-// res[j * zcs]; block thresholds from a0 in cfg's gain and offset.
-void RepairFlagged(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r, double tol_eps, double xscale,
-                   const float* y_data, const float* y_par, int64_t ycs, const float* res, float* z, int64_t zcs,
-                   DecodeCounts& counts) {
+// res[j * zcs]; block thresholds from a0 in cfg's gain and offset. Cold: the sweeps' rare path.
+__attribute__((cold, noinline)) void RepairFlagged(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r,
+                                                   double tol_eps, double xscale, const float* y_data,
+                                                   const float* y_par, int64_t ycs, const float* res, float* z,
+                                                   int64_t zcs, DecodeCounts& counts) {
   alignas(16) unsigned char scratch[BlockScratchBytes(kMaxBlock, kMaxParity)];
   const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, cfg.scale_output ? -1.0 : xscale};
   RepairVector(CarveBlockScratch(scratch, b, r), gen, noise, b, r, cfg.correct, cfg.relu, y_data, y_par, ycs, res, z,

@@ -22,37 +22,6 @@ std::string DepthwiseConfig::Validate() const {
   return "";
 }
 
-bool DepthwiseConfig::ChannelVerified(int64_t c) const {
-  double s = bias[c];
-  for (int64_t k = 0; k < kh * kw; ++k) s += weights[c * kh * kw + k];
-  const double scale = std::fabs(weight_sums[c]) + 1e-30;
-  return std::isfinite(s) && std::fabs(s - weight_sums[c]) <= 1e-6 * scale + 1e-30;
-}
-
-namespace {
-
-// Recomputes output row oh of the channel in double precision from the reference weights.
-void RecomputeRow(const DepthwiseConfig& cfg, int64_t c, const float* x, int64_t h, int64_t w, int64_t oh,
-                  int64_t wout, float* zrow) {
-  const float* wt = cfg.weights.data() + c * cfg.kh * cfg.kw;
-  for (int64_t ow = 0; ow < wout; ++ow) {
-    double acc = cfg.bias[c];
-    for (int64_t i = 0; i < cfg.kh; ++i) {
-      const int64_t ih = oh * cfg.stride_h - cfg.pad_t + i * cfg.dil_h;
-      if (ih < 0 || ih >= h) continue;
-      for (int64_t j = 0; j < cfg.kw; ++j) {
-        const int64_t iw = ow * cfg.stride_w - cfg.pad_l + j * cfg.dil_w;
-        if (iw < 0 || iw >= w) continue;
-        acc += static_cast<double>(wt[i * cfg.kw + j]) * x[ih * w + iw];
-      }
-    }
-    const float v = static_cast<float>(acc);
-    zrow[ow] = cfg.relu && v < 0.f ? 0.f : v;
-  }
-}
-
-}  // namespace
-
 namespace {
 
 // Row sums of `rows` rows of width w (row i at x + i * stride) as the scalar loop always formed
@@ -208,14 +177,13 @@ ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float*
       }
     for (int r = 0; r < n; ++r) {
       const int64_t oh = oh0 + r;
-      const bool ok = std::fabs(s.actual[oh] - expected[r]) <= cfg.tolerance * FLT_EPSILON * bound[r];
-      if (ok) continue;
+      if (DepthwiseRowHolds(s.actual[oh], expected[r], bound[r], cfg.tolerance)) continue;
       ++counts.flagged;
       if (!verified || !cfg.correct) {
         ++counts.uncorrectable;
         continue;
       }
-      RecomputeRow(cfg, c, x, h, w, oh, wout, z + oh * wout);
+      DepthwiseRecomputeRow(cfg, wt, cfg.bias[c], x, h, w, oh, wout, cfg.relu, z + oh * wout);
       ++counts.corrected_blocks;
       counts.corrected_values += wout;
     }
@@ -335,7 +303,7 @@ ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, const fl
     bias[l] = cfg.bias[c];
   }
   const D8 e0 = bias * static_cast<double>(wout), b0 = AbsD8(bias) * static_cast<double>(wout);
-  const double tol = cfg.tolerance * FLT_EPSILON;  // float product, as CheckChannel's
+  const double tol = DepthwiseTolEps(cfg.tolerance);  // as DepthwiseRowHolds
   const int64_t sh = cfg.stride_h, dh = cfg.dil_h;
   L8 bad = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t oh = 0; oh < hout; ++oh) {

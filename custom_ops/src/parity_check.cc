@@ -7,15 +7,12 @@
 
 #include "onnxruntime_cxx_api.h"
 #include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
 #include "onnx_ecc/parity_check.h"
 #include "cpu_work.h"
 #include "sweeps.h"
 
 namespace onnx_ecc {
-
-namespace {
-constexpr double kEps = FLT_EPSILON;
-}  // namespace
 
 std::string ParityCheckConfig::Validate() const {
   const auto& L = layout;
@@ -35,9 +32,10 @@ void ParityCheckConfig::Prepare() {
   gain_f.resize(gain.size());
   offset_f.resize(offset.size());
   fast = true;
+  const double tol_eps = TolEps(tolerance);
   for (size_t a = 0; a < gain.size(); ++a) {
-    gain_f[a] = static_cast<float>(tolerance * kEps * gain[a]);
-    offset_f[a] = static_cast<float>(tolerance * kEps * offset[a]);
+    gain_f[a] = FastTerm(tol_eps, gain[a]);
+    offset_f[a] = FastTerm(tol_eps, offset[a]);
     // gain_f * scale + offset_f must stay finite for every finite scale, or an infinite
     // syndrome could pass the float test.
     if (!(std::fabs(gain_f[a]) <= 0.5f) || !(std::fabs(offset_f[a]) <= FLT_MAX / 4)) fast = false;
@@ -160,7 +158,7 @@ OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheck
   k->cfg.generator = AttrFloats(info, "generator", true);
   k->cfg.gain = AttrFloats(info, "noise_gain", true);
   k->cfg.offset = AttrFloats(info, "noise_offset", true);
-  k->cfg.tolerance = AttrFloat(info, "tolerance", 64.f);
+  k->cfg.tolerance = TableAttrFloat(info, OpId::kParityCheck, "tolerance");
   err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->cfg.Prepare();
@@ -271,25 +269,6 @@ struct ParityCheckKernel : ParityCheckAttrs {
   }
 };
 
-struct ParityCheckOp : Ort::CustomOpBase<ParityCheckOp, ParityCheckKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const noexcept {
-    return MakeKernel<ParityCheckKernel>(info, kernel, "ParityCheck", ParseParityCheckAttrs);
-  }
-  const char* GetName() const { return "ParityCheck"; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL; }
-};
-
-const OrtCustomOp* ParityCheckCpuOp() {
-  static const ParityCheckOp op;
-  return &op;
-}
+ONNX_ECC_CPU_OP(ParityCheck)
 
 }  // namespace onnx_ecc

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "onnx_ecc/decode_math.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ONNX_ECC_NO_CLONES)
 #define ECC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -30,19 +32,13 @@
 namespace onnx_ecc {
 namespace sweep {
 
-constexpr int kMaxParity = 16;
+using onnx_ecc::kMaxParity;
 constexpr int64_t kChunk = 256;  // positions per planar sweep: syndromes and scales stay in L1
 
 // What a sweep writes per data value x: nothing, x, relu(x), x + r, relu(x + r).
 enum Out { kNone, kCopy, kRelu, kRes, kResRelu };
 
-// max(m, |x|) over finite x (m >= 0): a non-finite value counts as 0, so never raises the scale.
-// Written as a select and a max so that it compiles without branches.
-ECC_INLINE float MaxFinite(float m, float x) {
-  float a = std::fabs(x);
-  a = a <= FLT_MAX ? a : 0.f;
-  return a > m ? a : m;
-}
+using onnx_ecc::MaxFinite;  // hd.h: max(m, |x|) over finite x, branch-free
 
 template <int kOut>
 ECC_INLINE void Emit(float* dst, const float* res, int64_t i, float x) {

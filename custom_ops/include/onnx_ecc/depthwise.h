@@ -24,7 +24,9 @@ struct DepthwiseConfig : DepthwiseShape {  // kh, kw, strides, pads, dilations; 
 
   std::string Validate() const;
   // True when channel c's reference weights still match their checksum.
-  bool ChannelVerified(int64_t c) const;
+  bool ChannelVerified(int64_t c) const {
+    return DepthwiseChannelVerified(weights.data() + c * kh * kw, kh * kw, bias[c], weight_sums[c]);
+  }
 };
 
 // Planes per thread-pool work item for `planes` planes of H x W: about 16K values per item, at
