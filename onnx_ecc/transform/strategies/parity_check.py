@@ -123,7 +123,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
 
     Returns the model, the placed checks and the name of the last check's flag (None if none).
     """
-    from onnx_ecc.transform import _restore_model_fields
+    from onnx_ecc.transform.strategies import with_checks
 
     wanted = set(layers)
     if not wanted:
@@ -181,10 +181,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
         emit_node(graph, ops.PARITY_CHECK, inputs, [raised], f"{node.name}__ecc_parity_check", attrs)
         checks.append(PlacedParityCheck(node.name, y.name, p.name, f"{node.name}__ecc_parity_check", half))
         flag = raised
-    graph.toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    _restore_model_fields(model, out)
-    return out, checks, flag.name if flag is not None else None
+    return with_checks(model, graph, checks, flag)
 
 
 def calibrate_parity_checks(model: onnx.ModelProto, checks: list[PlacedParityCheck], feeds_list: list[dict],

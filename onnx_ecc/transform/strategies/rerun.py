@@ -237,7 +237,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
     """Add a sum check to each named Conv; returns the model, the placed checks and the final flag name.
 
     ``flag_name``: the flag of earlier checks, which the first sum check passes on."""
-    from onnx_ecc.transform import _restore_model_fields
+    from onnx_ecc.transform.strategies import with_checks
 
     try:
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
@@ -296,10 +296,7 @@ def add_sum_checks(model: onnx.ModelProto, convs: list[str], options, model_id: 
         checks.append(PlacedSumCheck(tuple(n.name for n in group), y_means.name, x_means.name,
                                   f"{name}__ecc_sum_check", r_means.name if r_means is not None else None))
         flag = raised
-    graph.toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    _restore_model_fields(model, out)
-    return out, checks, flag.name if flag is not None else None
+    return with_checks(model, graph, checks, flag)
 
 
 def calibrate_sum_checks(model: onnx.ModelProto, checks: list[PlacedSumCheck], feeds_list: list[dict],

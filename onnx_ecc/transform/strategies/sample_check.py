@@ -278,7 +278,7 @@ def filter_sums(w: np.ndarray, bias: np.ndarray | None) -> list[float]:
 
 def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_id: str, flag_name: str | None):
     """Give each named conv its sampled copy and checks; returns the model, the checks and the last flag."""
-    from onnx_ecc.transform import _restore_model_fields
+    from onnx_ecc.transform.strategies import with_checks
 
     if not convs:
         return model, [], flag_name
@@ -289,10 +289,7 @@ def add_sample_checks(model: onnx.ModelProto, convs: list[str], options, model_i
         if node.op == "Conv" and node.name in wanted:
             placed, flag = add_sample_check(graph, node, options, model_id, flag)
             checks.append(placed)
-    graph.toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    _restore_model_fields(model, out)
-    return out, checks, flag.name if flag is not None else None
+    return with_checks(model, graph, checks, flag)
 
 
 def calibrate_sample_checks(model: onnx.ModelProto, checks: list[PlacedSampleCheck], feeds_list: list[dict],
