@@ -95,10 +95,8 @@ DECODE = OpDecl(
         Attr("noise_offset", _A.FLOATS, "per group, block and check: rounding-noise bound independent of X", required=True),
         Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)", default=DEFAULT_TOLERANCE),
         Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
-        Attr("fail_stop", _A.INT, "1: return an error when a block cannot be corrected", default=0),
         Attr("activation", _A.STRING, "activation applied to the corrected data plus R ('' or 'Relu')", default=""),
-        Attr("layer", _A.STRING, "name of the protected layer, for the error counters", default=""),
-        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+        *_reporting("a block cannot be corrected"),
     ),
 )
 
@@ -120,10 +118,8 @@ DEPTHWISE_CHECK = OpDecl(
         Attr("dilations", _A.INTS, "conv dilations", default=[1, 1]),
         Attr("tolerance", _A.FLOAT, "threshold multiplier on eps32 * sum of |terms|", default=DEFAULT_TOLERANCE),
         Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
-        Attr("fail_stop", _A.INT, "1: return an error when a channel cannot be repaired", default=0),
         Attr("activation", _A.STRING, "activation applied to the output ('' or 'Relu')", default=""),
-        Attr("layer", _A.STRING, "name of the protected layer, for the error counters", default=""),
-        Attr("model_id", _A.STRING, "identifier of the protected model, for the error counters", default=""),
+        *_reporting("a channel cannot be repaired"),
     ),
 )
 
