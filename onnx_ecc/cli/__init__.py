@@ -11,6 +11,7 @@ VERBS = {
     "transform": "onnx_ecc.cli.transform",
     "inspect": "onnx_ecc.cli.inspect",
     "scrub": "onnx_ecc.cli.scrub",
+    "prune": "onnx_ecc.cli.prune",
     "inject": "onnx_ecc.cli.inject",
     "campaign": "onnx_ecc.cli.campaign",
 }

@@ -1,9 +1,14 @@
-"""`onnx-ecc scrub MODEL -o OUT`: check a model's weight codes and write a repaired copy.
+"""`onnx-ecc scrub MODEL -o OUT`: check a model's stored weights against its codes and write a repaired copy.
 
+Both codes are used: the layer code (each protected layer's parity rows P = G W, which rebuild
+dead or recorded units and single wrong values per column) and, with `transform --weight-checks`,
+the weight codes (l1 decoding of scattered errors), layer code first, in turns.
 Exit status: 0 clean (OUT, if given, is a byte-identical copy), 1 repaired (written to OUT),
-2 beyond repair (nothing written), 3 bad input (not a readable ONNX model / bad code metadata).
-The input file is never overwritten; OUT is written to a temporary file in its directory and
-moved into place with os.replace, so a reader never sees a half-written model.
+2 some tensors beyond repair (every other tensor repaired and written to OUT, the ones beyond
+repair listed; nothing written when nothing could be repaired), 3 bad input (not a readable ONNX
+model, no code to check, bad metadata). The input file is never overwritten; OUT is written to a
+temporary file in its directory and moved into place with os.replace, so a reader never sees a
+half-written model.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ EXIT_CLEAN, EXIT_REPAIRED, EXIT_UNCORRECTABLE, EXIT_BAD_INPUT = 0, 1, 2, 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the scrub verb's arguments."""
-    parser.add_argument("model", help="protected ONNX model (see add_weight_checks)")
+    parser.add_argument("model", help="a model written by `onnx-ecc transform` (optionally with --weight-checks)")
     parser.add_argument("-o", "--output", help="where to write the checked/repaired model")
     parser.add_argument("--report", help="also write the per-tensor report as JSON here")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the overall status")
@@ -26,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the scrub verb; returns the exit status."""
     from onnx_ecc.io import check_output_path, load_model
-    from onnx_ecc.weights.model import read_weight_codes, scrub_model
+    from onnx_ecc.weights.repair import Scrub, scrub_model
 
     try:
         if args.output:
@@ -34,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         with open(args.model, "rb") as fh:
             raw = fh.read()
-        if not read_weight_codes(model):
-            raise ValueError("model has no onnx_ecc.weight_codes metadata (run add_weight_checks)")
+        if Scrub(model).empty:
+            raise ValueError("model has no code to check: neither layers protected by `onnx-ecc transform` "
+                             "nor onnx_ecc.weight_codes metadata")
         repaired, report = scrub_model(model)
     except Exception as exc:  # noqa: BLE001 - any failure to read the input is "bad input"
         print(f"error: cannot scrub {args.model}: {type(exc).__name__}: {exc}".splitlines()[0],
@@ -57,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("repaired in memory only (no -o given)")
         return EXIT_REPAIRED
-    print("beyond repair: nothing written", file=sys.stderr)
+    beyond = ", ".join(report.beyond_repair)
+    if repaired is not model and args.output:
+        save_model(repaired, args.output, inputs=[args.model])
+        print(f"partly repaired model written to {args.output}; beyond repair: {beyond}", file=sys.stderr)
+    elif repaired is not model:
+        print(f"partly repaired in memory only (no -o given); beyond repair: {beyond}", file=sys.stderr)
+    else:
+        print(f"beyond repair: {beyond}; nothing could be repaired, nothing written", file=sys.stderr)
     return EXIT_UNCORRECTABLE
 
 

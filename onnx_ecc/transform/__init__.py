@@ -57,6 +57,9 @@ def transform(model: onnx.ModelProto, options: TransformOptions | None = None, *
     else:
         out, record = protect_inline(model, options, model_id)
     write_protection(out, record)
+    from onnx_ecc.weights.layer_code import record_ranges
+
+    record_ranges(out)  # each layer's value ranges: a stored value beyond them is known to be wrong (scrub)
     if options.weight_checks:
         from onnx_ecc.weights import add_weight_checks, layer_rows
 

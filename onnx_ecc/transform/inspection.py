@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import channel_block, read_erasures, read_protection
 
 
 def cost_summary(record: dict) -> dict[str, float]:
@@ -69,13 +69,59 @@ def _conv_check(layer: dict) -> str:
     return "parity check"
 
 
+def correction_left(layer: dict, erased: list[int]) -> dict:
+    """A code layer's correction power left with its known erasures: per block, R minus the
+    erasures in it; the worst block's erasures and errors (floor of half) still correctable."""
+    per_block: dict[tuple[int, int], list[int]] = {}
+    for c in erased:
+        g, k, _ = channel_block(layer, c)
+        per_block.setdefault((g, k), []).append(c)
+    r = int(layer["parity"])
+    worst = max((len(v) for v in per_block.values()), default=0)
+    left = max(r - worst, 0)
+    return {"parity": r, "erasures": len(erased), "worst_block_erasures": worst, "erasures_left": left,
+            "errors_left": left // 2, "beyond": worst > r,
+            "blocks": {(f"group {g} block {k}" if int(layer.get("groups", 1)) > 1 else f"block {k}"): v
+                       for (g, k), v in sorted(per_block.items())}}
+
+
+def _power(layer: dict, erased: list[int]) -> str:
+    if layer.get("kind") != "code":
+        return "-"
+    left = correction_left(layer, erased)
+    if left["beyond"]:
+        return f"none ({left['worst_block_erasures']} dead > R)"
+    return f"{left['erasures_left']} / {left['errors_left']}"
+
+
+def format_erasures(record: dict, erasures: dict[str, list[int]]) -> list[str]:
+    """Lines naming each layer's known dead units and what they leave of its code, block by block."""
+    from onnx_ecc.transform.record import layer_layout
+
+    lines = []
+    for p in record["protected"]:
+        erased = erasures.get(p["name"], [])
+        if not erased or p.get("kind") != "code":
+            continue
+        layout = layer_layout(p)
+        tpg, dpg = layout.total_channels // layout.groups, layout.data_per_group
+        units = [f"{(c // tpg) * dpg + c % tpg}" if c % tpg < dpg else f"parity channel {c}" for c in erased]
+        left = correction_left(p, erased)
+        blocks = "; ".join(f"{b}: {len(v)} of R={left['parity']} used" for b, v in left["blocks"].items())
+        lines.append(f"  {p['name']}: dead units {', '.join(units)} ({blocks}); worst block: "
+                     f"{left['erasures_left']} erasure(s) or {left['errors_left']} error(s) left")
+    return lines
+
+
 def format_report(model: onnx.ModelProto) -> str:
     """A plain-text table of the protection record (or a note that there is none)."""
     record = read_protection(model)
     if record is None:
         return "not protected by onnx-ecc (no protection record in the metadata)"
+    erasures = read_erasures(model)
     opts = record["options"]
-    rows = [("layer", "op", "code", "act", "extra params %", "extra FLOPs %", "tolerance")]
+    rows = [("layer", "op", "code", "act", "extra params %", "extra FLOPs %", "tolerance", "dead",
+             "left: erasures / errors")]
     for p in record["protected"]:
         if p["kind"] == "code":
             code = f"R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "")
@@ -85,7 +131,8 @@ def format_report(model: onnx.ModelProto) -> str:
         rows.append((p["name"], p["op"], code, p.get("activation") or "-",
                      f"{100.0 * p['extra_params'] / max(p['params'], 1):.1f}",
                      f"{100.0 * p['extra_macs_per_vector'] / max(p['macs_per_vector'], 1):.1f}",
-                     f"{tol:.3g}" if tol else "-"))
+                     f"{tol:.3g}" if tol else "-", str(len(erasures.get(p["name"], []))),
+                     _power(p, erasures.get(p["name"], []))))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [f"onnx-ecc protection (model id {record['model_id']}): mode={opts['mode']}, "
              f"parity={opts['parity']}, block={opts['block']}, strategy={opts.get('strategy', 'inline')}"]
@@ -98,6 +145,10 @@ def format_report(model: onnx.ModelProto) -> str:
         lines.append("rerun strategy: layers run as in the original with a fast-path check each ("
                      + ", ".join(checks) + "); extra FLOPs are those of the decoding branch, which runs only "
                      "when a check fails")
+    if any(erasures.get(p["name"]) for p in record["protected"]):
+        lines.append("known erasures (onnx_ecc.erasures; left: per block of R checks, R minus its dead units are "
+                     "still rebuilt as erasures, half of that as errors at unknown positions):")
+        lines += format_erasures(record, erasures)
     if record.get("budget"):
         lines += format_budget(record["budget"])
     cost = cost_summary(record)

@@ -12,9 +12,9 @@ from .model import (
     make_entry,
     project_weights,
     read_weight_codes,
-    scrub_model,
     write_weight_codes,
 )
+from .repair import Scrub, scrub_model
 from .scrubber import WeightScrubber
 from .sizing import LayerRows, layer_rows, parse_weight_checks, tensor_memory
 
@@ -22,6 +22,6 @@ __all__ = [
     "FAMILIES", "CheckMatrix", "check_matrix", "DecodeResult", "decode_block", "l1_decode_lp", "repair_bound",
     "solve_sparse", "syndrome_tolerance", "METADATA_KEY", "ScrubReport", "TensorReport",
     "add_weight_checks", "check_tensor", "default_weight_tensors", "make_entry",
-    "project_weights", "read_weight_codes", "scrub_model", "write_weight_codes", "WeightScrubber",
+    "project_weights", "read_weight_codes", "scrub_model", "write_weight_codes", "WeightScrubber", "Scrub",
     "LayerRows", "layer_rows", "parse_weight_checks", "tensor_memory",
 ]

@@ -303,40 +303,76 @@ class TensorReport:
     uncorrectable_blocks: int = 0
     seconds: float = 0.0
     positions: list[int] = dataclasses.field(default_factory=list)
+    failing: list[int] = dataclasses.field(default_factory=list)   # indices of the blocks beyond repair
+
+
+_TENSOR_COLUMNS = (("tensor", -32), ("n", 8), ("m", 7), ("status", 13), ("flagged", 7), ("fixed", 6),
+                   ("erased", 6), ("bad", 4), ("sec", 7))
+_LAYER_COLUMNS = (("layer", -40), ("blocks", 6), ("status", 13), ("flagged", 7), ("rows", 5), ("values", 7),
+                  ("bad", 4), ("sec", 7))
+
+
+def _fixed_width(title: str | None, columns, rows) -> list[str]:
+    """Lines of a table: ``title``, header and rule (when a title is given), then ``rows``; a
+    column's width is negative for left-aligned text."""
+    def line(cells):
+        return " ".join(f"{str(c):<{-w}}" if w < 0 else f"{str(c):>{w}}" for c, (_, w) in zip(cells, columns))
+
+    head = line([name for name, _ in columns])
+    return ([title, head, "-" * len(head)] if title else []) + [line(r) for r in rows]
 
 
 @dataclasses.dataclass
 class ScrubReport:
-    """Scrub outcome for a model: overall status and one TensorReport per protected tensor."""
+    """Scrub outcome for a model: overall status, one TensorReport per tensor with a weight code,
+    one ``layer_code.LayerReport`` per layer checked against its parity rows, and the tensors
+    beyond repair (everything else was repaired, also when the status is "uncorrectable")."""
 
     status: str
     tensors: list[TensorReport]
     seconds: float
+    layers: list = dataclasses.field(default_factory=list)
+    beyond_repair: list[str] = dataclasses.field(default_factory=list)
+    checks_reencoded: int = 0   # weight-code checks found wrong and re-encoded from verified weights
+    rounds: int = 1             # turns the two codes took
 
     def table(self) -> str:
-        """A fixed-width per-tensor table."""
-        head = f"{'tensor':<32} {'n':>8} {'m':>7} {'status':>13} {'flagged':>7} " \
-               f"{'fixed':>6} {'erased':>6} {'bad':>4} {'sec':>7}"
-        rows = [head, "-" * len(head)]
-        for t in self.tensors:
-            rows.append(f"{t.name[:32]:<32} {t.n:>8} {t.m:>7} {t.status:>13} {t.flagged_blocks:>7} "
-                        f"{t.corrected:>6} {t.erasures:>6} {t.uncorrectable_blocks:>4} {t.seconds:>7.3f}")
+        """Fixed-width tables: per tensor (weight codes), per layer (layer code), then the verdict."""
+        rows = []
+        if self.tensors:
+            rows += _fixed_width("weight codes:", _TENSOR_COLUMNS, [
+                (t.name[:32], t.n, t.m, t.status, t.flagged_blocks, t.corrected, t.erasures,
+                 t.uncorrectable_blocks, f"{t.seconds:.3f}") for t in self.tensors])
+        if self.layers:
+            for r in self.layers:
+                rows += _fixed_width("layer code (parity rows):" if r is self.layers[0] else None, _LAYER_COLUMNS, [
+                    (r.name[-40:], r.blocks, r.status, r.flagged_blocks, len(r.rebuilt_units) + r.rebuilt_parity,
+                     r.values_fixed, r.uncorrectable_blocks, f"{r.seconds:.3f}")])
+                if r.rebuilt_units:
+                    rows.append(f"  rebuilt units: {', '.join(map(str, r.rebuilt_units))}")
+        if self.checks_reencoded:
+            rows.append(f"{self.checks_reencoded} weight-code check(s) found wrong, re-encoded from verified weights")
+        if self.beyond_repair:
+            rows.append(f"beyond repair: {', '.join(self.beyond_repair)}")
         rows.append(f"overall: {self.status} ({self.seconds:.3f} s)")
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
-        return {"status": self.status, "seconds": self.seconds,
-                "tensors": [dataclasses.asdict(t) for t in self.tensors]}
+        return {"status": self.status, "seconds": self.seconds, "rounds": self.rounds,
+                "tensors": [dataclasses.asdict(t) for t in self.tensors],
+                "layers": [dataclasses.asdict(r) for r in self.layers],
+                "beyond_repair": list(self.beyond_repair), "checks_reencoded": self.checks_reencoded}
 
 
 def check_tensor(
-    flat: np.ndarray, entry: dict, parity: np.ndarray | None = None, **solver_options
+    flat: np.ndarray, entry: dict, parity: np.ndarray | None = None, only=None, **solver_options
 ) -> tuple[TensorReport, np.ndarray | None]:
     """Check a flattened float32 tensor block by block; returns (report, repaired copy or None).
 
     The repaired copy holds every block that was repaired; blocks that could not be repaired
-    keep their (corrupted) values and make the report "uncorrectable".
+    keep their (corrupted) values and make the report "uncorrectable" (``report.failing`` lists
+    them). ``only``: the indices of the blocks to check (default all); the others are skipped.
     """
     start = time.perf_counter()
     flat = np.asarray(flat)
@@ -347,8 +383,11 @@ def check_tensor(
     report = TensorReport(entry["tensor"], entry["n"], entry["m"], blocks=len(entry["blocks"]))
     fixed = None
     offset = 0
-    for b in entry["blocks"]:
+    for index, b in enumerate(entry["blocks"]):
         h = _block_code(entry, b)
+        if only is not None and index not in only:
+            offset += h.m
+            continue
         ref = None
         if entry["mode"] == "parity":
             ref = np.asarray(parity[offset:offset + h.m], dtype=np.float64)
@@ -371,6 +410,7 @@ def check_tensor(
             report.positions.extend(int(p) + b["start"] for p in res.positions)
         else:
             report.uncorrectable_blocks += 1
+            report.failing.append(index)
     if report.uncorrectable_blocks:
         report.status = "uncorrectable"
     elif report.flagged_blocks:
@@ -386,41 +426,3 @@ def overall_status(reports: list[TensorReport]) -> str:
         if s in statuses:
             return s
     return "clean"
-
-
-def scrub_model(model: onnx.ModelProto, **solver_options) -> tuple[onnx.ModelProto, ScrubReport]:
-    """Check every protected tensor and repair what can be repaired.
-
-    Returns (model, report). A clean model is returned unchanged (identical serialisation);
-    otherwise a copy with the repaired tensors replaced. Tensors (blocks) that are beyond repair
-    are left as they were and the report status is "uncorrectable".
-    """
-    start = time.perf_counter()
-    entries = read_weight_codes(model)
-    inits = {t.name: t for t in model.graph.initializer}
-    reports, repaired = [], {}
-    for entry in entries:
-        name = entry["tensor"]
-        if name not in inits:
-            raise ValueError(f"protected tensor {name!r} is missing from the model")
-        w = numpy_helper.to_array(inits[name])
-        if w.dtype != np.float32 or list(w.shape) != list(entry["shape"]):
-            raise ValueError(f"tensor {name!r} does not match its code (dtype/shape)")
-        parity = None
-        if entry["mode"] == "parity":
-            pname = entry.get("parity_tensor", name + PARITY_SUFFIX)
-            if pname not in inits:
-                raise ValueError(f"parity initializer {pname!r} is missing")
-            parity = numpy_helper.to_array(inits[pname]).reshape(-1)
-        report, fixed = check_tensor(w.reshape(-1), entry, parity, **solver_options)
-        reports.append(report)
-        if fixed is not None:
-            repaired[name] = fixed.reshape(w.shape)
-    if not repaired:
-        return model, ScrubReport(overall_status(reports), reports, time.perf_counter() - start)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.name in repaired:
-            t.CopyFrom(numpy_helper.from_array(repaired[t.name], t.name))
-    return out, ScrubReport(overall_status(reports), reports, time.perf_counter() - start)

@@ -1,7 +1,8 @@
 """Live weight scrubbing: keep a running onnxruntime session's protected weights verified and repaired.
 
-Zero-restart path. ``WeightScrubber`` keeps every protected weight of a model (see
-``add_weight_checks`` or a trained-in code) in its own C-contiguous float32 numpy buffer. The
+Zero-restart path. ``WeightScrubber`` keeps every tensor a code covers (weights with a weight code,
+see ``add_weight_checks`` or a trained-in code, and the weights, biases and parity rows of the layers
+``transform`` protected with its layer code) in its own C-contiguous numpy buffer. The
 application builds its session with ``scrubber.session_options()``: each buffer is handed to
 onnxruntime as an ``OrtValue`` through ``SessionOptions.add_initializer``, which on CPU shares the
 numpy memory instead of copying it, and weight pre-packing is switched off
@@ -9,8 +10,9 @@ numpy memory instead of copying it, and weight pre-packing is switched off
 session therefore computes from exactly the buffers the scrubber checks, and a repair written in
 place into a buffer is seen by the very next ``run`` -- no session rebuild, no restart.
 
-``check_now()`` checks every protected tensor (syndrome only when clean: O(n log n) for the dct
-family) and writes repaired blocks back in place; ``start(interval)`` does the same from a
+``check_now()`` checks every protected tensor with both codes as ``onnx-ecc scrub`` does (``repair``;
+syndromes only when clean: O(n log n) for the dct family, one product per layer) and writes
+repaired values back in place; ``start(interval)`` does the same from a
 daemon thread every ``interval`` seconds until ``stop()``. ``on_event(report)`` is called
 after every check that found something; for sessions built without the shared buffers,
 ``current_model()`` returns a ModelProto with the repaired weights so the application can rebuild
@@ -22,14 +24,16 @@ worst the fault it would have seen anyway.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .model import PARITY_SUFFIX, ScrubReport, check_tensor, overall_status, read_weight_codes
+from onnx_ecc.ops import DOMAIN
+
+from .model import ScrubReport
+from .repair import Scrub
 
 
 class WeightScrubber:
@@ -37,24 +41,12 @@ class WeightScrubber:
 
     def __init__(self, model: onnx.ModelProto, on_event: Callable[[ScrubReport], None] | None = None):
         self._model = model
-        self._entries = read_weight_codes(model)
-        if not self._entries:
-            raise ValueError("model has no onnx_ecc.weight_codes metadata")
+        self._scrub = Scrub(model)
+        if self._scrub.empty:
+            raise ValueError("model has neither onnx_ecc.weight_codes metadata nor layers protected by a layer code")
         inits = {t.name: t for t in model.graph.initializer}
-        self.buffers: dict[str, np.ndarray] = {}
-        self._parity: dict[str, np.ndarray | None] = {}
-        for entry in self._entries:
-            name = entry["tensor"]
-            if name not in inits:
-                raise ValueError(f"protected tensor {name!r} is missing from the model")
-            self.buffers[name] = np.ascontiguousarray(numpy_helper.to_array(inits[name])).copy()
-            parity = None
-            if entry["mode"] == "parity":
-                pname = entry.get("parity_tensor", name + PARITY_SUFFIX)
-                if pname not in inits:
-                    raise ValueError(f"parity initializer {pname!r} is missing")
-                parity = numpy_helper.to_array(inits[pname]).reshape(-1).copy()
-            self._parity[name] = parity
+        self.buffers: dict[str, np.ndarray] = {
+            name: np.ascontiguousarray(numpy_helper.to_array(inits[name])).copy() for name in self._scrub.tensors()}
         self._ortvalues: dict = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -69,6 +61,10 @@ class WeightScrubber:
         import onnxruntime as ort
 
         options = ort.SessionOptions() if options is None else options
+        if any(n.domain == DOMAIN for n in self._model.graph.node):  # a protected model: its ops' library
+            from onnx_ecc.runtime import session_options
+
+            options = session_options(options)
         options.add_session_config_entry("session.disable_prepacking", "1")
         for name, buf in self.buffers.items():
             value = ort.OrtValue.ortvalue_from_numpy(buf)
@@ -96,18 +92,8 @@ class WeightScrubber:
     # -- checking ----------------------------------------------------------------------------
     def check_now(self) -> ScrubReport:
         """Check every protected buffer now and repair blocks in place; returns the report."""
-        start = time.perf_counter()
-        reports = []
         with self._lock:
-            for entry in self._entries:
-                name = entry["tensor"]
-                flat = self.buffers[name].reshape(-1)
-                report, fixed = check_tensor(flat.copy(), entry, self._parity[name])
-                if fixed is not None:
-                    changed = np.flatnonzero(fixed.view(np.uint32) != flat.view(np.uint32))
-                    flat[changed] = fixed[changed]  # in place: the session sees it
-                reports.append(report)
-        result = ScrubReport(overall_status(reports), reports, time.perf_counter() - start)
+            result = self._scrub.run(self.buffers)
         self.last_report = result
         if result.status != "clean":
             self.history.append(result)
