@@ -41,6 +41,8 @@ class OpDecl:
     inputs: tuple[tuple[str, bool], ...]
     outputs: tuple[tuple[str, bool], ...]
     attrs: tuple[Attr, ...]
+    # ports of other types than float32 (and _TYPES'): (port, (letter, allowed types, doc)) pairs
+    types: tuple[tuple[str, tuple[str, tuple[str, ...], str]], ...] = ()
 
     def attr(self, name: str) -> Attr:
         for a in self.attrs:
@@ -221,7 +223,62 @@ SAMPLE_CHECK = OpDecl(
     ) + _reporting("a sample fails"),
 )
 
-ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK)
+INT_DECODE = OpDecl(
+    name="IntDecode",
+    doc=(
+        "Checks an int8 layer's int32 accumulators Y (channels last: data_channels data channels, then "
+        "per block and check its digit columns, balanced base-256 digits of the integer parity weights "
+        "sum_i g_ri W_i) exactly: per block and check r, s_r = sum_i g_ri a_i - sum_j 256^j d_rj in int64. "
+        "All zero: clean (no threshold, no false alarm); one nonzero: a parity value is wrong, the data "
+        "are used as they are; else a single data value a_i wrong by e = s_0 (s_r = g_ri e) is corrected, "
+        "or the block is counted uncorrectable and passed unchanged. Then adds the bias (checked against "
+        "bias_parity and repaired first) and requantises as onnxruntime's QLinearConv / QGemm: "
+        "float32(acc + bias) * scale, round half to even, + zero_point, saturated to uint8."
+    ),
+    inputs=(("Y", False),),
+    outputs=(("Z", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of Y (the last: channels last)", default=-1),
+        Attr("data_channels", _A.INT, "output channels M of the layer", required=True),
+        Attr("block", _A.INT, "data channels per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block (at most 4)", required=True),
+        Attr("generator", _A.INTS, "row-major parity x block integer generator (row 0 all ones)", required=True),
+        Attr("planes", _A.INTS, "per block and check: how many digit columns carry its parity value", required=True),
+        Attr("plane_base", _A.INT, "base of the digits", default=256),
+        Attr("bias", _A.INTS, "int32 bias per data channel, added after the check (none: zeros)"),
+        Attr("bias_parity", _A.INTS, "per block and check: sum_i g_ri bias_i, the bias's own check"),
+        Attr("scale", _A.FLOATS, "requantisation scale (s_x * s_w) / s_y in float32: one, or one per data channel",
+             required=True),
+        Attr("zero_point", _A.INT, "zero point of the uint8 output", default=0),
+        Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
+    ) + _reporting("a block cannot be corrected"),
+    types=(("Y", ("I32", ("tensor(int32)",), "int32 accumulators")),
+           ("Z", ("U8", ("tensor(uint8)",), "uint8 output"))),
+)
+
+IM2COL_NHWC = OpDecl(
+    name="Im2ColNhwc",
+    doc=(
+        "The im2col copy of a convolution's quantised input, channels last: X [N, H, W, C] -> Y [N, Ho, Wo, "
+        "kh*kw*C] with taps ordered (i, j, c), positions outside the input holding pad_value (the input's "
+        "zero point), so that the conv is one MatMulInteger. int8 inputs come out as uint8 (x + 128; "
+        "pad_value is then the shifted zero point)."
+    ),
+    inputs=(("X", False),),
+    outputs=(("Y", False),),
+    attrs=(
+        Attr("kernel_shape", _A.INTS, "kh, kw", required=True),
+        Attr("strides", _A.INTS, "conv strides", default=[1, 1]),
+        Attr("pads", _A.INTS, "conv pads (top, left, bottom, right)", default=[0, 0, 0, 0]),
+        Attr("dilations", _A.INTS, "conv dilations", default=[1, 1]),
+        Attr("pad_value", _A.INT, "uint8 value of padded positions", default=0),
+    ),
+    types=(("X", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised input")),
+           ("Y", ("U8", ("tensor(uint8)",), "uint8 columns"))),
+)
+
+ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK,
+                               INT_DECODE, IM2COL_NHWC)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),
@@ -229,9 +286,11 @@ _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", 
 
 
 def _schema(decl: OpDecl) -> defs.OpSchema:
+    own = dict(decl.types)
+
     def param(n, opt):
         option = defs.OpSchema.FormalParameterOption
-        return defs.OpSchema.FormalParameter(n, _TYPES.get(n, ("T",))[0],
+        return defs.OpSchema.FormalParameter(n, own.get(n, _TYPES.get(n, ("T",)))[0],
                                              param_option=option.Optional if opt else option.Single)
 
     inputs = [param(n, opt) for n, opt in decl.inputs]
@@ -242,9 +301,12 @@ def _schema(decl: OpDecl) -> defs.OpSchema:
             attrs.append(defs.OpSchema.Attribute(a.name, a.kind, a.doc, required=a.required))
         else:
             attrs.append(defs.OpSchema.Attribute(a.name, helper.make_attribute(a.name, a.default), a.doc))
-    constraints = [("T", ["tensor(float)"], "float32 tensors")]
-    for letter, kind, doc in dict.fromkeys(_TYPES[n] for n, _ in decl.inputs + decl.outputs if n in _TYPES):
+    ports = [n for n, _ in decl.inputs + decl.outputs]
+    constraints = [("T", ["tensor(float)"], "float32 tensors")] if any(n not in own for n in ports) else []
+    for letter, kind, doc in dict.fromkeys(_TYPES[n] for n in ports if n in _TYPES and n not in own):
         constraints.append((letter, [kind], doc))
+    for letter, kinds, doc in dict.fromkeys(own[n] for n in ports if n in own):
+        constraints.append((letter, list(kinds), doc))
     return defs.OpSchema(decl.name, DOMAIN, OPSET_VERSION, doc=decl.doc, inputs=inputs, outputs=outputs,
                          type_constraints=constraints, attributes=attrs)
 

@@ -322,3 +322,86 @@ class SampleCheck(OpRun):
 
 
 REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck]
+
+
+def requantize_u8(acc, bias, scale, zero_point: int) -> np.ndarray:
+    """onnxruntime's requantisation to uint8 (QLinearConv / QGemm, MLAS), channels last:
+    float32(acc + bias) * scale, round half to even, + zero_point, saturated."""
+    v = (np.asarray(acc, np.int64) + np.asarray(bias, np.int64)).astype(np.int32).astype(np.float32)
+    f = v * np.asarray(scale, np.float32)
+    f = np.clip(f, np.float32(-zero_point), np.float32(255 - zero_point))
+    return (np.rint(f).astype(np.int32) + zero_point).astype(np.uint8)
+
+
+def int_decode(y, *, data_channels, block, parity, generator, planes, scale, bias=None, bias_parity=None,
+               zero_point=0, mode="correct", plane_base=256, axis=-1, **_) -> tuple[np.ndarray, dict]:
+    """Oracle of IntDecode: (Z uint8, counts {flagged, corrected_blocks, corrected_values,
+    uncorrectable}); the bias's check counts too. Channels last."""
+    y = np.asarray(y, np.int64)
+    m, b, r = int(data_channels), int(block), int(parity)
+    g = np.asarray(generator, np.int64).reshape(r, b)
+    rows = y.reshape(-1, y.shape[-1])
+    data = rows[:, :m].copy()
+    bias = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64).copy()
+    counts = dict(flagged=0, corrected_blocks=0, corrected_values=0, uncorrectable=0)
+
+    def locate(s, n):
+        nz = np.count_nonzero(s)
+        if nz == 0:
+            return "clean", None
+        if nz == 1:
+            return "parity", None
+        e = s[0]
+        hits = [i for i in range(n) if e != 0 and all(s[q] == g[q, i] * e for q in range(1, r))]
+        return ("fixed", hits[0]) if hits and mode == "correct" else ("bad", None)
+
+    def count(verdict):
+        if verdict != "clean":
+            counts["flagged"] += 1
+            if verdict in ("parity", "fixed"):
+                counts["corrected_blocks"] += 1
+            if verdict == "fixed":
+                counts["corrected_values"] += 1
+            if verdict == "bad":
+                counts["uncorrectable"] += 1
+
+    if bias_parity is not None and len(bias_parity):
+        for k, c0 in enumerate(range(0, m, b)):
+            n = min(b, m - c0)
+            s = g[:, :n] @ bias[c0:c0 + n] - np.asarray(bias_parity[k * r:(k + 1) * r], np.int64)
+            verdict, i = locate(s, n)
+            count(verdict)
+            if verdict == "fixed":
+                bias[c0 + i] -= s[0]
+    off = m
+    for k, c0 in enumerate(range(0, m, b)):
+        n = min(b, m - c0)
+        p = []
+        for q in range(r):
+            cnt = int(planes[k * r + q])
+            p.append(sum(plane_base ** j * rows[:, off + j] for j in range(cnt)))
+            off += cnt
+        s = data[:, c0:c0 + n] @ g[:, :n].T - np.stack(p, -1)
+        for row in np.nonzero(s.any(-1))[0]:
+            verdict, i = locate(s[row], n)
+            count(verdict)
+            if verdict == "fixed":
+                data[row, c0 + i] -= s[row, 0]
+    sc = np.broadcast_to(np.asarray(scale, np.float32), (m,))
+    z = requantize_u8(data, bias, sc, int(zero_point))
+    return z.reshape(y.shape[:-1] + (m,)), counts
+
+
+def im2col_nhwc(x, *, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), pad_value=0) -> np.ndarray:
+    """Oracle of Im2ColNhwc: [N, H, W, C] -> [N, Ho, Wo, kh*kw*C] uint8, taps (i, j, c)."""
+    x = np.asarray(x)
+    xu = (x.astype(np.int16) + 128).astype(np.uint8) if x.dtype == np.int8 else x.astype(np.uint8)
+    (kh, kw), (sh, sw), (dh, dw) = kernel_shape, strides, dilations
+    n, h, w, c = xu.shape
+    xp = np.full((n, h + pads[0] + pads[2], w + pads[1] + pads[3], c), pad_value, np.uint8)
+    xp[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = xu
+    ho = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    taps = [xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    return np.concatenate(taps, axis=-1)

@@ -190,7 +190,8 @@ def test_every_declared_op_is_implemented_by_the_library():
         try:
             _session(m)
         except Exception as e:  # attributes are missing on purpose; the op itself must be known
-            assert "onnx-ecc" in str(e) or "missing attribute" in str(e) or "input" in str(e).lower(), str(e)
+            assert "onnx-ecc" in str(e) or "missing attribute" in str(e) or "input" in str(e).lower() \
+                or "Type Error" in str(e), str(e)  # the int8 ops take no float32 tensors
             assert "not a registered function/op" not in str(e)
 
 

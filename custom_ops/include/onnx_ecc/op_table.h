@@ -18,7 +18,8 @@ namespace onnx_ecc {
 // Mirrors onnx_ecc.ops.DOMAIN.
 inline constexpr const char* kDomain = "ai.onnx_ecc";
 
-enum class PortType { kFloat, kBool, kInt64 };
+// kUInt8OrInt8: either (the op reads the type at run time).
+enum class PortType { kFloat, kBool, kInt64, kInt32, kUInt8, kUInt8OrInt8 };
 
 struct Port {
   const char* name;
@@ -33,6 +34,7 @@ struct FloatDefault {
 };
 
 constexpr PortType kF = PortType::kFloat, kB = PortType::kBool, kI = PortType::kInt64;
+constexpr PortType kI32 = PortType::kInt32, kU8 = PortType::kUInt8, kU8S8 = PortType::kUInt8OrInt8;
 
 // ---- inputs, outputs and float defaults of each op, in onnx_ecc.ops' order --------------------------
 
@@ -67,6 +69,15 @@ inline constexpr FloatDefault kSampleCheckDefaults[] = {{"tolerance", kSampleTol
                                                         {"parity_tolerance", kDefaultTolerance},
                                                         {"filter_tolerance", kFilterTolerance}};
 
+// int8 layers (int_decode.h): no float attributes.
+inline constexpr Port kIntDecodeInputs[] = {{"Y", kI32, false, false}};
+inline constexpr Port kIntDecodeOutputs[] = {{"Z", kU8, false, false}};
+inline constexpr FloatDefault kIntDecodeDefaults[] = {{nullptr, 0.f}};
+
+inline constexpr Port kIm2ColNhwcInputs[] = {{"X", kU8S8, false, false}};
+inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
+inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
+
 // ---- the table: name, attribute parser (ort_attrs.h), CPU kernel, CUDA kernel ---------------------
 
 #define ONNX_ECC_OPS(X)                                                             \
@@ -75,7 +86,9 @@ inline constexpr FloatDefault kSampleCheckDefaults[] = {{"tolerance", kSampleTol
   X(InjectFault, ParseInjectAttrs, InjectKernel, InjectCudaKernel)                  \
   X(SumCheck, ParseSumCheckAttrs, SumCheckKernel, NoKernel)                         \
   X(ParityCheck, ParseParityCheckAttrs, ParityCheckKernel, ParityCheckCudaKernel)   \
-  X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)
+  X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)   \
+  X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, NoKernel)                      \
+  X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, NoKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
 // parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).

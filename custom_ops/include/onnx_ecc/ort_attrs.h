@@ -14,6 +14,7 @@
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
 #include "onnx_ecc/inject.h"
+#include "onnx_ecc/int_decode.h"
 #include "onnx_ecc/op_table.h"
 #include "onnx_ecc/parity_check.h"
 #include "onnx_ecc/sample_check.h"

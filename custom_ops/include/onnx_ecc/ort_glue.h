@@ -33,6 +33,9 @@ inline ONNXTensorElementDataType OrtType(PortType t) {
   switch (t) {
     case PortType::kBool: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
     case PortType::kInt64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    case PortType::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case PortType::kUInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case PortType::kUInt8OrInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // any: the kernel checks
     default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
 }

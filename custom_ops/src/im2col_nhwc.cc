@@ -1,0 +1,82 @@
+// Im2ColNhwc: its parser and onnxruntime CPU kernel (the row copy is int_decode_math.h).
+#include <string>
+#include <vector>
+
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/int_decode.h"
+#include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
+
+namespace onnx_ecc {
+
+OrtStatusPtr ParseIm2ColAttrs(const Ort::ConstKernelInfo& info, Im2ColAttrs* a) {
+  a->name = "Im2ColNhwc";
+  const auto k = AttrInts(info, "kernel_shape", {});
+  const auto st = AttrInts(info, "strides", {1, 1});
+  const auto pads = AttrInts(info, "pads", {0, 0, 0, 0});
+  const auto dl = AttrInts(info, "dilations", {1, 1});
+  if (k.size() != 2 || st.size() != 2 || pads.size() != 4 || dl.size() != 2)
+    return Error(ORT_INVALID_ARGUMENT, a->name, "kernel_shape, strides and dilations need 2 values and pads 4");
+  for (int i = 0; i < 2; ++i) {
+    if (k[i] < 1 || st[i] < 1 || dl[i] < 1) return Error(ORT_INVALID_ARGUMENT, a->name, "kernel_shape, strides and dilations must be >= 1");
+    a->k[i] = k[i]; a->st[i] = st[i]; a->dl[i] = dl[i];
+  }
+  for (int i = 0; i < 4; ++i) {
+    if (pads[i] < 0) return Error(ORT_INVALID_ARGUMENT, a->name, "pads must be >= 0");
+    a->pads[i] = pads[i];
+  }
+  a->pad_value = AttrInt(info, "pad_value", 0);
+  if (a->pad_value < 0 || a->pad_value > 255) return Error(ORT_INVALID_ARGUMENT, a->name, "pad_value must be in 0..255");
+  return nullptr;
+}
+
+struct Im2ColKernel : Im2ColAttrs {
+  struct Job {
+    const Im2ColKernel* k;
+    const uint8_t* x;
+    uint8_t* y;
+    int64_t H, W, C, Ho, Wo;
+    uint8_t flip;
+  };
+
+  static void Run(void* data, size_t item) {  // one output row (n, oh)
+    auto* j = static_cast<Job*>(data);
+    const auto* k = j->k;
+    const int64_t n = static_cast<int64_t>(item) / j->Ho, oh = static_cast<int64_t>(item) % j->Ho;
+    Im2ColRow(j->x + n * j->H * j->W * j->C, j->H, j->W, j->C, j->Wo, oh, k->k, k->st, k->pads, k->dl,
+              static_cast<uint8_t>(k->pad_value), j->flip, j->y + static_cast<int64_t>(item) * j->Wo * k->k[0] * k->k[1] * j->C);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto x = ctx.GetInput(0);
+      auto xi = x.GetTensorTypeAndShapeInfo();
+      const auto type = xi.GetElementType();
+      if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8)
+        return Error(ORT_INVALID_ARGUMENT, name, "X must be uint8 or int8");
+      const auto s = xi.GetShape();
+      if (s.size() != 4) return Error(ORT_INVALID_ARGUMENT, name, "X must be 4-D (N, H, W, C)");
+      const int64_t N = s[0], H = s[1], W = s[2], C = s[3];
+      const int64_t Ho = (H + pads[0] + pads[2] - dl[0] * (k[0] - 1) - 1) / st[0] + 1;
+      const int64_t Wo = (W + pads[1] + pads[3] - dl[1] * (k[1] - 1) - 1) / st[1] + 1;
+      if (H + pads[0] + pads[2] < dl[0] * (k[0] - 1) + 1 || W + pads[1] + pads[3] < dl[1] * (k[1] - 1) + 1)
+        return Error(ORT_INVALID_ARGUMENT, name, "the kernel is larger than the padded input");
+      auto y = ctx.GetOutput(0, std::vector<int64_t>{N, Ho, Wo, k[0] * k[1] * C});
+      if (N * Ho * Wo * C == 0) return nullptr;
+      const uint8_t* xp = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+                              ? x.GetTensorData<uint8_t>()
+                              : reinterpret_cast<const uint8_t*>(x.GetTensorData<int8_t>());
+      Job job{this, xp, y.GetTensorMutableData<uint8_t>(), H, W, C, Ho, Wo,
+              static_cast<uint8_t>(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 0x80 : 0)};
+      ctx.ParallelFor(&Run, static_cast<size_t>(N * Ho), 0, &job);
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+ONNX_ECC_CPU_OP(Im2ColNhwc)
+
+}  // namespace onnx_ecc

@@ -1,0 +1,117 @@
+"""IntDecode and Im2ColNhwc (the ops of int8 layers) against their numpy oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import onnx_ecc
+from onnx_ecc import ops
+from onnx_ecc.codes import integer
+from onnx_ecc.ops.oracles import im2col_nhwc, int_decode
+from onnx_ecc.runtime.counters import read_counters
+
+
+def _model(decl, x_type, z_type, attrs):
+    node = decl.make_node(["X"], ["Z"], "op", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", x_type, None)],
+                          [helper.make_tensor_value_info("Z", z_type, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
+                             ir_version=9)
+
+
+def _run(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=onnx_ecc.session_options(),
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, {"X": x})[0]
+
+
+def _layer(rng, m, k, block, parity, rows, with_bias=True):
+    """Accumulators [rows, M + P] of a random int8 layer with its digit columns, and IntDecode's attributes."""
+    w = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    digits, planes, g = integer.parity_rows(w, block, parity)
+    x = rng.integers(-128, 128, (rows, k)).astype(np.int64)
+    y = (x @ np.concatenate([w, digits]).astype(np.int64).T).astype(np.int32)
+    bias = rng.integers(-5000, 5000, m) if with_bias else None
+    attrs = dict(data_channels=m, block=block, parity=parity, generator=[int(v) for v in g.ravel()],
+                 planes=planes, scale=[float(v) for v in rng.uniform(1e-4, 3e-3, m).astype(np.float32)],
+                 zero_point=int(rng.integers(0, 256)), layer="int-layer", model_id="test-int-ops")
+    if with_bias:
+        attrs.update(bias=[int(v) for v in bias], bias_parity=integer.bias_parity(bias, block, parity))
+    return y, attrs
+
+
+@pytest.mark.parametrize("m,block,parity", [(40, 32, 2), (64, 32, 2), (10, 4, 3), (33, 8, 1)])
+@pytest.mark.parametrize("faults", [0, 1, 3])
+def test_int_decode_matches_its_oracle(m, block, parity, faults):
+    rng = np.random.default_rng(m * 10 + faults)
+    y, attrs = _layer(rng, m, 75, block, parity, rows=97)
+    for _ in range(faults * 20):  # wrong accumulators anywhere, data or digit columns
+        y[rng.integers(0, y.shape[0]), rng.integers(0, y.shape[1])] += int(rng.integers(-10**6, 10**6))
+    want, counts = int_decode(y, **attrs)
+    got = _run(_model(ops.INT_DECODE, TensorProto.INT32, TensorProto.UINT8, attrs), y)
+    np.testing.assert_array_equal(got, want)
+    if faults == 0:
+        assert counts["flagged"] == 0
+
+
+def test_int_decode_corrects_every_single_wrong_accumulator_and_counts_it():
+    rng = np.random.default_rng(1)
+    y, attrs = _layer(rng, 64, 50, 32, 2, rows=64)
+    attrs["model_id"] = "test-int-single"
+    clean, _ = int_decode(y, **attrs)
+    bad = y.copy()
+    for row in range(64):  # one gross error per row, in every data channel in turn
+        bad[row, row] += (-1) ** row * (1 << 20)
+    got = _run(_model(ops.INT_DECODE, TensorProto.INT32, TensorProto.UINT8, attrs), bad)
+    np.testing.assert_array_equal(got, clean)
+    c = read_counters("test-int-single")["int-layer"]
+    assert (c.flagged, c.corrected_values, c.uncorrectable) == (64, 64, 0)
+
+
+def test_int_decode_repairs_a_corrupted_bias():
+    rng = np.random.default_rng(2)
+    y, attrs = _layer(rng, 40, 20, 32, 2, rows=5)
+    clean, _ = int_decode(y, **attrs)
+    attrs["bias"] = list(attrs["bias"])
+    attrs["bias"][7] ^= 1 << 12
+    got = _run(_model(ops.INT_DECODE, TensorProto.INT32, TensorProto.UINT8, attrs), y)
+    np.testing.assert_array_equal(got, clean)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("kernel,strides,pads,dil", [((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+                                                     ((3, 2), (2, 1), (0, 1, 2, 0), (1, 2)),
+                                                     ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1))])
+def test_im2col_nhwc_matches_its_oracle(dtype, kernel, strides, pads, dil):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, 7, 9, 5)).astype(dtype)
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), dilations=list(dil), pad_value=131)
+    x_type = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    got = _run(_model(ops.IM2COL_NHWC, x_type, TensorProto.UINT8, attrs), x)
+    np.testing.assert_array_equal(got, im2col_nhwc(x, **attrs))
+
+
+@pytest.mark.parametrize("case", ["y_float", "y_channels", "bad_generator", "bad_planes", "x_rank", "x_float"])
+def test_bad_inputs_and_attributes_give_ort_errors(case):
+    rng = np.random.default_rng(4)
+    y, attrs = _layer(rng, 8, 8, 4, 2, rows=3)
+    if case.startswith("x_"):
+        x = rng.integers(0, 255, (2, 3, 3) if case == "x_rank" else (1, 3, 3, 2)).astype(np.uint8)
+        model = _model(ops.IM2COL_NHWC, TensorProto.FLOAT if case == "x_float" else TensorProto.UINT8,
+                       TensorProto.UINT8, dict(kernel_shape=[2, 2]))
+        feed = x.astype(np.float32) if case == "x_float" else x
+    else:
+        if case == "bad_generator":
+            attrs["generator"] = [2] * len(attrs["generator"])
+        if case == "bad_planes":
+            attrs["planes"] = attrs["planes"][:-1]
+        model = _model(ops.INT_DECODE, TensorProto.FLOAT if case == "y_float" else TensorProto.INT32,
+                       TensorProto.UINT8, attrs)
+        feed = y.astype(np.float32) if case == "y_float" else (y[:, :-1] if case == "y_channels" else y)
+    with pytest.raises(Exception) as err:
+        _run(model, feed)
+    assert "onnx-ecc" in str(err.value) or "Type" in str(err.value)
