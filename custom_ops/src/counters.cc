@@ -98,7 +98,11 @@ __attribute__((visibility("default"))) size_t OnnxEcc_CountersJson(char* buf, si
       onnx_ecc::AppendJsonString(os, std::get<2>(key));
       os << ",\"runs\":" << c->runs.load() << ",\"vectors\":" << c->vectors.load() << ",\"flagged\":" << c->flagged.load()
          << ",\"corrected_blocks\":" << c->corrected_blocks.load() << ",\"corrected_values\":" << c->corrected_values.load()
-         << ",\"uncorrectable\":" << c->uncorrectable.load() << '}';
+         << ",\"uncorrectable\":" << c->uncorrectable.load();
+      const std::vector<int64_t> erased = c->Erasures();
+      os << ",\"dead_units\":" << erased.size() << ",\"erasures\":[";
+      for (size_t i = 0; i < erased.size(); ++i) os << (i ? "," : "") << erased[i];
+      os << "]}";
     }
     os << ']';
   }

@@ -73,16 +73,30 @@ using sweep::kChunk;
 
 // The exact step of one flagged vector (RepairVector of decode_math.h) in a stack scratch: channel
 // j of the vector at y_data[j * ycs], check q at y_par[q * ycs], output and residual at z[j * zcs],
-// res[j * zcs]; block thresholds from a0 in cfg's gain and offset. Cold: the sweeps' rare path.
+// res[j * zcs]; block thresholds from a0 in cfg's gain and offset. Cold: the sweeps' rare path,
+// and the path of every vector of a block with known erasures (er, block gk): then the positions
+// located beyond them and the known erasures that read wrong are marked for the learner.
 __attribute__((cold, noinline)) void RepairFlagged(const DecodeConfig& cfg, size_t a0, const float* gen, int b, int r,
                                                    double tol_eps, double xscale, const float* y_data,
                                                    const float* y_par, int64_t ycs, const float* res, float* z,
-                                                   int64_t zcs, DecodeCounts& counts) {
+                                                   int64_t zcs, DecodeCounts& counts, const RunErasures* er = nullptr) {
   alignas(16) unsigned char scratch[BlockScratchBytes(kMaxBlock, kMaxParity)];
   const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, cfg.scale_output ? -1.0 : xscale};
+  const int64_t gk = static_cast<int64_t>(a0) / r;
+  const int nk = er && er->count ? er->count[gk] : 0;
+  const int* known = nk ? er->pos + gk * kMaxParity : nullptr;
+  BlockOutcome out;
   RepairVector(CarveBlockScratch(scratch, b, r), gen, noise, b, r, cfg.correct, cfg.relu, y_data, y_par, ycs, res, z,
-               zcs, counts);
+               zcs, counts, known, nk, &out);
+  if (!er || !er->located) return;
+  for (int i = 0; i < out.located; ++i)
+    er->located[cfg.layout.Channel(gk, out.pos[i])].store(er->run, std::memory_order_relaxed);
+  for (int i = 0; i < nk; ++i)
+    if (!(out.agree >> i & 1u)) er->disagree[cfg.layout.Channel(gk, known[i])].store(er->run, std::memory_order_relaxed);
 }
+
+// Whether block gk has known erasures (its every vector then goes to the exact step).
+ECC_INLINE bool Erased(const RunErasures* er, int64_t gk) { return er && er->count && er->count[gk] > 0; }
 
 // Rows layout ([rows, C], channels contiguous): checks as short dot products per row, over the
 // blocks [kb0, kb1) of the flattened (group, block) index.
@@ -93,6 +107,8 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
   const int r = static_cast<int>(L.parity);
   const double tol_eps = TolEps(cfg.tolerance);
   const int64_t nb = L.num_blocks();
+  const RunErasures* er = v.erasures;
+  const bool er_any = er && er->count;
   for (int64_t row = 0; row < n; ++row) {
     const float* yrow = v.y + row * v.y_vector_stride;
     const float* rrow = v.residual ? v.residual + row * v.z_vector_stride : nullptr;
@@ -108,21 +124,27 @@ ECC_INLINE void DecodeRowsT(const DecodeConfig& cfg, const VectorView& v, int64_
       float* zd = zrow + zbase + L.block_starts[k];
       const float* rd = rrow ? rrow + zbase + L.block_starts[k] : nullptr;
       const size_t a0 = static_cast<size_t>(gk * r);
-      if (r == 2 && b % 8 == 0 && k + 3 < nb && gk + 3 < kb1 && L.block_sizes[k + 3] == b) {
+      if (er_any && Erased(er, gk)) {
+        WriteVector(yd, 1, rd, zd, 1, b, cfg.relu);
+        RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts, er);
+        continue;
+      }
+      if (r == 2 && b % 8 == 0 && k + 3 < nb && gk + 3 < kb1 && L.block_sizes[k + 3] == b &&
+          !(er_any && (Erased(er, gk + 1) || Erased(er, gk + 2) || Erased(er, gk + 3)))) {
         // Four full blocks at once (their data, checks and generators are adjacent).
         const unsigned bad = sweep::RowQuad2<kOut>(yd, yp, rd, zd, gen, b, cfg.gain_f.data() + a0,
                                                    cfg.offset_f.data() + a0, xscale);
         for (int m = 0; m < 4; ++m)
           if (bad >> m & 1u)
             RepairFlagged(cfg, a0 + 2 * m, gen + 2 * b * m, b, r, tol_eps, xscale, yd + m * b, yp + 2 * m, 1,
-                         rd ? rd + m * b : nullptr, zd + m * b, 1, counts);
+                         rd ? rd + m * b : nullptr, zd + m * b, 1, counts, er);
         gk += 3;
         k += 3;
         continue;
       }
       const bool bad = sweep::RowBlock<kOut>(yd, yp, rd, zd, gen, b, r, cfg.gain_f.data() + a0,
                                              cfg.offset_f.data() + a0, xscale);
-      if (bad) RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts);
+      if (bad) RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, 1, rd, zd, 1, counts, er);
     }
   }
   counts.vectors += n * (kb1 - kb0);
@@ -157,13 +179,15 @@ ECC_INLINE void DecodePlanarT(const DecodeConfig& cfg, const VectorView& v, int6
       sweep::PlanarBlock<kOut>(yd + c0, ycs, yp + c0, ycs, rd ? rd + c0 : nullptr, zd + c0, zcs, gen, b, r, len, syn,
                                mag);
       const float xscale = cfg.scale_output ? -1.f : v.xmax[0];
-      if (!sweep::PlanarFailures(syn, mag, xscale, cfg.gain_f.data() + a0, cfg.offset_f.data() + a0, r, len, bad))
+      const bool erased = Erased(v.erasures, gk);
+      if (!erased &&
+          !sweep::PlanarFailures(syn, mag, xscale, cfg.gain_f.data() + a0, cfg.offset_f.data() + a0, r, len, bad))
         continue;
       for (int64_t i = 0; i < len; ++i) {
-        if (!bad[i]) continue;
+        if (!erased && !bad[i]) continue;
         const int64_t pos = c0 + i;
         RepairFlagged(cfg, a0, gen, b, r, tol_eps, cfg.scale_output ? 0.f : v.xmax[0], yd + pos, yp + pos, ycs,
-                     rd ? rd + pos : nullptr, zd + pos, zcs, counts);
+                     rd ? rd + pos : nullptr, zd + pos, zcs, counts, v.erasures);
       }
     }
   }
@@ -220,8 +244,8 @@ void DecodeStrided(const DecodeConfig& cfg, const VectorView& v, int64_t n, int6
       WriteVector(yd, ycs, rd, zd, zcs, b, cfg.relu);
       const BlockNoise noise{cfg.gain.data() + a0, cfg.offset.data() + a0, tol_eps, 0.0};
       const float xscale = cfg.scale_output ? 0.f : v.xmax[i * v.xmax_stride];
-      if (FastChecksFail(yd, yp, ycs, gen, b, r, noise, cfg.scale_output ? -1.f : xscale, false))
-        RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, ycs, rd, zd, zcs, counts);
+      if (Erased(v.erasures, gk) || FastChecksFail(yd, yp, ycs, gen, b, r, noise, cfg.scale_output ? -1.f : xscale, false))
+        RepairFlagged(cfg, a0, gen, b, r, tol_eps, xscale, yd, yp, ycs, rd, zd, zcs, counts, v.erasures);
     }
   }
   counts.vectors += n * (kb1 - kb0);

@@ -32,7 +32,7 @@ void AppendPorts(std::ostringstream& os, const Port* ports, size_t n) {
 }
 
 // {"domain": ..., "ops": [{"name", "inputs": [{"name", "type", "optional", "host"}], "outputs": [...],
-// "defaults": {attr: value}, "has_cpu", "has_cuda"}]}: what the table says, in any build (has_cuda
+// "defaults": {attr: value}, "int_defaults": {attr: value}, "has_cpu", "has_cuda"}]}: what the table says, in any build (has_cuda
 // is the table's CUDA column; OnnxEcc_HasCuda says whether this build has the CUDA kernels).
 std::string TableJson() {
   std::ostringstream os;
@@ -47,6 +47,9 @@ std::string TableJson() {
     os << ",\"defaults\":{";
     for (size_t i = 0; i < s.num_defaults; ++i)
       os << (i ? "," : "") << '"' << s.defaults[i].attr << "\":" << s.defaults[i].value;
+    os << "},\"int_defaults\":{";
+    for (size_t i = 0; i < s.num_int_defaults; ++i)
+      os << (i ? "," : "") << '"' << s.int_defaults[i].attr << "\":" << s.int_defaults[i].value;
     os << "},\"has_cpu\":" << (s.has_cpu ? "true" : "false") << ",\"has_cuda\":" << (s.has_cuda ? "true" : "false")
        << '}';
   }

@@ -86,6 +86,12 @@ float TableAttrFloat(const Ort::ConstKernelInfo& info, OpId op, const char* name
   return AttrFloat(info, name, *def);
 }
 
+int64_t TableAttrInt(const Ort::ConstKernelInfo& info, OpId op, const char* name) {
+  const long long* def = IntDefaultOf(op, name);
+  if (!def) throw std::invalid_argument(std::string("the op table lists no default of ") + name);
+  return AttrInt(info, name, static_cast<int64_t>(*def));
+}
+
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg) {
   return Ort::GetApi().CreateStatus(code, ("onnx-ecc " + where + ": " + msg).c_str());
 }
@@ -145,6 +151,9 @@ OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* k) 
   k->axis = AttrInt(info, "axis", 1);
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
   k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "Decode");
+  err = k->learner.Init(k->cfg.layout, AttrInts(info, "erasures", {}), TableAttrInt(info, OpId::kDecode, "learn_after"),
+                        k->counters);
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   return nullptr;
 }
 
@@ -295,6 +304,7 @@ struct DecodeKernel : DecodeAttrs {
     int64_t outer, inner;
     WorkSplit split;
     SharedCounts* counts;
+    const RunErasures* erasures;
   };
 
   static void Run(void* data, size_t item) {
@@ -312,6 +322,7 @@ struct DecodeKernel : DecodeAttrs {
       v = VectorView{j->y + yoff, j->residual ? j->residual + zoff : nullptr, j->z + zoff, j->inner, 1, j->inner, 1,
                      j->xmax ? j->xmax + o : nullptr, 0};
     }
+    v.erasures = j->erasures;
     DecodeCounts c;
     DecodeVectors(j->k->cfg, v, n, c, kb0, kb1);
     j->counts->Add(c);
@@ -350,10 +361,14 @@ struct DecodeKernel : DecodeAttrs {
       if (outer * inner == 0) return nullptr;
       const int64_t blocks = L.groups * L.num_blocks();
       SharedCounts counts;
+      std::shared_ptr<const ErasureSet> erased;
+      const int64_t run = learner.BeginRun(&erased);
+      const RunErasures er = learner.View(erased.get(), run);
       Job job{this, in.y, residual, z.GetTensorMutableData<float>(), xmax.empty() ? nullptr : xmax.data(), outer, inner,
-              SplitWork(outer, inner, blocks, L.total_channels + L.data_channels), &counts};
+              SplitWork(outer, inner, blocks, L.total_channels + L.data_channels), &counts, &er};
       ctx.ParallelFor(&Run, static_cast<size_t>(job.split.items), 0, &job);
       const DecodeCounts total = counts.Total(outer * inner * blocks);
+      learner.EndRun(run, total.flagged > 0);
       counters->Add(total);
       if (fail_stop && total.uncorrectable > 0)
         return Error(ORT_FAIL, name,

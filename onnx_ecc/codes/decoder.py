@@ -13,11 +13,18 @@ from onnx_ecc.codes.channel import ROUNDING_FLOOR
 
 @dataclasses.dataclass
 class BlockResult:
-    """Outcome of decoding one block of one output vector."""
+    """Outcome of decoding one block of one output vector.
+
+    ``flagged``: something beyond the known erasures was wrong (a vector whose only wrong values
+    are known erasures is expected, and not flagged); ``corrected``: values re-solved beyond the
+    known erasures; ``located``: their positions (data j, check b + q); ``agree``: the known
+    erasures that read right in this vector (their value as received agrees with the checks')."""
 
     flagged: bool = False
     corrected: int = 0
     uncorrectable: bool = False
+    located: tuple[int, ...] = ()
+    agree: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,23 +51,27 @@ class BlockNoise:
 
 
 def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, noise: BlockNoise,
-                 correct: bool = True) -> tuple[np.ndarray, BlockResult]:
+                 correct: bool = True, known=()) -> tuple[np.ndarray, BlockResult]:
     """Decode one block: data y (b), parity p (r), generator g (r x b), noise model.
 
-    Returns the corrected data and what happened. Non-finite values are erasures (known
-    positions); beyond them, the smallest set of wrong positions that leaves every remaining
-    check within its threshold is taken, and the wrong data values are re-solved from the
-    checks (never by subtracting an error estimate, so gross errors leave no residue).
+    Returns the corrected data and what happened. Erasures (positions known to be wrong) are the
+    ``known`` positions (data j, check b + q: a layer's known erasures) and the non-finite values;
+    they are solved first (least squares on the parity equations), and beyond them the smallest
+    set of wrong positions, at most floor((r - erasures) / 2), that leaves every remaining check
+    within its threshold is taken; the wrong data values are re-solved from the checks (never by
+    subtracting an error estimate, so gross errors leave no residue).
     """
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     r, b = g.shape
     values = np.concatenate([y, p])
-    erased = [i for i in range(b + r) if not np.isfinite(values[i])]
+    known = sorted({int(k) for k in known})
+    nonfinite = [i for i in range(b + r) if not np.isfinite(values[i])]
+    erased = sorted(set(known) | set(nonfinite))
     if len(erased) > r:
         return y, BlockResult(flagged=True, uncorrectable=True)
-    if not erased and _solve_unknown(values, g, [], noise) is not None:
-        return y, BlockResult()
+    if not nonfinite and _solve_unknown(values, g, [], noise) is not None:
+        return y, BlockResult(agree=tuple(known))
     result = BlockResult(flagged=True)
     if not correct:
         result.uncorrectable = True
@@ -78,10 +89,36 @@ def decode_block(y: np.ndarray, p: np.ndarray, g: np.ndarray, noise: BlockNoise,
             out = y.copy()
             data_unknown = [i for i in unknown if i < b]
             out[data_unknown] = z
-            result.corrected = len(unknown)
-            return out, result
+            located = tuple(i for i in unknown if i not in known)
+            agree = tuple(k for k in known if _erasure_agrees(values, g, noise, unknown, out, k))
+            return out, BlockResult(flagged=bool(located), corrected=len(located), located=located, agree=agree)
     result.uncorrectable = True
     return y, result
+
+
+def _erasure_agrees(values, g, noise: BlockNoise, unknown, repaired, u) -> bool:
+    """Whether known erasure ``u`` reads right under the solved hypothesis (as the kernels'
+    ErasureAgrees): a data value agrees with its re-solved one within every trusted check's
+    threshold, a parity value with the parity of the repaired data."""
+    r, b = g.shape
+    trusted = np.ones(b + r, dtype=bool)
+    trusted[list(unknown)] = False
+    thr = noise.thresholds(values, trusted)
+    held = values[u]
+    if not np.isfinite(held):
+        return False
+    if u < b:
+        z = repaired[u]
+        for k in range(r):
+            if not trusted[b + k]:
+                continue
+            gk = float(g[k, u])
+            if not abs(gk * (held - z)) <= thr[k] + ROUNDING_FLOOR * abs(gk) * (abs(held) + abs(z)):
+                return False
+        return True
+    q = u - b
+    terms = g[q] * repaired
+    return bool(abs(held - terms.sum()) <= thr[q] + ROUNDING_FLOOR * (abs(held) + np.abs(terms).sum()))
 
 
 def _solve_unknown(values, g, unknown, noise: BlockNoise):

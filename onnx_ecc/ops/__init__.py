@@ -17,6 +17,7 @@ DOMAIN = "ai.onnx_ecc"
 OPSET_VERSION = 1
 FILTER_TOLERANCE = 8.0  # SampleCheck: filter sums are exact up to float rounding of the stored sum
 DEFAULT_TOLERANCE = 64.0  # threshold multiplier on eps32 x the rounding bound, before calibration
+LEARN_AFTER = 3  # Decode: runs in a row that make a located channel a known erasure (and release it)
 
 _A = defs.OpSchema.AttrType
 
@@ -99,6 +100,10 @@ DECODE = OpDecl(
         Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
         Attr("activation", _A.STRING, "activation applied to the corrected data plus R ('' or 'Relu')", default=""),
         *_reporting("a block cannot be corrected"),
+        Attr("erasures", _A.INTS, "known erased channels of Y (dead units: channels of the decoded output, as "
+             "transform.record's onnx_ecc.erasures), at most parity per block: solved first in every vector"),
+        Attr("learn_after", _A.INT, "runs in a row a channel must be located wrong to become a known erasure, "
+             "and read right to leave the list (0: the erasures stay as given)", default=LEARN_AFTER),
     ),
 )
 

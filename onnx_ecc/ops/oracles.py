@@ -40,9 +40,18 @@ def chunk_max_abs(x: np.ndarray | None, outer: int) -> np.ndarray:
 
 def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | None = None, *, axis=1,
            data_channels, groups=1, block, parity, generator, noise_gain, noise_offset, tolerance=ops.DEFAULT_TOLERANCE,
-           scale="output", mode="correct", activation="", **_ignored):
-    """Reference Decode: returns (act(corrected data channels + residual), counts)."""
+           scale="output", mode="correct", activation="", erasures=(), marks: dict | None = None, **_ignored):
+    """Reference Decode: returns (act(corrected data channels + residual), counts).
+
+    ``erasures``: known erased channels of Y (as the op's attribute): their blocks are decoded in
+    every vector with them as known positions. ``marks`` (a dict, if given) receives this run's
+    learning marks, as the kernel's learner sees them: ``located`` (channels located wrong in some
+    vector) and ``disagree`` (known erasures that read wrong in some vector)."""
     layout = Layout(int(data_channels), int(block), int(parity), int(groups))
+    erased = {int(c) for c in (erasures or ())}
+    if any(not 0 <= c < layout.total_channels for c in erased):
+        raise ValueError(f"erasure channel out of range: Y has channels 0..{layout.total_channels - 1}")
+    located, disagree = set(), set()
     y = np.asarray(y, dtype=np.float32)
     ax = axis % y.ndim
     if y.shape[ax] != layout.total_channels:
@@ -79,9 +88,15 @@ def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | No
                 bad = ~(np.abs(syn) <= thr)
             counts["vectors"] += outer * inner
             zd = data.copy()
-            for o, i in np.argwhere(bad.any(axis=1)):
+            channel = [ybase + start + j for j in range(b)] + [ybase + dpg + k * r + q for q in range(r)]
+            known = [pos for pos, c in enumerate(channel) if c in erased]
+            flagged_vectors = np.argwhere(np.ones(bad.shape[::2], bool) if known else bad.any(axis=1))
+            for o, i in flagged_vectors:
                 noise = BlockNoise(gain[a:a + r], offset[a:a + r], tol_eps, None if xmax is None else float(xmax[o]))
-                fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, noise, correct=(mode == "correct"))
+                fixed, result = decode_block(data[o, :, i], par[o, :, i], gen, noise, correct=(mode == "correct"),
+                                             known=known)
+                located.update(channel[pos] for pos in result.located)
+                disagree.update(channel[pos] for pos in known if pos not in result.agree)
                 _add(counts, result)
                 zd[o, :, i] = fixed
                 keep_nan[o, zbase + start: zbase + start + b, i] = result.uncorrectable
@@ -94,7 +109,61 @@ def decode(y: np.ndarray, x: np.ndarray | None = None, residual: np.ndarray | No
         z = np.where((z > 0) | (keep_nan & np.isnan(z)), z, np.float32(0))
     out_shape = list(y.shape)
     out_shape[ax] = layout.data_channels
+    if marks is not None:
+        marks["located"], marks["disagree"] = located, disagree
     return z.reshape(out_shape), counts
+
+
+class ErasureLearner:
+    """Mirror of the kernels' learner (custom_ops/include/onnx_ecc/erasures.h): a channel located
+    wrong in ``learn_after`` runs in a row becomes a known erasure (at most ``parity`` per block),
+    a known erasure that reads right (no vector disagrees) as many runs in a row leaves the list."""
+
+    def __init__(self, layout: Layout, erasures=(), learn_after: int = 3):
+        self.layout, self.learn_after = layout, int(learn_after)
+        self.erased = {int(c) for c in erasures}
+        self.located_streak: dict[int, int] = {}
+        self.right_streak: dict[int, int] = {}
+
+    def update(self, marks: dict) -> None:
+        """One run's marks (``decode(..., marks=...)``)."""
+        if self.learn_after <= 0:
+            return
+        changed = False
+        for c in range(self.layout.total_channels):
+            if c not in self.erased:
+                if c in marks["located"]:
+                    self.located_streak[c] = self.located_streak.get(c, 0) + 1
+                    if self.located_streak[c] >= self.learn_after:
+                        self.erased.add(c)
+                        changed = True
+                        self.located_streak[c] = self.right_streak[c] = 0
+                else:
+                    self.located_streak[c] = 0
+            elif c not in marks["disagree"]:
+                self.right_streak[c] = self.right_streak.get(c, 0) + 1
+                if self.right_streak[c] >= self.learn_after:
+                    self.erased.discard(c)
+                    changed = True
+                    self.located_streak[c] = self.right_streak[c] = 0
+            else:
+                self.right_streak[c] = 0
+        if changed:  # at most parity per block, in channel order within the block (data, then checks)
+            lay = self.layout
+            tpg, dpg = lay.total_channels // lay.groups, lay.data_per_group
+            for g in range(lay.groups):
+                start = 0
+                for k, b in enumerate(lay.block_sizes):
+                    chans = [g * tpg + start + j for j in range(b)] + [g * tpg + dpg + k * lay.parity + q
+                                                                      for q in range(lay.parity)]
+                    kept = [c for c in chans if c in self.erased]
+                    for c in kept[lay.parity:]:
+                        self.erased.discard(c)
+                    start += b
+
+    @property
+    def channels(self) -> list[int]:
+        return sorted(self.erased)
 
 
 def depthwise_check(x: np.ndarray, y: np.ndarray, *, weights, bias, weight_sums, strides=(1, 1), pads=(0, 0, 0, 0),

@@ -24,7 +24,11 @@ def _lib() -> ctypes.CDLL:
 
 @dataclasses.dataclass(frozen=True)
 class LayerCounts:
-    """Error counts of one protected layer (code blocks x output vectors)."""
+    """Error counts of one protected layer (code blocks x output vectors).
+
+    ``dead_units`` and ``erasures`` are a state, not counts: the layer's known erasures now
+    (Decode: channels of its decoded output, learned at run time or given, see
+    transform.record), which a difference of two readings keeps from the later one."""
 
     layer: str
     op: str
@@ -34,6 +38,8 @@ class LayerCounts:
     corrected_blocks: int = 0
     corrected_values: int = 0
     uncorrectable: int = 0
+    dead_units: int = 0
+    erasures: tuple[int, ...] = ()
 
     def __sub__(self, other: "LayerCounts") -> "LayerCounts":
         fields = ("runs", "vectors", "flagged", "corrected_blocks", "corrected_values", "uncorrectable")
@@ -58,6 +64,7 @@ def read_counters(model_id: str | None = None) -> dict[str, LayerCounts]:
         key = row["layer"] if model_id is not None else f'{row["model_id"]}/{row["layer"]}'
         if row["op"] in FAST_PATH_CHECKS:  # the rerun strategy's fast-path check of a layer that also decodes
             key += FAST_PATH_CHECKS[row["op"]]
+        row["erasures"] = tuple(row.get("erasures", ()))
         out[key] = LayerCounts(**{k: v for k, v in row.items() if k != "model_id"})
     return out
 

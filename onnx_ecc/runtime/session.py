@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx_ecc import ops
 from onnx_ecc.runtime.counters import FAST_PATH_CHECKS, LayerCounts, _lib, read_counters
 from onnx_ecc.runtime.library import library_path
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import read_erasures, read_protection, write_erasures
 
 
 def inference_session(model: onnx.ModelProto, options: ort.SessionOptions | None = None,
@@ -69,6 +69,12 @@ class RunReport:
         return self.flagged == 0
 
     @property
+    def dead_units(self) -> dict[str, int]:
+        """Per protected layer with any, its known erasures after this run (dead units: channels of
+        its decoded output, learned at run time or known at load, see ProtectedSession)."""
+        return {name: c.dead_units for name, c in self.layers.items() if c.op == ops.DECODE.name and c.dead_units}
+
+    @property
     def checks_failed(self) -> int:
         """Samples (sum checks) and blocks (parity checks) that failed a fast-path check of the rerun
         strategy (each one makes the run decode)."""
@@ -77,6 +83,8 @@ class RunReport:
     def summary(self) -> str:
         text = (f"{self.flagged - self.checks_failed} block(s) flagged, {self.corrected} corrected, "
                 f"{self.uncorrectable} uncorrectable")
+        if self.dead_units:
+            text += f"; {sum(self.dead_units.values())} dead unit(s) known in {len(self.dead_units)} layer(s)"
         return text + (f"; {self.checks_failed} failed fast-path check(s) made the run decode" if self.checks_failed else "")
 
 
@@ -86,18 +94,59 @@ class ProtectedSession:
     ``fail_stop=True`` turns on every decoder's fail-stop attribute, so a run with an
     uncorrectable block raises instead of returning outputs. Counters are process-wide per
     (model id, layer); runs of one model from several threads at once share them.
+
+    Known erasures (dead units): each Decode node starts with those of the model's
+    ``onnx_ecc.erasures`` metadata, the units its weights show dead (all zero with a zero bias,
+    or non-finite; ``find_dead``) and ``erasures`` (per layer, channels of its decoded output),
+    passed as its ``erasures`` attribute; it then learns more at run time (``erasures`` of the
+    session: the current lists). ``save_erasures`` stores them in a model's metadata for the next
+    session. Malformed metadata or a channel out of range raises ValueError.
     """
 
     def __init__(self, model: onnx.ModelProto | str, providers: Iterable[str] | None = None,
-                 fail_stop: bool | None = None, options: ort.SessionOptions | None = None):
+                 fail_stop: bool | None = None, options: ort.SessionOptions | None = None,
+                 erasures: dict[str, list[int]] | None = None, find_dead: bool = True):
+        from onnx_ecc.runtime.erasures import dead_channels, with_erasures
+
         if isinstance(model, (str, bytes)) and not isinstance(model, onnx.ModelProto):
             model = onnx.load(model)
         self.protection = read_protection(model)
         self.model_id = self.protection.get("model_id", "") if self.protection else ""
+        self.model = model
+        known: dict[str, set[int]] = {}
+        for source in (read_erasures(model), dead_channels(model) if find_dead else {}, erasures or {}):
+            for layer, channels in source.items():
+                known.setdefault(layer, set()).update(int(c) for c in channels)
+        self.initial_erasures = {layer: sorted(c) for layer, c in sorted(known.items()) if c}
+        if self.initial_erasures:
+            model = with_erasures(model, self.initial_erasures)
         if fail_stop is not None:
             model = set_fail_stop(model, fail_stop)
         self.session = inference_session(model, session_options(options), providers)
         self.last_report: RunReport | None = None
+
+    @property
+    def erasures(self) -> dict[str, list[int]]:
+        """The known erasures of each decoded layer now (channels of its decoded output)."""
+        return {name: list(c.erasures) for name, c in read_counters(self.model_id).items()
+                if c.op == ops.DECODE.name and c.erasures}
+
+    def save_erasures(self, target):
+        """Store the current known erasures in a model's ``onnx_ecc.erasures`` metadata and its
+        Decode nodes' ``erasures`` attribute, so that a new session (a plain InferenceSession too)
+        decodes with them from its first run. ``target``: a ModelProto (changed in place and
+        returned) or a path, where this session's model is written with them (atomically)."""
+        from onnx_ecc.io import save_model
+        from onnx_ecc.runtime.erasures import with_erasures
+
+        erasures = self.erasures
+        model = target if isinstance(target, onnx.ModelProto) else self.model
+        updated = with_erasures(model, erasures)
+        write_erasures(updated, erasures)
+        if isinstance(target, onnx.ModelProto):
+            target.CopyFrom(updated)
+            return target
+        return save_model(updated, target)
 
     def run(self, output_names, feeds: dict[str, Any], run_options=None):
         before = read_counters(self.model_id)

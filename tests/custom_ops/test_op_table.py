@@ -75,3 +75,14 @@ def test_float_attribute_defaults_are_the_declared_ones(by_name, decl):
 
 def test_the_default_tolerance_is_the_python_one(by_name):
     assert by_name[ops.DECODE.name]["defaults"]["tolerance"] == ops.DEFAULT_TOLERANCE
+
+
+@pytest.mark.parametrize("decl", ops.ALL_OPS, ids=lambda d: d.name)
+def test_int_attribute_defaults_the_table_lists_are_the_declared_ones(by_name, decl):
+    """The int attributes whose default the C++ parsers take from the table (TableAttrInt)."""
+    for name, value in by_name[decl.name]["int_defaults"].items():
+        assert decl.attr(name).kind == defs.OpSchema.AttrType.INT and decl.attr(name).default == value
+
+
+def test_decode_learns_erasures_after_the_declared_number_of_runs(by_name):
+    assert by_name[ops.DECODE.name]["int_defaults"] == {"learn_after": ops.LEARN_AFTER}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import corrupt_initializer, insert_output_fault
+from conftest import corrupt_initializer, insert_output_fault, mnist_cnn_and_digits
 
 import onnx_ecc
 from onnx_ecc.transform.record import read_protection
@@ -13,14 +13,7 @@ from onnx_ecc.transform.record import read_protection
 
 @pytest.fixture(scope="module")
 def setup():
-    pytest.importorskip("torch")
-    from onnx_ecc import datasets, zoo
-
-    try:
-        model = zoo.mnist_cnn()
-        data = datasets.load("mnist")
-    except Exception as e:  # package missing: say which
-        pytest.skip(f"MNIST CNN or data unavailable: {e}")
+    model, data = mnist_cnn_and_digits()
     protected = onnx_ecc.transform(model)
     x, y = data.x_test[:500], data.y_test[:500]
     return model, protected, x, y

@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "onnx_ecc/decode.h"
 
@@ -20,6 +22,20 @@ struct LayerCounters {
     corrected_values.fetch_add(c.corrected_values, std::memory_order_relaxed);
     uncorrectable.fetch_add(c.uncorrectable, std::memory_order_relaxed);
   }
+  // The layer's known erasures (Decode: channels of Y, erasures.h), a state rather than a count:
+  // exported as "erasures" and "dead_units", kept by a reset.
+  void SetErasures(const std::vector<int64_t>& channels) {
+    std::lock_guard<std::mutex> lock(erasures_mu);
+    erasures = channels;
+  }
+  std::vector<int64_t> Erasures() {
+    std::lock_guard<std::mutex> lock(erasures_mu);
+    return erasures;
+  }
+
+ private:
+  std::mutex erasures_mu;
+  std::vector<int64_t> erasures;
 };
 
 // The counters of (model_id, layer, op); the pointer stays valid for the life of the process.

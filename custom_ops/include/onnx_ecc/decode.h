@@ -3,6 +3,7 @@
 // code vector is decode_math.h, shared with the CUDA kernels.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,6 +24,23 @@ struct CodeLayout {
   // Fills the derived fields; returns an error message, or "" when consistent.
   std::string Init(int64_t data_channels, int64_t groups, int64_t block, int64_t parity);
   int64_t num_blocks() const { return static_cast<int64_t>(block_sizes.size()); }
+  // The channel of Y (data and parity, per group) of position pos (data j < b, check b + q) of
+  // flattened block gk = group * num_blocks() + block.
+  int64_t Channel(int64_t gk, int pos) const {
+    const int64_t g = gk / num_blocks(), k = gk % num_blocks(), b = block_sizes[k];
+    const int64_t base = g * (data_per_group + parity_per_group);
+    return pos < b ? base + block_starts[k] + pos : base + data_per_group + k * parity + (pos - b);
+  }
+};
+
+// One run's known erasures and the learner's marks (erasures.h), as the sweeps read them: blocks
+// with known erasures skip the fast check and go to the exact step in every vector.
+struct RunErasures {
+  const int* count = nullptr;  // per flattened (group, block): known erasures; null when none anywhere
+  const int* pos = nullptr;    // per block, kMaxParity slots: their positions, sorted
+  std::atomic<int64_t>* located = nullptr;   // per channel: the last run that located it wrong
+  std::atomic<int64_t>* disagree = nullptr;  // per channel: the last run in which it read wrong as a known erasure
+  int64_t run = 0;
 };
 
 struct DecodeConfig {
@@ -54,6 +72,7 @@ struct VectorView {
   int64_t y_channel_stride, y_vector_stride, z_channel_stride, z_vector_stride;
   const float* xmax;      // scale='input': max|X| for vector i at xmax[i * xmax_stride]
   int64_t xmax_stride;
+  const RunErasures* erasures = nullptr;  // known erasures and learning marks, or null
 };
 
 // Checks, corrects and writes n output vectors, in the code blocks [block_begin, block_end) of the

@@ -253,24 +253,83 @@ ECC_HD inline double SolveUnknown(const BlockScratch& s, const float* g, const B
   return norm;
 }
 
+// What the exact step found in one vector beyond its block's known erasures (learned by the
+// kernels' ErasureLearner, erasures.h): the positions it re-solved that were not known erasures
+// (data j < b, check q at b + q), and which known erasures read right (their value as received
+// agrees with the one the checks give).
+struct BlockOutcome {
+  int located = 0;
+  int pos[kMaxParity];
+  unsigned agree = 0;  // bit i: known erasure i reads right in this vector
+};
+
+// Whether known erasure u (data u < b, check u - b) reads right under the solved hypothesis in s
+// (s.z, s.thr, s.is_unknown from SolveUnknown; z_u its solved value when u < b): data: for every
+// check k whose parity is trusted, |g[k, u] (y_u - z_u)| <= thr_k + rounding; check q: the parity
+// recomputed from the repaired data agrees with the one received within thr_q + rounding.
+ECC_HD inline bool ErasureAgrees(const BlockScratch& s, const float* g, int b, int r, int u, double z_u,
+                                 const int* data_u, int ndu) {
+  if (u < b) {
+    const double held = s.yb[u];
+    if (!Finite(held)) return false;
+    const double d = DSub(held, z_u);
+    for (int k = 0; k < r; ++k) {
+      if (s.is_unknown[b + k]) continue;
+      const double gk = static_cast<double>(g[k * b + u]);
+      const double m = DMul(fabs(gk), DAdd(fabs(held), fabs(z_u)));
+      if (!(fabs(DMul(gk, d)) <= DAdd(s.thr[k], DMul(kRoundingFloor, m)))) return false;
+    }
+    return true;
+  }
+  const int q = u - b;
+  const double held = s.pb[q];
+  if (!Finite(held)) return false;
+  double c = held, m = fabs(held);
+  for (int j = 0; j < b; ++j) {
+    double v = s.values[j];
+    if (s.is_unknown[j])
+      for (int i = 0; i < ndu; ++i)
+        if (data_u[i] == j) v = s.z[i];
+    const double t = DMul(static_cast<double>(g[q * b + j]), v);
+    c = DSub(c, t);
+    m = DAdd(m, fabs(t));
+  }
+  return fabs(c) <= DAdd(s.thr[q], DMul(kRoundingFloor, m));
+}
+
 // Decodes one block: data s.yb (b), parity s.pb (r), generator g (r x b, row-major). Returns 0
 // when the checks hold (ChecksHold), the number of values re-solved (> 0) after a repair written
-// into s.yb, or -1 when the block cannot be corrected (s.yb untouched). Non-finite values are
-// erasures; then every t-subset of the other positions, t = 0, 1, ... up to (r - erasures) / 2,
-// and the hypothesis with the smallest normalised residual of the first t that has one wins.
+// into s.yb, or -1 when the block cannot be corrected (s.yb untouched). Erasures are the known
+// ones (known[0..nk), sorted positions: data j, check b + q) and the non-finite values (at most r
+// in all); they are solved first, from the parity equations (least squares), and then every
+// t-subset of the other positions, t = 0, 1, ... up to (r - erasures) / 2, is tried; the
+// hypothesis with the smallest normalised residual of the first t that has one wins, verified
+// by the checks left over. out (if given): the positions located beyond the known erasures and
+// which known erasures read right.
 ECC_HD inline int DecodeBlock(const BlockScratch& s, const float* g, const BlockNoise& noise, int b, int r,
-                              bool correct) {
+                              bool correct, const int* known = nullptr, int nk = 0, BlockOutcome* out = nullptr) {
   const int n = b + r;
   double* values = s.values;
-  int erased[kMaxParity + 1], ne = 0;
-  for (int i = 0; i < n; ++i) {
+  int erased[kMaxParity + 1], ne = 0, nonfinite = 0;
+  if (out) {
+    out->located = 0;
+    out->agree = 0;
+  }
+  for (int i = 0, e = 0; i < n; ++i) {
     values[i] = i < b ? s.yb[i] : s.pb[i - b];
-    if (!Finite(values[i])) {
+    const bool is_known = e < nk && known[e] == i;
+    if (is_known) ++e;
+    const bool finite = Finite(values[i]);
+    if (is_known || !finite) {
       if (ne == r) return -1;
       erased[ne++] = i;
+      nonfinite += !finite;
     }
   }
-  if (ne == 0 && ChecksHold(values, 1, values + b, 1, g, b, r, noise)) return 0;
+  if (nonfinite == 0 && ChecksHold(values, 1, values + b, 1, g, b, r, noise)) {
+    if (out) out->agree = nk >= 32 ? ~0u : (1u << nk) - 1u;
+    return 0;
+  }
   if (!correct) return -1;
   int nc = 0;
   for (int i = 0, e = 0; i < n; ++i) {
@@ -305,6 +364,26 @@ ECC_HD inline int DecodeBlock(const BlockScratch& s, const float* g, const Block
       for (int j = i + 1; j < t; ++j) idx[j] = idx[j - 1] + 1;
     }
     if (best >= 0) {
+      if (out) {
+        int data_u[kMaxParity], ndu = 0;
+        for (int i = 0; i < best_nu; ++i)
+          if (best_unknown[i] < b) data_u[ndu++] = best_unknown[i];
+        for (int i = 0, e = 0; i < best_nu; ++i) {
+          const int u = best_unknown[i];
+          while (e < nk && known[e] < u) ++e;
+          if (!(e < nk && known[e] == u)) out->pos[out->located++] = u;
+        }
+        if (nk > 0) {
+          // The winner's thresholds and solution again (later hypotheses overwrote s.thr).
+          SolveUnknown(s, g, noise, b, r, best_unknown, best_nu);
+          for (int e = 0; e < nk; ++e) {
+            double z_u = 0;
+            for (int i = 0; i < ndu; ++i)
+              if (data_u[i] == known[e]) z_u = s.z[i];
+            if (ErasureAgrees(s, g, b, r, known[e], z_u, data_u, ndu)) out->agree |= 1u << e;
+          }
+        }
+      }
       int u = 0;
       for (int i = 0; i < best_nu; ++i)
         if (best_unknown[i] < b) s.yb[best_unknown[i]] = s.best_z[u++];
@@ -314,21 +393,27 @@ ECC_HD inline int DecodeBlock(const BlockScratch& s, const float* g, const Block
   return -1;
 }
 
-// The exact step of one vector whose float check failed (its data yd[j * ycs], checks
-// yp[q * ycs]; Z and the residual at zd/rd[j * zcs], rd may be null), after the fast path wrote
-// act(data + R): nothing more when its checks hold in double (float rounding, not counted);
-// otherwise it is counted and either repaired (act(repaired data + R) rewritten) or beyond
-// correction, when with Relu NaN passes the activation, so that a destroyed value stays visible
-// downstream instead of becoming a plausible 0.
+// The exact step of one vector whose float check failed, or whose block holds known erasures
+// (known[0..nk), as DecodeBlock): its data yd[j * ycs], checks yp[q * ycs]; Z and the residual at
+// zd/rd[j * zcs], rd may be null; the fast path wrote act(data + R). Nothing more when its checks
+// hold in double (float rounding, not counted); otherwise it is repaired (act(repaired data + R)
+// rewritten), counted as flagged and corrected when values beyond the known erasures were
+// re-solved (a vector whose only wrong values are known erasures is expected and not counted),
+// or beyond correction (flagged, uncorrectable), when with Relu NaN passes the activation, so that
+// a destroyed value stays visible downstream instead of becoming a plausible 0. out (if given):
+// what DecodeBlock found.
 ECC_HD inline void RepairVector(const BlockScratch& s, const float* g, const BlockNoise& noise, int b, int r,
                                 bool correct, bool relu, const float* yd, const float* yp, int64_t ycs,
-                                const float* rd, float* zd, int64_t zcs, DecodeCounts& counts) {
+                                const float* rd, float* zd, int64_t zcs, DecodeCounts& counts,
+                                const int* known = nullptr, int nk = 0, BlockOutcome* out = nullptr) {
   for (int j = 0; j < b; ++j) s.yb[j] = yd[j * ycs];
   for (int q = 0; q < r; ++q) s.pb[q] = yp[q * ycs];
-  const int fixed = DecodeBlock(s, g, noise, b, r, correct);
+  BlockOutcome local;
+  BlockOutcome* o = out ? out : &local;
+  const int fixed = DecodeBlock(s, g, noise, b, r, correct, known, nk, o);
   if (fixed == 0) return;
-  ++counts.flagged;
   if (fixed < 0) {
+    ++counts.flagged;
     ++counts.uncorrectable;
     if (relu)
       for (int j = 0; j < b; ++j) {
@@ -338,8 +423,11 @@ ECC_HD inline void RepairVector(const BlockScratch& s, const float* g, const Blo
       }
     return;
   }
-  ++counts.corrected_blocks;
-  counts.corrected_values += fixed;
+  if (o->located > 0) {
+    ++counts.flagged;
+    ++counts.corrected_blocks;
+    counts.corrected_values += o->located;
+  }
   for (int j = 0; j < b; ++j) {
     float v = static_cast<float>(s.yb[j]);
     if (rd) v = FAdd(v, rd[j * zcs]);

@@ -13,5 +13,8 @@ inline constexpr float kDefaultTolerance = 64.f;
 inline constexpr float kSampleTolerance = 16.f;
 // SampleCheck's filter sums, in units of eps32 x the sum of the magnitudes.
 inline constexpr float kFilterTolerance = 8.f;
+// Decode: runs in a row a channel must be located wrong to become a known erasure (and read
+// right to leave the list); 0 keeps the known erasures as given (erasures.h).
+inline constexpr long long kDefaultLearnAfter = 3;
 
 }  // namespace onnx_ecc

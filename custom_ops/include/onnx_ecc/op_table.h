@@ -33,6 +33,11 @@ struct FloatDefault {
   float value;
 };
 
+struct IntDefault {
+  const char* attr;
+  long long value;
+};
+
 constexpr PortType kF = PortType::kFloat, kB = PortType::kBool, kI = PortType::kInt64;
 constexpr PortType kI32 = PortType::kInt32, kU8 = PortType::kUInt8, kU8S8 = PortType::kUInt8OrInt8;
 
@@ -41,25 +46,30 @@ constexpr PortType kI32 = PortType::kInt32, kU8 = PortType::kUInt8, kU8S8 = Port
 inline constexpr Port kDecodeInputs[] = {{"Y", kF, false, false}, {"X", kF, true, false}, {"R", kF, true, false}};
 inline constexpr Port kDecodeOutputs[] = {{"Z", kF, false, false}};
 inline constexpr FloatDefault kDecodeDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kDecodeIntDefaults[] = {{"learn_after", kDefaultLearnAfter}};
 
 inline constexpr Port kDepthwiseCheckInputs[] = {{"X", kF, false, false}, {"Y", kF, false, false}};
 inline constexpr Port kDepthwiseCheckOutputs[] = {{"Z", kF, false, false}};
 inline constexpr FloatDefault kDepthwiseCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kDepthwiseCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 inline constexpr Port kInjectFaultInputs[] = {{"X", kF, false, false}, {"Seed", kI, false, true},
                                               {"Rate", kF, false, true}};
 inline constexpr Port kInjectFaultOutputs[] = {{"Y", kF, false, false}};
 inline constexpr FloatDefault kInjectFaultDefaults[] = {{nullptr, 0.f}};  // none (an array is never empty)
+inline constexpr IntDefault kInjectFaultIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 inline constexpr Port kSumCheckInputs[] = {{"Y", kF, false, false}, {"X", kF, false, false},
                                            {"Flag", kB, true, false}, {"R", kF, true, false}};
 inline constexpr Port kSumCheckOutputs[] = {{"Raised", kB, false, false}};
 inline constexpr FloatDefault kSumCheckDefaults[] = {{"offset", 0.f}, {"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kSumCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 inline constexpr Port kParityCheckInputs[] = {{"Y", kF, false, false}, {"P", kF, false, false},
                                               {"Flag", kB, true, false}};
 inline constexpr Port kParityCheckOutputs[] = {{"Raised", kB, false, false}};
 inline constexpr FloatDefault kParityCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kParityCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 inline constexpr Port kSampleCheckInputs[] = {{"A", kF, false, false},   {"Y", kF, false, false},
                                               {"W", kF, true, false},    {"R", kF, true, false},
@@ -68,15 +78,18 @@ inline constexpr Port kSampleCheckOutputs[] = {{"Raised", kB, false, false}};
 inline constexpr FloatDefault kSampleCheckDefaults[] = {{"tolerance", kSampleTolerance},
                                                         {"parity_tolerance", kDefaultTolerance},
                                                         {"filter_tolerance", kFilterTolerance}};
+inline constexpr IntDefault kSampleCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 // int8 layers (int_decode.h): no float attributes.
 inline constexpr Port kIntDecodeInputs[] = {{"Y", kI32, false, false}};
 inline constexpr Port kIntDecodeOutputs[] = {{"Z", kU8, false, false}};
 inline constexpr FloatDefault kIntDecodeDefaults[] = {{nullptr, 0.f}};
+inline constexpr IntDefault kIntDecodeIntDefaults[] = {{nullptr, 0}};
 
 inline constexpr Port kIm2ColNhwcInputs[] = {{"X", kU8S8, false, false}};
 inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
 inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
+inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
 
 // ---- the table: name, attribute parser (ort_attrs.h), CPU kernel, CUDA kernel ---------------------
 
@@ -114,20 +127,22 @@ struct OpSpec {
   size_t num_outputs;
   const FloatDefault* defaults;
   size_t num_defaults;
+  const IntDefault* int_defaults;  // the int attributes whose default the C++ side takes from here
+  size_t num_int_defaults;
   bool has_cpu, has_cuda;
 };
 
-template <size_t N>
-constexpr size_t CountDefaults(const FloatDefault (&a)[N]) {
+template <typename D, size_t N>
+constexpr size_t CountDefaults(const D (&a)[N]) {
   size_t n = 0;
-  for (const FloatDefault& d : a) n += d.attr != nullptr;
+  for (const D& d : a) n += d.attr != nullptr;
   return n;
 }
 
 #define ONNX_ECC_OP_SPEC(name, parse, cpu, cuda)                                                           \
   OpSpec{#name, k##name##Inputs, sizeof(k##name##Inputs) / sizeof(Port), k##name##Outputs,                 \
          sizeof(k##name##Outputs) / sizeof(Port), k##name##Defaults, CountDefaults(k##name##Defaults),        \
-         kHasKernel<cpu>, kHasKernel<cuda>},
+         k##name##IntDefaults, CountDefaults(k##name##IntDefaults), kHasKernel<cpu>, kHasKernel<cuda>},
 inline constexpr OpSpec kOps[] = {ONNX_ECC_OPS(ONNX_ECC_OP_SPEC)};
 #undef ONNX_ECC_OP_SPEC
 
@@ -140,6 +155,14 @@ inline const float* FloatDefaultOf(OpId id, const char* attr) {
   const OpSpec& s = Spec(id);
   for (size_t i = 0; i < s.num_defaults; ++i)
     if (std::strcmp(s.defaults[i].attr, attr) == 0) return &s.defaults[i].value;
+  return nullptr;
+}
+
+// The same for int attributes.
+inline const long long* IntDefaultOf(OpId id, const char* attr) {
+  const OpSpec& s = Spec(id);
+  for (size_t i = 0; i < s.num_int_defaults; ++i)
+    if (std::strcmp(s.int_defaults[i].attr, attr) == 0) return &s.int_defaults[i].value;
   return nullptr;
 }
 

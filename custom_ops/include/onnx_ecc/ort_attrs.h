@@ -13,6 +13,7 @@
 #include "onnx_ecc/counters.h"
 #include "onnx_ecc/decode.h"
 #include "onnx_ecc/depthwise.h"
+#include "onnx_ecc/erasures.h"
 #include "onnx_ecc/inject.h"
 #include "onnx_ecc/int_decode.h"
 #include "onnx_ecc/op_table.h"
@@ -31,6 +32,7 @@ std::vector<float> AttrTensorFloats(const Ort::ConstKernelInfo& info, const char
 // A float attribute of op `op` whose default is the op table's (op_table.h); throws
 // std::invalid_argument when the table lists no default for it.
 float TableAttrFloat(const Ort::ConstKernelInfo& info, OpId op, const char* name);
+int64_t TableAttrInt(const Ort::ConstKernelInfo& info, OpId op, const char* name);
 
 // An ORT status "onnx-ecc <where>: <msg>".
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg);
@@ -61,6 +63,9 @@ struct CheckAttrs {
 
 struct DecodeAttrs : CheckAttrs<DecodeConfig> {
   int64_t axis = 1;
+  // Known erasures (attribute `erasures`, channels of Y) and their run-time learning
+  // (`learn_after` runs in a row, the op table's default), per kernel instance.
+  ErasureLearner learner;
 };
 OrtStatusPtr ParseDecodeAttrs(const Ort::ConstKernelInfo& info, DecodeAttrs* out);
 
