@@ -77,10 +77,29 @@ ECC_HD inline BlockNoise Noise(const DecodeParams& p, const Vec& v, float xm) {
   return BlockNoise{v.gain, v.offset, TolEps(p.tolerance), p.scale_output ? -1.0 : static_cast<double>(xm)};
 }
 
+// Known erasures of the vector's block (their count; *pos: their positions), as decode.cc's RunErasures.
+ECC_HD inline int KnownErasures(const DecodeParams& p, const Vec& v, const int** pos) {
+  const int64_t gk = v.g * p.num_blocks + v.k;
+  *pos = p.er_count ? p.er_pos + gk * kMaxParity : nullptr;
+  return p.er_count ? p.er_count[gk] : 0;
+}
+
+// The channel of Y of position pos (data j < b, check b + q) of the vector's block (CodeLayout::Channel).
+ECC_HD inline int64_t ChannelOf(const DecodeParams& p, const Vec& v, int pos) {
+  const int64_t base = v.g * (p.data_per_group + p.parity_per_group);
+  return pos < v.b ? base + v.k * p.block + pos : base + p.data_per_group + v.k * p.parity + (pos - v.b);
+}
+
 // The fast check of one vector (as decode.cc's sweeps; with inner == 1 in the eight lanes of its
 // row sweeps): writes act(data + R) into Z and returns true when the vector must go to the exact
-// step, that is when a float check fails and the checks do not hold in double either.
+// step, that is when its block has known erasures, or a float check fails and the checks do not
+// hold in double either.
 ECC_HD inline bool CheckVector(const DecodeParams& p, const Vec& v, float xm) {
+  const int* known;
+  if (KnownErasures(p, v, &known) > 0) {
+    WriteVector(v.yd, p.inner, v.rd, v.zd, p.inner, v.b, p.relu != 0);
+    return true;
+  }
   const BlockNoise noise = Noise(p, v, xm);
   const bool bad =
       FastChecksFail(v.yd, v.yp, p.inner, v.gen, v.b, v.r, noise, p.scale_output ? -1.f : xm, p.inner == 1);
@@ -92,8 +111,15 @@ ECC_HD inline bool CheckVector(const DecodeParams& p, const Vec& v, float xm) {
 ECC_HD inline void CorrectVector(const DecodeParams& p, const float* y, const float* res, float* z, const float* xmax,
                                  bool per_outer, int64_t u, const BlockScratch& s, DecodeCounts& c) {
   const Vec v = Locate(p, y, res, z, u);
+  const int* known;
+  const int nk = KnownErasures(p, v, &known);
+  BlockOutcome out;
   RepairVector(s, v.gen, Noise(p, v, XMax(xmax, per_outer, v.o)), v.b, v.r, p.correct != 0, p.relu != 0, v.yd, v.yp,
-               p.inner, v.rd, v.zd, p.inner, c);
+               p.inner, v.rd, v.zd, p.inner, c, known, nk, &out);
+  if (!p.marks) return;
+  for (int i = 0; i < out.located; ++i) p.marks[ChannelOf(p, v, out.pos[i])] = 1u;  // any order: all write 1
+  for (int i = 0; i < nk; ++i)
+    if (!(out.agree >> i & 1u)) p.marks[p.total_channels + ChannelOf(p, v, known[i])] = 1u;
 }
 
 ECC_HD inline void AddCounts(const DecodeCounts& c, unsigned long long* totals, unsigned long long* run_unc) {

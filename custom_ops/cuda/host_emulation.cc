@@ -17,11 +17,14 @@ using namespace onnx_ecc::cuda::device;
 
 // dims: outer, inner, groups, data_per_group, parity_per_group, total_channels, data_channels,
 // num_blocks (per group), block, parity. totals: four counters, as the kernels' (kernels.cuh).
+// er_count, er_pos, marks: DecodeParams' known erasures and learning marks (each may be null).
 ECC_HOST_API void OnnxEccHost_Decode(const int64_t* dims, float tolerance, int correct, int relu, int scale_output,
                                      const float* generator, const float* gain, const float* offset, const float* y,
                                      const float* residual, float* z, const float* xmax, int xmax_per_outer,
-                                     unsigned long long* totals) {
+                                     unsigned long long* totals, const int* er_count, const int* er_pos,
+                                     unsigned int* marks) {
   DecodeParams p;
+  p.er_count = er_count; p.er_pos = er_pos; p.marks = marks;
   p.outer = dims[0]; p.inner = dims[1]; p.groups = dims[2]; p.data_per_group = dims[3]; p.parity_per_group = dims[4];
   p.total_channels = dims[5]; p.data_channels = dims[6]; p.num_blocks = dims[7]; p.block = dims[8]; p.parity = dims[9];
   p.tolerance = tolerance; p.correct = correct; p.relu = relu; p.scale_output = scale_output;

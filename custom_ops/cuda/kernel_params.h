@@ -26,6 +26,14 @@ struct DecodeParams {
   const float* generator = nullptr;  // device: per block of a group, parity x size, row-major
   const float* gain = nullptr;       // device: per group, block, check
   const float* offset = nullptr;     // device: per group, block, check
+  // Known erasures (erasures.h: ErasureSet), or null when none: per flattened (group, block) their
+  // count, and kMaxParity slots of positions (data j, check b + q); such blocks go to the exact
+  // step in every vector.
+  const int* er_count = nullptr;
+  const int* er_pos = nullptr;
+  // Learning marks, or null: [0, total_channels) channels located wrong, [total_channels, 2 *
+  // total_channels) known erasures that read wrong, set to 1 by the exact step.
+  unsigned int* marks = nullptr;
 };
 
 // Number of (outer, inner, group, block) code vectors: the capacity the flag list needs.

@@ -170,8 +170,77 @@ OrtStatusPtr UncorrectableError(const std::string& name, unsigned long long n, c
 // ---- the kernel structs of the op table's CUDA column: Decode -----------------------------
 
 struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
-  DeviceBuffer generator, gain, offset, xmax, flags, scratch;
+  DeviceBuffer generator, gain, offset, xmax, flags, scratch, er_count, er_pos, marks;
   bool uploaded = false;
+  // Known erasures on the device: the snapshot uploaded last (null: none). Learning marks of a
+  // run come back with an event and are folded into the learner by a later Compute (no sync):
+  // on the GPU a run's marks count one run late.
+  std::shared_ptr<const ErasureSet> on_device;
+  unsigned int* host_marks = nullptr;  // pinned, 2 * total_channels
+  cudaEvent_t marks_event = nullptr;
+  int64_t marks_run = 0;  // the run whose marks are in flight (0: none)
+
+  ~DecodeCudaKernel() override {
+    if (marks_event) {
+      cudaEventSynchronize(marks_event);
+      cudaEventDestroy(marks_event);
+    }
+    if (host_marks) cudaFreeHost(host_marks);
+  }
+
+  // Folds the marks of the run in flight into the learner once they have arrived (blocking: wait).
+  void FoldMarks(bool wait) {
+    if (!marks_run || !host_marks) return;
+    if (wait ? cudaEventSynchronize(marks_event) != cudaSuccess : cudaEventQuery(marks_event) != cudaSuccess) return;
+    const int64_t n = learner.channels();
+    bool any = false;
+    for (int64_t c = 0; c < 2 * n; ++c)
+      if (host_marks[c]) {
+        learner.Mark(c % n, c < n, marks_run);
+        any = true;
+      }
+    learner.EndRun(marks_run, any);
+    marks_run = 0;
+  }
+
+  // Makes the device hold the run's erasure snapshot and a zeroed mark buffer; sets p's pointers.
+  cudaError_t PrepareErasures(cuda::DecodeParams& p, const std::shared_ptr<const ErasureSet>& set, cudaStream_t stream) {
+    cudaError_t e;
+    if (set != on_device && set) {
+      if ((e = Upload(er_count, set->count, stream)) != cudaSuccess) return e;
+      if ((e = Upload(er_pos, set->pos, stream)) != cudaSuccess) return e;
+      // pageable sources: the copies are staged before cudaMemcpyAsync returns, so set may change later
+    }
+    on_device = set;
+    p.er_count = set ? er_count.as<int>() : nullptr;
+    p.er_pos = set ? er_pos.as<int>() : nullptr;
+    if (learner.learn_after() <= 0) return cudaSuccess;
+    const size_t bytes = static_cast<size_t>(2 * learner.channels()) * sizeof(unsigned int);
+    if (!host_marks) {
+      void* h = nullptr;
+      if ((e = cudaHostAlloc(&h, bytes, cudaHostAllocDefault)) != cudaSuccess) return e;
+      host_marks = static_cast<unsigned int*>(h);
+    }
+    if (!marks_event && (e = cudaEventCreateWithFlags(&marks_event, cudaEventDisableTiming)) != cudaSuccess) {
+      marks_event = nullptr;
+      return e;
+    }
+    if ((e = marks.Reserve(bytes, stream)) != cudaSuccess) return e;
+    if ((e = cudaMemsetAsync(marks.ptr, 0, bytes, stream)) != cudaSuccess) return e;
+    p.marks = marks.as<unsigned int>();
+    return cudaSuccess;
+  }
+
+  // After the launches: the run's marks back to the host, for FoldMarks.
+  cudaError_t SendMarks(const cuda::DecodeParams& p, int64_t run, cudaStream_t stream) {
+    if (!p.marks) return cudaSuccess;
+    cudaError_t e = cudaMemcpyAsync(host_marks, p.marks, static_cast<size_t>(2 * learner.channels()) * sizeof(unsigned int),
+                                    cudaMemcpyDeviceToHost, stream);
+    if (e != cudaSuccess) return e;
+    if ((e = cudaEventRecord(marks_event, stream)) != cudaSuccess) return e;
+    marks_run = run;
+    return cudaSuccess;
+  }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
@@ -212,10 +281,16 @@ struct DecodeCudaKernel : DecodeAttrs, GpuKernelBase {
         ECC_CUDA_TRY(cuda::LaunchMaxAbs(x, xn, outer, false, xmax.as<float>(), stream));
       }
       if (fail_stop) ECC_CUDA_TRY(cudaMemsetAsync(run_uncorrectable(), 0, sizeof(unsigned long long), stream));
+      // the previous run's marks (its buffers are reused now: wait if they have not arrived yet)
+      FoldMarks(/*wait=*/true);
+      std::shared_ptr<const ErasureSet> erased;
+      const int64_t run = learner.BeginRun(&erased);
+      ECC_CUDA_TRY(PrepareErasures(p, erased, stream));
       ECC_CUDA_TRY(cuda::LaunchDecode(p, in.y, residual, z.GetTensorMutableData<float>(),
                                       x ? xmax.as<float>() : nullptr, per_outer, flags.as<unsigned long long>(),
                                       flag_count(), scratch.ptr, totals(), fail_stop ? run_uncorrectable() : nullptr,
                                       stream));
+      ECC_CUDA_TRY(SendMarks(p, run, stream));
       DecodeCounts host;
       host.vectors = vectors;
       counters->Add(host);  // runs and vectors; the rest arrives from the device

@@ -42,7 +42,8 @@ def host(tmp_path_factory):
                     "-o", str(out)], check=True, capture_output=True)
     lib = ctypes.CDLL(str(out))
     lib.OnnxEccHost_Decode.argtypes = [I64, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_int, F32, F32, F32,
-                                       F32, F32, F32, F32, ctypes.c_int, U64]
+                                       F32, F32, F32, F32, ctypes.c_int, U64, ctypes.POINTER(ctypes.c_int),
+                                       ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_uint)]
     lib.OnnxEccHost_Depthwise.argtypes = [I64, ctypes.c_float, ctypes.c_int, ctypes.c_int, F32, F32,
                                           ctypes.POINTER(ctypes.c_double), F32, F32, F32, U64]
     lib.OnnxEccHost_Inject.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_int64,
@@ -83,7 +84,7 @@ def _counts(model_id, layer):
     return (c.flagged, c.corrected_blocks, c.uncorrectable) if c is not None else (0, 0, 0)
 
 
-@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("seed", range(24))
 def test_decode_on_the_host_equals_the_cpu_kernel_bit_for_bit(host, seed):
     rng = np.random.default_rng(500 + seed)
     groups = int(rng.choice([1, 1, 2, 3]))
@@ -108,10 +109,26 @@ def test_decode_on_the_host_equals_the_cpu_kernel_bit_for_bit(host, seed):
                  noise_gain=[float(v) for v in rng.uniform(1, 60, n)], noise_offset=[float(v) for v in rng.uniform(0, 2, n)],
                  tolerance=float(rng.choice([2.0, 4.0, 64.0])), mode=str(rng.choice(["correct", "detect"])),
                  activation=str(rng.choice(["", "Relu"])), scale=scale, layer=f"host{seed}", model_id="cuda-host")
+    # odd seeds: known erasures (up to parity per block, data and parity channels), solved first
+    tpg, nb = layout.total_channels // layout.groups, len(layout.block_sizes)
+    er_count = np.zeros(layout.groups * nb, np.int32)
+    er_pos = np.zeros(layout.groups * nb * 16, np.int32)
+    erasures = []
+    for gk in range(layout.groups * nb if seed % 2 else 0):
+        g, k = divmod(gk, nb)
+        b = layout.block_sizes[k]
+        chosen = sorted(rng.choice(b + layout.parity, size=int(rng.integers(0, layout.parity + 1)), replace=False))
+        er_count[gk] = len(chosen)
+        er_pos[gk * 16: gk * 16 + len(chosen)] = chosen
+        erasures += [g * tpg + (k * layout.block + q if q < b else layout.data_per_group + k * layout.parity + q - b)
+                     for q in chosen]
+    if erasures:
+        attrs["erasures"] = sorted(int(c) for c in erasures)
     inputs = ["Y", "X" if scale == "input" else "", "R" if residual is not None else ""]
     feeds = {"Y": y, **({"X": x} if scale == "input" else {}), **({"R": residual} if residual is not None else {})}
     cpu = _cpu(ops.DECODE, inputs, feeds, attrs)
-    want, counts = decode(y, x if scale == "input" else None, residual, **attrs)
+    marks = {}
+    want, counts = decode(y, x if scale == "input" else None, residual, **attrs, marks=marks)
 
     inner = int(np.prod(inner_shape)) if inner_shape else 1
     dims = np.array([outer, inner, layout.groups, layout.data_per_group, layout.parity_per_group,
@@ -120,11 +137,16 @@ def test_decode_on_the_host_equals_the_cpu_kernel_bit_for_bit(host, seed):
     xmax = _f32(chunk_max_abs(x, outer)) if scale == "input" else None
     z = np.zeros_like(cpu)
     totals = np.zeros(4, np.uint64)
+    host_marks = np.zeros(2 * layout.total_channels, np.uint32)
     gen, gain, offset = _f32(attrs["generator"]), _f32(attrs["noise_gain"]), _f32(attrs["noise_offset"])
     host.OnnxEccHost_Decode(_ptr(dims, ctypes.c_int64), attrs["tolerance"], int(attrs["mode"] == "correct"),
                             int(attrs["activation"] == "Relu"), int(scale == "output"), _ptr(gen), _ptr(gain),
-                            _ptr(offset), _ptr(y), _ptr(residual), _ptr(z), _ptr(xmax), 1, _ptr(totals, ctypes.c_ulonglong))
+                            _ptr(offset), _ptr(y), _ptr(residual), _ptr(z), _ptr(xmax), 1, _ptr(totals, ctypes.c_ulonglong),
+                            _ptr(er_count, ctypes.c_int) if erasures else None, _ptr(er_pos, ctypes.c_int),
+                            _ptr(host_marks, ctypes.c_uint))
     np.testing.assert_array_equal(z, cpu)  # NaN where the CPU has NaN, every other value the same bits
+    assert set(np.flatnonzero(host_marks[:layout.total_channels])) == marks["located"]
+    assert set(np.flatnonzero(host_marks[layout.total_channels:])) == marks["disagree"]
     np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
     assert (int(totals[0]), int(totals[1]), int(totals[3])) == _counts("cuda-host", f"host{seed}") \
         == (counts["flagged"], counts["corrected_blocks"], counts["uncorrectable"])
