@@ -7,9 +7,12 @@ activations - attention - left alone, in models that have them) and duplicated
 execution (the original run twice and compared, what users would otherwise do), with
 interleaved repeats and medians, at onnxruntime's default optimisation level unless
 --level says otherwise. Prints ratios to the original. ``--format float16`` converts each model
-to float16 first (onnxconverter-common, inputs and outputs kept in float32).
+to float16 first (onnxconverter-common, inputs and outputs kept in float32). ``--format int8``
+quantises it with quantize_static (QDQ, uint8 activations, int8 weights, calibrated on the random
+inputs): the original is then the fused QDQ model (QLinearConv / QGemm), the protected models use
+the exact integer checks (IntDecode), and the float32 column is the float model before quantisation.
 
-    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30] [--format float16]
+    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30] [--format float16|int8]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import onnxruntime as ort
 import onnx_ecc
 from onnx_ecc import zoo
 
-VARIANTS = ("correct", "detect", "rerun", "rerun_sum", "rerun_no_attn", "duplicated")
+VARIANTS = ("correct", "detect", "rerun", "rerun_sum", "rerun_no_attn", "duplicated", "float32")
 LEVELS = {"default": None, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
           "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
@@ -94,6 +97,8 @@ def _converted(model, fmt: str):
 def measure(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict,
             fmt: str = "float32") -> dict:
     """Median latency of each variant, timed in interleaved rounds."""
+    if fmt == "int8":
+        return _measure_int8(model_name, batch, repeats, level, threads, extra)
     model = _converted(getattr(zoo, model_name)(), fmt)
     variants = {"original": model,
                 "correct": onnx_ecc.transform(model, mode="correct", **extra),
@@ -111,6 +116,22 @@ def measure(model_name: str, batch: int, repeats: int, level: str, threads: int,
             **{f"{k}/original": med[k] / med["original"] if k in med else float("nan") for k in VARIANTS}}
 
 
+def _measure_int8(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict) -> dict:
+    """int8: the fused QDQ original, the protected model in both modes, the float32 model."""
+    from onnx_ecc.zoo.quantised import quantize_qdq
+
+    float_model = getattr(zoo, model_name)()
+    calibration = np.concatenate([_feeds(float_model, 32, seed=s)[float_model.graph.input[0].name] for s in (1, 2)])
+    model = quantize_qdq(float_model, calibration)
+    variants = {"original": model, "correct": onnx_ecc.transform(model, mode="correct", **extra),
+                "detect": onnx_ecc.transform(model, mode="detect", **extra), "float32": float_model}
+    sessions = {k: _session(m, level, threads) for k, m in variants.items()}
+    med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
+    return {"model": model_name, "batch": batch, "level": level, "format": "int8",
+            "original_ms": 1e3 * med["original"],
+            **{f"{k}/original": med[k] / med["original"] if k in med else float("nan") for k in VARIANTS}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="mlp,cnn,resnet_style,depthwise_separable_cnn,transformer_encoder")
@@ -120,7 +141,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--parity", type=int, default=2)
-    ap.add_argument("--format", choices=("float32", "float16"), default="float32")
+    ap.add_argument("--format", choices=("float32", "float16", "int8"), default="float32")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []

@@ -10,7 +10,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from onnx_ecc import faults as F
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import read_record
 
 # ---- mechanism: sessions with patchable weights ----------------------------------------------
 
@@ -24,7 +24,7 @@ class Runner:
         self.sites: list[F.Site] = []
         if instrument is not None:
             model, self.sites = F.instrument(model, **instrument)
-        self.protected = read_protection(model) is not None
+        self.protected = read_record(model) is not None
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

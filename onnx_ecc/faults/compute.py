@@ -19,7 +19,7 @@ from onnx_ecc import ops
 from onnx_ecc.faults.records import Fault
 from onnx_ecc.faults.rng import SplitMix64, geometric_gap, seed_for_first_draws
 from onnx_ecc.faults.weight_flips import LAYER_OPS, ChannelMap, parse_bits
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import read_record
 
 SEED_INPUT = "ecc_fault_seed"
 RATE_INPUT = "ecc_fault_rate"
@@ -73,8 +73,8 @@ def instrument(model: onnx.ModelProto, layers: Sequence[str] | None = None, kind
         raise ValueError(f"no Gemm/MatMul/Conv layer named {missing}")
     if sites is None:
         sites = {l: i for i, l in enumerate(layers)}
-    record = read_protection(model)
-    prot = {p["name"]: p for p in record["protected"]} if record else {}
+    record = read_record(model)
+    prot = {p.name: p for p in record.protected} if record else {}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -95,8 +95,8 @@ def instrument(model: onnx.ModelProto, layers: Sequence[str] | None = None, kind
                                                     count=int(count), site=site))
         axis = 1 if node.op_type == "Conv" else -1
         p = prot.get(node.name)
-        if p is not None and p["kind"] == "code":
-            data, total, groups = int(p["data_channels"]), int(p["data_channels"]) + int(p["parity_channels"]), int(p["groups"])
+        if p is not None and p.kind == "code":
+            data, total, groups = p.data_channels, p.data_channels + p.parity_channels, p.groups
         else:
             data, total, groups = -1, -1, 1   # filled from the runtime shape when needed
         placed.append(Site(site, node.name, node.op_type, tensor, axis, data, total, groups))

@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_ecc.faults.records import Fault, corrupt
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import read_record
 from onnx_ecc.transform.options import WEIGHT_LAYER_OPS
 
 LAYER_OPS = WEIGHT_LAYER_OPS
@@ -97,8 +97,8 @@ def layer_weight_names(model: onnx.ModelProto) -> list[str]:
     included: they are real memory). Original model: weight/bias of every Gemm/MatMul/Conv.
     """
     inits = _initializers(model)
-    record = read_protection(model)
-    names = {p["name"] for p in record["protected"]} if record else None
+    record = read_record(model)
+    names = {p.name for p in record.protected} if record else None
     out: list[str] = []
     for node in model.graph.node:
         if node.op_type not in LAYER_OPS or (names is not None and node.name not in names):
@@ -234,24 +234,24 @@ class ChannelMap:
 
 def weight_maps(protected: onnx.ModelProto) -> dict[str, ChannelMap]:
     """For each protected weight/bias tensor: its original name, channel axis and layout."""
-    record = read_protection(protected)
+    record = read_record(protected)
     if record is None:
         raise ValueError("the model is not protected by onnx-ecc")
     inits = _initializers(protected)
     nodes = {n.name: n for n in protected.graph.node}
     maps = {}
-    for p in record["protected"]:
-        node = nodes.get(p["name"])
+    for p in record.protected:
+        node = nodes.get(p.name)
         if node is None:
             continue
-        groups = int(p.get("groups", 1)) if p["kind"] == "code" else 1
+        groups = p.groups if p.kind == "code" else 1
         for pos, name in list(enumerate(node.input))[1:3]:
             if name not in inits:
                 continue
             suffix = f"__ecc_{node.name}"
             orig = name[: -len(suffix)] if name.endswith(suffix) else name
             dims = tuple(inits[name].dims)
-            if p["kind"] != "code":      # depthwise: weights kept as they are
+            if p.kind != "code":      # depthwise: weights kept as they are
                 axis, total, data = 0, dims[0], dims[0]
             else:
                 if pos == 2:
@@ -263,8 +263,8 @@ def weight_maps(protected: onnx.ModelProto) -> dict[str, ChannelMap]:
                     axis = 0 if trans_b else 1
                 else:
                     axis = len(dims) - 1
-                total, data = dims[axis], int(p["data_channels"])
-                if total != data + int(p["parity_channels"]) and total != data:
+                total, data = dims[axis], p.data_channels
+                if total != data + p.parity_channels and total != data:
                     continue  # broadcast bias: no one-to-one correspondence
                 if total == data:  # bias not augmented along this axis
                     continue

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx_ecc import ops
 from onnx_ecc.runtime.counters import FAST_PATH_CHECKS, LayerCounts, _lib, read_counters
 from onnx_ecc.runtime.library import library_path
-from onnx_ecc.transform.record import read_erasures, read_protection, write_erasures
+from onnx_ecc.transform.record import read_erasures, read_record, write_erasures
 
 
 def inference_session(model: onnx.ModelProto, options: ort.SessionOptions | None = None,
@@ -110,8 +110,8 @@ class ProtectedSession:
 
         if isinstance(model, (str, bytes)) and not isinstance(model, onnx.ModelProto):
             model = onnx.load(model)
-        self.protection = read_protection(model)
-        self.model_id = self.protection.get("model_id", "") if self.protection else ""
+        self.protection = read_record(model)
+        self.model_id = self.protection.model_id if self.protection else ""
         self.model = model
         known: dict[str, set[int]] = {}
         for source in (read_erasures(model), dead_channels(model) if find_dead else {}, erasures or {}):

@@ -9,16 +9,22 @@ import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
 from onnx_ecc.transform.record import write_protection
-from onnx_ecc.transform.common import FLOAT16_TOLERANCE_FLOOR, Protected, Skip
+from onnx_ecc.transform.common import FLOAT16_TOLERANCE_FLOOR, Protected, Skip, is_quantised_weight
 from onnx_ecc.transform.rules.conv import protect_conv
 from onnx_ecc.transform.rules.linear import protect_gemm, protect_matmul
 from onnx_ecc.transform.options import TransformOptions
 from onnx_ecc.transform.rules.products import protect_product
+from onnx_ecc.transform.rules.quantised import protect_quantised
 
+QUANTISED_OPS = ("Conv", "Gemm", "MatMul")  # with a DequantizeLinear'd int8 weight: rules/quantised.py
 RULES = {"Gemm": protect_gemm, "MatMul": protect_matmul, "Conv": protect_conv, "Einsum": protect_product}
 # Linear ops no rule protects yet: listed as left alone, so that `inspect` shows what is not covered.
 UNCOVERED_OPS = ("ConvTranspose", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "Attention",
                  "MultiHeadAttention")
+# Why the operator forms of quantised layers stay unprotected (their QDQ forms are protected).
+UNCOVERED_REASONS = {op: f"op type {op} (operator-form quantised layer) is not protected yet; QDQ models are "
+                         "(quantize_static with quant_format=QuantFormat.QDQ)"
+                     for op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")}
 FORMAT_VERSION = 1
 
 
@@ -88,9 +94,12 @@ def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: 
     skipped: list[dict] = []
     for node in list(graph.nodes):
         if node.op in UNCOVERED_OPS:
-            skipped.append({"name": node.name, "op": node.op, "reason": f"op type {node.op} is not protected yet"})
+            reason = UNCOVERED_REASONS.get(node.op, f"op type {node.op} is not protected yet")
+            skipped.append({"name": node.name, "op": node.op, "reason": reason})
             continue
         rule = RULES.get(node.op)
+        if node.op in QUANTISED_OPS and len(node.inputs) > 1 and is_quantised_weight(node.inputs[1]):
+            rule = protect_quantised  # int8 layers of QDQ models
         if rule is None or (node.domain or "") not in ("", "ai.onnx"):
             continue
         if node.op not in options.ops:

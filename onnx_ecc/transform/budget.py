@@ -230,7 +230,7 @@ def plan_budget(model: onnx.ModelProto, options, modes: tuple[str, ...] = ("chec
     ``modes``: the candidate modes of every layer ('check', 'decode'); each is timed on the model
     with every layer in that mode.
     """
-    from onnx_ecc.transform.record import read_protection
+    from onnx_ecc.transform.record import read_record
     from onnx_ecc.transform.verification import random_feeds
 
     target, batch = float(options.budget), int(options.budget_batch)
@@ -243,7 +243,7 @@ def plan_budget(model: onnx.ModelProto, options, modes: tuple[str, ...] = ("chec
     for m in modes:
         if full[m] is None:
             full[m] = _build(model, options, {n: m for n in stats})
-        names = {p["name"] for p in read_protection(full[m])["protected"]}
+        names = {p.name for p in read_record(full[m]).protected}
         protectable = names if protectable is None else protectable & names
     med = time_ratios({"original": model, **full}, feeds, repeats)
     t0 = med["original"] * 1e3

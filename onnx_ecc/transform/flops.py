@@ -73,7 +73,9 @@ def _einsum_macs(node: onnx.NodeProto, ins, out) -> int:
 
 
 def model_cost(model: onnx.ModelProto) -> dict[str, int]:
-    """Float parameters and Conv/Gemm/MatMul multiply-adds per sample of the whole model."""
+    """Parameters (float, and the int8 weights and int32 biases of quantised models) and
+    Conv/Gemm/MatMul multiply-adds per sample of the whole model."""
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer
-                 if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE))
+                 if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                                    onnx.TensorProto.INT8, onnx.TensorProto.INT32))
     return {"params": params, "macs": sum(layer_macs(model).values())}

@@ -125,6 +125,8 @@ def format_report(model: onnx.ModelProto) -> str:
     for p in record["protected"]:
         if p["kind"] == "code":
             code = f"R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "")
+        elif p["kind"] == "int-code":  # int8 layers (rules/quantised.py): exact integer checks
+            code = f"int8 R={p['parity']} per {p['block']}, exact"
         else:
             code = "row sums + recompute"
         tol = p.get("tolerance")

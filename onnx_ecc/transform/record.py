@@ -20,7 +20,9 @@ Written by ``onnx-ecc prune`` (units removed on purpose) and kept up to date by 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import onnx
 
@@ -29,8 +31,123 @@ ERASURES_KEY = "onnx_ecc.erasures"
 ERASURES_VERSION = 1
 
 
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class LayerRecord:
+    """One protected layer: its code (data and parity channels, block, parity, groups), costs and
+    tolerance; ``fast_path`` is the rerun strategy's mode of it ('' under the inline strategy) and
+    ``extra`` what a strategy adds (its checks' tolerances, sample stride, value ranges)."""
+
+    name: str
+    op: str
+    kind: str                     # 'code', 'depthwise-check' (or another rule's kind)
+    data_channels: int
+    parity_channels: int
+    block: int
+    parity: int
+    groups: int = 1
+    params: int = 0
+    extra_params: int = 0
+    macs_per_vector: int = 0
+    extra_macs_per_vector: float = 0.0
+    activation: str = ""
+    vectors_per_sample: int = 0
+    dtype: str = "float32"
+    tolerance: float | None = None
+    fast_path: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerRecord":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in known}, extra={k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        if not self.fast_path:
+            del d["fast_path"]
+        return {**d, **self.extra}
+
+
+@dataclasses.dataclass
+class SkippedLayer:
+    """A layer left as it is, with the reason shown to the user and its share of the MACs."""
+
+    name: str
+    op: str
+    reason: str
+    macs: int = 0
+
+
+@dataclasses.dataclass
+class ProtectionRecord:
+    """How a model is protected (its ``onnx_ecc.protection`` metadata): the transform's options,
+    the protected and the skipped layers, the original's cost, and the ``--budget`` plan if any."""
+
+    model_id: str
+    options: dict[str, Any]
+    protected: list[LayerRecord]
+    skipped: list[SkippedLayer]
+    original: dict[str, Any] = dataclasses.field(default_factory=dict)
+    budget: dict[str, Any] | None = None
+    domain: str = "ai.onnx_ecc"
+    format: int = FORMAT_VERSION
+
+    @property
+    def strategy(self) -> str:
+        return self.options.get("strategy", "inline")
+
+    def layer(self, name: str) -> LayerRecord:
+        """The record of protected layer ``name`` (KeyError naming the layers if there is none)."""
+        for p in self.protected:
+            if p.name == name:
+                return p
+        raise KeyError(f"no protected layer {name!r}; protected: {', '.join(p.name for p in self.protected)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProtectionRecord":
+        try:
+            return cls(model_id=d["model_id"], options=dict(d["options"]),
+                       protected=[LayerRecord.from_dict(p) for p in d["protected"]],
+                       skipped=[SkippedLayer(**s) for s in d.get("skipped", [])], original=d.get("original") or {},
+                       budget=d.get("budget"), domain=d.get("domain", "ai.onnx_ecc"), format=int(d.get("format", 1)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed {PROTECTION_KEY} metadata: {exc!r}") from None
+
+    def to_dict(self) -> dict:
+        d = {"format": self.format, "model_id": self.model_id, "domain": self.domain, "options": self.options,
+             "original": self.original, "protected": [p.to_dict() for p in self.protected],
+             "skipped": [dataclasses.asdict(s) for s in self.skipped]}
+        if self.budget is not None:
+            d["budget"] = self.budget
+        return d
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProtectionRecord":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"malformed {PROTECTION_KEY} metadata: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def read_record(model: onnx.ModelProto) -> ProtectionRecord | None:
+    """The typed protection record of a model, or None if onnx-ecc did not transform it."""
+    raw = read_protection(model)
+    return None if raw is None else ProtectionRecord.from_dict(raw)
+
+
+def write_record(model: onnx.ModelProto, record: ProtectionRecord) -> None:
+    """Store (or replace) the protection record in the model's metadata."""
+    _set_property(model, PROTECTION_KEY, record.to_json())
+
+
 def read_protection(model: onnx.ModelProto) -> dict | None:
-    """The protection record of a model, or None if it was not transformed by onnx-ecc."""
+    """The protection record of a model as its JSON dict (``read_record`` gives it typed), or None."""
     for prop in model.metadata_props:
         if prop.key == PROTECTION_KEY:
             return json.loads(prop.value)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_ecc.transform.record import read_protection
+from onnx_ecc.transform.record import read_record
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
              onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -59,8 +59,8 @@ def verify_transformed(original: onnx.ModelProto, protected: onnx.ModelProto, tr
     with no block flagged (a flagged block on clean inputs would be a false alarm)."""
     from onnx_ecc.runtime import read_counters
 
-    record = read_protection(protected) or {}
-    model_id = record.get("model_id", "")
+    record = read_record(protected)
+    model_id = record.model_id if record else ""
     for trial in range(trials):
         feeds = random_feeds(original, seed=trial)
         expected = run_model(original, feeds)
