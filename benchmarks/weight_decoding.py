@@ -50,7 +50,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from onnx_ecc.weights.check_matrices import check_matrix  # noqa: E402
-from onnx_ecc.weights.decode import decode_block, l1_decode_lp, syndrome_tolerance  # noqa: E402
+from onnx_ecc.weights.decode import decode_weight_block, l1_decode_lp, syndrome_tolerance  # noqa: E402
 
 N_IN, N_OUT = 512, 10
 MOBILE_RATE = "5%"
@@ -94,7 +94,7 @@ def one_trial(task: tuple) -> dict:
     amax = float(np.abs(wd).max())
     rng = np.random.default_rng([seed, m, k, trial, 0 if model == "gross" else 1])
     bad = corrupt(w, k, model, rng)
-    res = decode_block(h, bad, ref, tol, None if model == "gross" else amax)
+    res = decode_weight_block(h, bad, ref, tol, None if model == "gross" else amax)
     ok = res.status == "repaired" and bool(np.max(np.abs(res.corrected - w)) <= 1e-6 * amax)
     exact = ok and bool(np.array_equal(res.corrected, w))
     wrong = res.status == "repaired" and not ok
@@ -149,7 +149,7 @@ def lp_comparison(cases, seed) -> list[dict]:
         bad[pos] = (wd[pos] + rng.standard_normal(k)).astype(np.float32)
         ref = h.apply(wd)
         tol = syndrome_tolerance(h, float(np.linalg.norm(wd)))
-        res = decode_block(h, bad, ref, tol, None)
+        res = decode_weight_block(h, bad, ref, tol, None)
         e_true = bad.astype(np.float64) - wd
         s = h.apply(bad.astype(np.float64)) - ref
         e_lp, lp_s = l1_decode_lp(h.dense(), s)

@@ -250,7 +250,7 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def decode_block(
+def decode_weight_block(
     h: CheckMatrix,
     w: np.ndarray,
     reference: np.ndarray | None,

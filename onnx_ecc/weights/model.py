@@ -396,7 +396,7 @@ def check_tensor(
         offset += h.m
         tol = _decode.syndrome_tolerance(h, b["w_norm"], entry["mode"],
                                          entry.get("parity_dtype", "float64"))
-        res = _decode.decode_block(h, flat[b["start"]:b["stop"]], ref, tol, b["w_absmax"],
+        res = _decode.decode_weight_block(h, flat[b["start"]:b["stop"]], ref, tol, b["w_absmax"],
                                    **solver_options)
         if res.status == "clean":
             continue

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from onnx_ecc.weights.check_matrices import check_matrix
-from onnx_ecc.weights.decode import (_above_absmax, decode_block, find_erasures, l1_decode_lp, repair_bound,
+from onnx_ecc.weights.decode import (_above_absmax, decode_weight_block, find_erasures, l1_decode_lp, repair_bound,
                                      syndrome_tolerance)
 
 
@@ -26,7 +26,7 @@ def _setup(family="dct", n=1024, m=300, mode="parity", seed=0):
 @pytest.mark.parametrize("family", ["dct", "gaussian"])
 def test_clean_is_clean(family, mode):
     _, h, w, ref, tol, amax = _setup(family, mode=mode)
-    res = decode_block(h, w, ref, tol, amax)
+    res = decode_weight_block(h, w, ref, tol, amax)
     assert res.status == "clean" and res.corrected is None
 
 
@@ -37,7 +37,7 @@ def test_sparse_gross_errors_repaired_bit_exact(family):
         bad = w.copy()
         pos = rng.choice(h.n, 50, replace=False)
         bad[pos] += (rng.standard_normal(50) * 0.02).astype(np.float32)  # stays below max|w|: no erasure hint
-        res = decode_block(h, bad, ref, tol, None)
+        res = decode_weight_block(h, bad, ref, tol, None)
         assert res.status == "repaired"
         np.testing.assert_array_equal(res.corrected, w)  # oracle: the original weights
         assert set(res.positions) == set(pos[bad[pos] != w[pos]])
@@ -48,7 +48,7 @@ def test_trained_mode_repairs_close_to_original():
     bad = w.copy()
     pos = rng.choice(h.n, 40, replace=False)
     bad[pos] = rng.standard_normal(40).astype(np.float32)
-    res = decode_block(h, bad, ref, tol, amax)
+    res = decode_weight_block(h, bad, ref, tol, amax)
     assert res.status == "repaired"
     np.testing.assert_allclose(res.corrected, w, atol=1e-6)
 
@@ -61,7 +61,7 @@ def test_erasures_nan_inf_and_huge():
     bad[pos[50:100]] = np.inf
     bad[pos[100:]] = 3e38
     assert find_erasures(bad, amax).sum() == 200
-    res = decode_block(h, bad, ref, tol, amax)
+    res = decode_weight_block(h, bad, ref, tol, amax)
     assert res.status == "repaired" and res.erasures == 200
     np.testing.assert_array_equal(res.corrected, w)
 
@@ -71,7 +71,7 @@ def test_too_many_errors_uncorrectable_and_nothing_returned():
     bad = w.copy()
     pos = rng.choice(h.n, 300, replace=False)
     bad[pos] += (rng.standard_normal(300) * 0.02).astype(np.float32)
-    res = decode_block(h, bad, ref, tol, None, max_iter=300)
+    res = decode_weight_block(h, bad, ref, tol, None, max_iter=300)
     assert res.status == "uncorrectable" and res.corrected is None and res.reason
 
 
@@ -81,7 +81,7 @@ def test_single_ulp_flip_detected_with_float64_parity():
     j = int(np.argmax(np.abs(w)))
     bad[j] = np.nextafter(bad[j], np.float32(np.inf) if bad[j] < 0 else np.float32(-np.inf))
     bad[j] = np.float32(bad[j] * 1.001)
-    res = decode_block(h, bad, ref, tol, amax)
+    res = decode_weight_block(h, bad, ref, tol, amax)
     assert res.status == "repaired"
     np.testing.assert_array_equal(res.corrected, w)
 
@@ -98,7 +98,7 @@ def test_agrees_with_highs_lp_oracle():
         e_lp, _ = l1_decode_lp(dense, s)
         w = np.zeros(200, np.float32)
         tol = syndrome_tolerance(h, 1.0)
-        res = decode_block(h, (w + e).astype(np.float32), np.zeros(80), tol, None)
+        res = decode_weight_block(h, (w + e).astype(np.float32), np.zeros(80), tol, None)
         ours = np.zeros(200)
         ours[res.positions] = (w + e).astype(np.float32)[res.positions] - res.corrected[res.positions]
         assert res.status == "repaired"
@@ -120,7 +120,7 @@ def _float32_checks(family, n=2048, m=400, seed=0, scale=0.05):
 def test_float32_checks_never_flag_a_clean_block(family):
     for seed in range(10):
         _, h, w, ref, tol = _float32_checks(family, seed=seed, scale=10.0 ** -seed)
-        assert decode_block(h, w, ref, tol, None).status == "clean"
+        assert decode_weight_block(h, w, ref, tol, None).status == "clean"
         assert np.abs(h.apply(w.astype(np.float64)) - ref).max() <= tol.min()  # the derived bound holds
 
 
@@ -132,7 +132,7 @@ def test_float32_checks_repair_within_their_rounding(family):
         pos = rng.choice(h.n, 40, replace=False)
         step = (0.01 + np.abs(rng.standard_normal(40)) * 0.02) * rng.choice([-1, 1], 40)
         bad[pos] = (bad[pos] + step).astype(np.float32)  # below max|w| + 0.05: no erasure hint needed
-        res = decode_block(h, bad, ref, tol, None)
+        res = decode_weight_block(h, bad, ref, tol, None)
         assert res.status == "repaired" and set(res.positions) == set(pos)
         # Oracle: the original weights. The repair lies within what the float32 rounding of the
         # checks explains through the fit (repair_bound) plus half an ulp of each value.
