@@ -179,8 +179,9 @@ def test_depthwise_convolutions_can_be_left_alone():
     assert all(p["kind"] == "code" for p in record["protected"])
 
 
-def test_a_qdq_int8_model_runs_unchanged_and_inspect_lists_its_layers_as_not_covered():
-    """quantize_static's QDQ model: every linear layer is left alone with the reason, as inspect shows."""
+def test_a_qdq_int8_model_has_every_layer_protected_and_runs_unchanged():
+    """quantize_static's QDQ model: every linear layer gets the exact integer code (rules/quantised.py),
+    inspect shows full coverage, and ProtectedSession's report covers the int8 layers."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     from onnx_ecc.transform.inspection import format_report
@@ -204,9 +205,10 @@ def test_a_qdq_int8_model_runs_unchanged_and_inspect_lists_its_layers_as_not_cov
     protected = onnx_ecc.transform(int8)
     record = read_protection(protected)
     layers = [n.name for n in int8.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-    assert record["protected"] == [] and len(layers) == 4
-    assert {s["name"] for s in record["skipped"] if "int8 models are not protected yet" in s["reason"]} == set(layers)
+    assert [p["name"] for p in record["protected"]] == layers and len(layers) == 4 and record["skipped"] == []
+    assert {p["kind"] for p in record["protected"]} == {"int-code"}
     report = format_report(protected)
-    assert "coverage: 0 of 4 linear layer(s) protected" in report and "not covered: Conv x2" in report
-    np.testing.assert_array_equal(onnx_ecc.ProtectedSession(protected).run(None, feeds)[0],
-                                  onnx_ecc.ProtectedSession(int8).run(None, feeds)[0])
+    assert "coverage: 4 of 4 linear layer(s) protected" in report and "int8 R=2 per 32, exact" in report
+    session = onnx_ecc.ProtectedSession(protected)
+    np.testing.assert_array_equal(session.run(None, feeds)[0], onnx_ecc.ProtectedSession(int8).run(None, feeds)[0])
+    assert set(layers) <= set(session.last_report.layers) and session.last_report.clean
