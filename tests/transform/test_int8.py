@@ -184,3 +184,23 @@ def test_int8_weight_bit_flips_that_change_the_output_are_corrected(name, varian
                 got = _run(_protected(_flip(protected, aug_name, to_aug(tuple(int(i) for i in index)), bit)), x)
                 np.testing.assert_array_equal(got, clean, err_msg=f"{layer} {index} bit {bit}")
     assert changed > 0
+
+
+@pytest.mark.parametrize("name,variant", CASES[:2])
+def test_the_cnn_stays_channels_last_from_conv_to_conv(name, variant, tmp_path):
+    """The convs chain channels last: MaxPools between them run as NhwcMaxPool and the optimized
+    graph has only the Transposes the chain needs (into channels last at the first conv, back to NCHW
+    before the Flatten)."""
+    from onnx_ecc.transform.rules.quantised import nhwc_max_pool_available
+
+    if not nhwc_max_pool_available():
+        pytest.skip("onnxruntime without com.microsoft:NhwcMaxPool: per-layer Transposes")
+    qdq, protected, x = _case(name, variant)
+    pools = sum(n.op_type == "MaxPool" for n in qdq.graph.node)
+    so = onnx_ecc.session_options()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(protected.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ops_run = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops_run.count("Transpose") <= 2, ops_run
+    assert ops_run.count("NhwcMaxPool") == pools > 0 and "MaxPool" not in ops_run, ops_run
+    np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(qdq), x))

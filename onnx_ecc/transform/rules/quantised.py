@@ -11,9 +11,20 @@ no false alarm), corrects one wrong accumulator per block and output vector, add
 (checked by its own parity) and requantises bit for bit as onnxruntime's fused QLinearConv / QGemm.
 Outputs are uint8: an int8 output (int8 activations) is shifted by 128 and its DequantizeLinear
 consumers get the shifted zero point (exact). The MatMulInteger keeps the layer's name.
+
+Convs keep activations channels last from one to the next: a conv whose input is the NCHW
+Transpose of a channels-last tensor (the output of a rewritten conv) reads that tensor directly,
+and a MaxPool on a rewritten conv's output (DequantizeLinear -> MaxPool -> QuantizeLinear with the
+same scale and zero point, which onnxruntime runs on the quantised values) runs channels last as
+onnxruntime's `com.microsoft:NhwcMaxPool` before the Transpose back, so the Transpose to NCHW moves
+past it and one Transpose is left where a consumer that is not a rewritten conv (Flatten, a graph
+output, anything else) reads the tensor (max commutes with the monotone dequantisation: exact). Where
+NhwcMaxPool is not available or the pool does not fit, the layer keeps its own Transposes.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -58,6 +69,103 @@ def _u8(zp: int, dtype) -> int:
 
 def _const(name: str, value) -> gs.Constant:
     return gs.Constant(name, np.asarray(value))
+
+
+def _u8_target(graph: gs.Graph, t: gs.Variable) -> gs.Variable | None:
+    """A uint8 tensor to replace the int8 tensor ``t`` (values + 128): its DequantizeLinear consumers
+    take the shifted zero point; None where ``t`` is a graph output or read by anything else."""
+    if t in graph.outputs or any(c.op != "DequantizeLinear" or len(c.inputs) < 3 or constant_value(c.inputs[2]) is None
+                                 for c in t.outputs):
+        return None
+    target = gs.Variable(f"{t.name}__ecc_u8", dtype=np.uint8)
+    for i, consumer in enumerate(list(t.outputs)):
+        consumer.inputs[0] = target
+        zp = constant_value(consumer.inputs[2])
+        consumer.inputs[2] = _const(f"{t.name}__ecc_zp_u8_{i}", (zp.astype(np.int16) + 128).astype(np.uint8))
+    return target
+
+
+def _channels_last_source(t) -> gs.Variable | None:
+    """The channels-last tensor whose NCHW Transpose ``t`` is (a rewritten conv's output), or None."""
+    tr = _producer(t, "Transpose")
+    if tr is not None and [int(v) for v in tr.attrs.get("perm", [])] == [0, 3, 1, 2]:
+        return tr.inputs[0]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def nhwc_max_pool_available() -> bool:
+    """Whether onnxruntime runs com.microsoft:NhwcMaxPool on uint8 (its contrib op of QDQ models)."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain="com.microsoft", kernel_shape=[2, 2], strides=[2, 2])
+        g = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.UINT8, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        x = np.arange(16, dtype=np.uint8).reshape(1, 2, 2, 4)
+        return bool(np.array_equal(sess.run(None, {"x": x})[0], x.max(axis=(1, 2), keepdims=True)))
+    except Exception:  # onnxruntime without the contrib op: per-layer Transposes
+        return False
+
+
+_POOL_ATTRS = ("auto_pad", "kernel_shape", "strides", "pads", "dilations", "ceil_mode")
+
+
+def _pool_channels_last(graph: gs.Graph, nhwc: gs.Variable, nchw: gs.Variable) -> None:
+    """Move each MaxPool that reads ``nchw`` (= Transpose of the uint8 channels-last ``nhwc``) through
+    DequantizeLinear -> MaxPool -> QuantizeLinear with equal parameters into the channels-last domain:
+    NhwcMaxPool(nhwc) -> Transpose back, which produces the pool's quantised output (exact)."""
+    while nhwc_max_pool_available():
+        if nchw in graph.outputs or len(nchw.outputs) != 1 or nchw.outputs[0].op != "DequantizeLinear":
+            return
+        dq = nchw.outputs[0]
+        x = dq.outputs[0]
+        if x in graph.outputs or len(x.outputs) != 1 or x.outputs[0].op != "MaxPool":
+            return
+        pool = x.outputs[0]
+        pooled_f = pool.outputs[0]
+        if (len(pool.outputs) != 1 or pooled_f in graph.outputs or len(pooled_f.outputs) != 1
+                or pooled_f.outputs[0].op != "QuantizeLinear" or int(pool.attrs.get("storage_order", 0))
+                or len(pool.attrs.get("kernel_shape", [])) != 2):
+            return
+        q = pooled_f.outputs[0]
+        try:
+            s_in, z_in = _qparams(dq, "pool input")
+            s_out, z_out = _qparams(q, "pool output")
+        except Skip:
+            return
+        if (s_in.size != 1 or s_out.size != 1 or z_in.size != 1 or z_out.size != 1 or z_in.dtype != np.uint8
+                or z_out.dtype not in (np.uint8, np.int8) or np.float32(s_in.ravel()[0]) != np.float32(s_out.ravel()[0])
+                or int(z_in.ravel()[0]) != _u8(int(z_out.ravel()[0]), z_out.dtype)):
+            return
+        out = q.outputs[0]
+        target = out if z_out.dtype == np.uint8 else _u8_target(graph, out)
+        if target is None:
+            return
+        attrs = {k: pool.attrs[k] for k in _POOL_ATTRS if k in pool.attrs}
+        if attrs.get("auto_pad") in ("NOTSET", b"NOTSET"):
+            del attrs["auto_pad"]
+        pooled = gs.Variable(f"{pool.name}__ecc_nhwc", dtype=np.uint8)
+        graph.nodes.append(gs.Node("NhwcMaxPool", f"{pool.name}__ecc_nhwc", attrs, [nhwc], [pooled], domain="com.microsoft"))
+        q.outputs.clear()
+        graph.nodes.append(gs.Node("Transpose", f"{pool.name}__ecc_to_nchw", {"perm": [0, 3, 1, 2]}, [pooled], [target]))
+        _import_domain(graph, "com.microsoft", 1)
+        nhwc, nchw = pooled, target
+
+
+def _import_domain(graph: gs.Graph, domain: str, version: int) -> None:
+    import onnx
+
+    if graph.import_domains is None:
+        graph.import_domains = [onnx.helper.make_opsetid("", graph.opset)]
+    if not any(d.domain == domain for d in graph.import_domains):
+        graph.import_domains.append(onnx.helper.make_opsetid(domain, version))
 
 
 def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
@@ -125,8 +233,10 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     zx_u8, zy_u8 = _u8(zx, xtype), _u8(int(zy.ravel()[0]), zy.dtype)
     name = node.name
     if conv:
-        nhwc = gs.Variable(f"{name}__ecc_x_nhwc", dtype=xq.dtype)
-        graph.nodes.append(gs.Node("Transpose", f"{name}__ecc_to_nhwc", {"perm": [0, 2, 3, 1]}, [xq], [nhwc]))
+        nhwc = _channels_last_source(xq)  # the previous conv's channels-last output: no Transpose pair
+        if nhwc is None:
+            nhwc = gs.Variable(f"{name}__ecc_x_nhwc", dtype=xq.dtype)
+            graph.nodes.append(gs.Node("Transpose", f"{name}__ecc_to_nhwc", {"perm": [0, 2, 3, 1]}, [xq], [nhwc]))
         cols = gs.Variable(f"{name}__ecc_im2col", dtype=np.uint8)
         emit_node(graph, ops.IM2COL_NHWC, [nhwc], [cols], f"{name}__ecc_im2col",
                   dict(kernel_shape=[int(kh), int(kw)], strides=list(attrs.get("strides", [1, 1])),
@@ -140,11 +250,7 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     decoded = gs.Variable(f"{name}__ecc_nhwc", dtype=np.uint8) if conv else None
     target = yq
     if zy.dtype == np.int8:  # the uint8 output replaces yq; its DequantizeLinear consumers take the shifted zero point
-        target = gs.Variable(f"{yq.name}__ecc_u8", dtype=np.uint8)
-        for i, consumer in enumerate(list(yq.outputs)):
-            consumer.inputs[0] = target
-            zp = constant_value(consumer.inputs[2])
-            consumer.inputs[2] = _const(f"{yq.name}__ecc_zp_u8_{i}", (zp.astype(np.int16) + 128).astype(np.uint8))
+        target = _u8_target(graph, yq)
     q.outputs.clear()
     node.outputs.clear()
     emit_node(graph, ops.INT_DECODE, [acc], [decoded if conv else target], f"{name}__ecc_decode",
@@ -155,6 +261,7 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
                    fail_stop=int(options.fail_stop), layer=name, model_id=model_id))
     if conv:
         graph.nodes.append(gs.Node("Transpose", f"{name}__ecc_to_nchw", {"perm": [0, 3, 1, 2]}, [decoded], [target]))
+        _pool_channels_last(graph, decoded, target)  # MaxPools after the conv run channels last
     checks = parity * ((m + block - 1) // block)
     return Protected(name, node.op, KIND, int(m), int(p), int(block), int(parity), 1,
                      params=int(wq.size + (m if has_bias else 0)), extra_params=int(p * k + (checks if has_bias else 0)),
