@@ -96,3 +96,16 @@ def test_bundled_model_training_example_writes_an_accurate_model(tmp_path):
     x = sample.x_test[:64]
     got = onnx_ecc.ProtectedSession(protected).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, zoo.predict(out, x), rtol=1e-5, atol=1e-5)
+
+
+def test_dead_units_example_protected_with_learning_keeps_the_clean_accuracy(tmp_path):
+    """examples/dead_units.py, small: up to R dead units per block are rebuilt once they are known."""
+    out = tmp_path / "dead"
+    _run([sys.executable, str(ROOT / "examples" / "dead_units.py"), "--max-dead", "3", "--images", "100",
+          "--out", str(out), "--no-figure"], tmp_path)
+    rows = json.loads((out / "dead_units.json").read_text())["rows"]
+    clean = rows[0]["original"]
+    assert rows[0]["protected"] == rows[0]["protected_learning"] == clean
+    assert rows[1]["protected"] == clean                      # one per block: the decoder alone corrects it
+    assert all(r["protected_learning"] == clean for r in rows[1:])  # known erasures, R = 3 per block
+    assert min(r["original"] for r in rows[1:]) < clean       # the units' loss shows in the original
