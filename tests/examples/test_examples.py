@@ -27,7 +27,9 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    """The test's own environment: the examples import onnx_ecc as the tests do (installed, or
+    through the caller's PYTHONPATH with ONNX_ECC_LIBRARY)."""
+    return dict(os.environ)
 
 
 def _run(argv: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
