@@ -4,7 +4,9 @@
     outputs) that each change the original model's top-1 on a test digit, re-run on the
     protected model: how many still corrupt it (95% upper bound), how many were corrected.
 (b) Bit-error-rate sweep over all weights (and biases) of the protected layers, 1e-7 .. 1e-3:
-    accuracy and SDC rate of original vs protected, and the rate where protection breaks down.
+    accuracy and SDC rate of original vs protected (the layer code, decoded at run time) vs the
+    protected model with weight codes, scrubbed with both codes before inference (its memory,
+    the weight codes' checks included, takes the same flips), and the rate where each breaks down.
 
 Run:  PYTHONPATH=. python examples/campaign_mnist.py [--quick]   (~10 min on 2 cores)
 Results: results/campaign/mnist/ (JSON, CSV, PNG); the sweep plot is copied to
@@ -33,7 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(HERE.parent / "results" / "campaign" / "mnist"))
     p.add_argument("--faults", type=int, default=1000, help="SDC-causing faults to find per site")
     p.add_argument("--targeted-samples", type=int, default=1000, help="test digits the targeted search draws from")
-    p.add_argument("--bers", default="1e-7,3e-7,1e-6,3e-6,1e-5,3e-5,1e-4,1e-3")
+    p.add_argument("--bers", default="1e-7,3e-7,1e-6,3e-6,1e-5,3e-5,1e-4,2e-4,3e-4,1e-3")
+    p.add_argument("--weight-checks", default="5%", help="weight codes of the scrubbed model (count or rate)")
     p.add_argument("--trials", type=int, default=48, help="sweep trials per bit error rate")
     p.add_argument("--samples", type=int, default=250, help="sweep test digits per trial")
     p.add_argument("--jobs", type=int, default=2)
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
     original = zoo.mnist_cnn()
     protected = onnx_ecc.transform(original)               # parity 2 per block of 32 channels
     rec = read_protection(protected)
-    print(f"model: pretrained MNIST CNN, {len(rec['protected'])} protected layers (parity 2, block 32)")
+    print(f"model: pretrained MNIST CNN, {len(rec['protected'])} protected layers (parity 2, block 32); "
+          f"scrubbed: with weight checks {args.weight_checks}")
     print(f"chosen: targeted {args.faults} faults/site from {args.targeted_samples} digits; sweep BER {args.bers}, "
           f"{args.trials} trials x {args.samples} digits, {args.jobs} jobs, seed {args.seed}")
 
@@ -72,8 +76,9 @@ def main(argv=None) -> int:
     xs, ys = C.load_samples("mnist", args.samples)
     configs = [C.Config("weight-bitflip", ber=b) for b in bers]
     t = time.time()
+    scrubbed = C.with_weight_checks(protected, args.weight_checks)
     summary = C.run_campaign(original, configs, xs, ys, args.trials, out / "sweep", protected=protected,
-                             jobs=args.jobs, seed=args.seed, resume=args.resume)
+                             jobs=args.jobs, seed=args.seed, resume=args.resume, scrubbed=scrubbed)
     print(f"[sweep] {time.time() - t:.0f} s")
     for path in summary.get("plots", []) if not args.quick else []:  # a smoke run keeps the committed figure
         if path.endswith("sweep_weight-bitflip.png"):

@@ -11,7 +11,7 @@ local processes or Ray tasks, see executors) and their counts do not depend on w
 """
 
 from onnx_ecc.campaign.config import (BUILTIN_MODELS, FAULT_TYPES, CampaignError, Config, load_samples, resolve_model,
-                                      trial_seed)
+                                      trial_seed, with_weight_checks)
 from onnx_ecc.campaign.runner import Runner
 from onnx_ecc.campaign.sweep import read_trials, run_campaign, write_csv
 from onnx_ecc.campaign.targeted import TARGETED_CHUNK, TargetedEvaluator, targeted_campaign
@@ -19,4 +19,4 @@ from onnx_ecc.campaign.trials import Evaluator
 
 __all__ = ["BUILTIN_MODELS", "FAULT_TYPES", "CampaignError", "Config", "Evaluator", "Runner", "TARGETED_CHUNK",
            "TargetedEvaluator", "load_samples", "read_trials", "resolve_model", "run_campaign", "targeted_campaign",
-           "trial_seed", "write_csv"]
+           "trial_seed", "with_weight_checks", "write_csv"]

@@ -62,6 +62,24 @@ def load_samples(data: str, samples: int) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(y[:samples]).astype(np.int64)
 
 
+def with_weight_checks(protected: onnx.ModelProto, checks: int | float | str = "5%") -> onnx.ModelProto:
+    """The protected model with weight codes on its protected layers' weights, as ``transform
+    --weight-checks`` adds them (the layer code's parity rows count toward a rate): the campaign's
+    "scrubbed" model. A model that has weight codes already is returned as it is."""
+    from onnx_ecc.transform.record import read_protection
+    from onnx_ecc.weights import add_weight_checks, layer_rows, read_weight_codes
+
+    if read_weight_codes(protected):
+        return protected
+    record = read_protection(protected)
+    if record is None:
+        raise CampaignError("the protected model carries no onnx-ecc protection record")
+    rows = layer_rows(protected, record["protected"])
+    if not rows:
+        raise CampaignError("the protected model has no float32 layer weights for weight codes")
+    return add_weight_checks(protected, tensor_names=list(rows), checks=checks, layer_rows=rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One campaign configuration: fault type, amount (bit error rate or count), bits, tensors."""

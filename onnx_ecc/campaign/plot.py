@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLORS = {"original": "tab:red", "protected": "tab:blue"}
+COLORS = {"original": "tab:red", "protected": "tab:blue", "scrubbed": "tab:green"}
+LABELS = {"original": "original", "protected": "layer code (decoded at run time)",
+          "scrubbed": "+ weight codes, scrubbed before inference"}
 
 
 def plot_sweep(rows: list[dict], out_dir, clean_accuracy: dict | None = None, dpi: int = 72) -> list[str]:
@@ -21,7 +23,7 @@ def plot_sweep(rows: list[dict], out_dir, clean_accuracy: dict | None = None, dp
     paths = []
     for fault in sorted({r["fault"] for r in rows if r.get("ber") is not None}):
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
-        for model in ("original", "protected"):
+        for model in COLORS:
             rs = sorted((r for r in rows if r["fault"] == fault and r["model"] == model and r.get("ber") is not None),
                         key=lambda r: r["ber"])
             if not rs:
@@ -31,7 +33,7 @@ def plot_sweep(rows: list[dict], out_dir, clean_accuracy: dict | None = None, dp
                                     (axes[1], "corrupt_rate", "corrupt_rate_lo", "corrupt_rate_hi"),
                                     (axes[2], "trial_corrupt_rate", "trial_corrupt_lo", "trial_corrupt_hi")):
                 v = [r[key] for r in rs]
-                ax.plot(b, v, "o-", color=COLORS[model], label=model, ms=4)
+                ax.plot(b, v, "o-", color=COLORS[model], label=LABELS[model], ms=4)
                 ax.fill_between(b, [r[lo] for r in rs], [r[hi] for r in rs], color=COLORS[model], alpha=0.2)
             if clean_accuracy and model in clean_accuracy:
                 axes[0].axhline(clean_accuracy[model], color=COLORS[model], ls=":", lw=1)

@@ -65,7 +65,7 @@ def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -
     return (float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
-MODELS = ("original", "protected")
+MODELS = ("original", "protected", "scrubbed")   # "scrubbed": with weight codes, scrubbed before inference
 
 
 def aggregate(records: Iterable[dict]) -> list[dict]:
@@ -114,6 +114,9 @@ def aggregate(records: Iterable[dict]) -> list[dict]:
             "flagged_blocks": sum(t.get("flagged", 0) for t in trials),
             "corrected_blocks": sum(t.get("corrected", 0) for t in trials),
             "uncorrectable_blocks": sum(t.get("uncorrectable", 0) for t in trials),
+            **({"trials_scrub_beyond_repair": sum(1 for t in trials if t["scrub_beyond_repair"]),
+                "mean_scrub_seconds": float(np.mean([t["scrub_seconds"] for t in trials]))}
+               if model == "scrubbed" else {}),
         })
     return rows
 

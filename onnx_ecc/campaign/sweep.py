@@ -39,8 +39,10 @@ def read_trials(path: Path) -> list[dict]:
 def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.ndarray, y: np.ndarray, trials: int,
                  out_dir: str | os.PathLike, protected: onnx.ModelProto | None = None, resume: bool = False,
                  jobs: int | None = None, seed: int = 0, progress: bool = True, plot: bool = True,
-                 transform_options: dict | None = None, executor: str = "local", address: str | None = None) -> dict:
-    """Run every configuration ``trials`` times on both models; results under out_dir.
+                 transform_options: dict | None = None, executor: str = "local", address: str | None = None,
+                 scrubbed: onnx.ModelProto | None = None) -> dict:
+    """Run every configuration ``trials`` times on both models (and ``scrubbed``, the protected
+    model with weight codes, scrubbed before each trial's inference: see trials); results under out_dir.
 
     Writes trials.jsonl (one line per finished trial, keyed by config and trial seed),
     summary.json, summary.csv and (if matplotlib is there) sweep PNGs. Returns the summary.
@@ -60,6 +62,8 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
         raise CampaignError("the protected model carries no onnx-ecc protection record")
     write_bytes(out / "original.onnx", original.SerializeToString())
     write_bytes(out / "protected.onnx", protected.SerializeToString())
+    if scrubbed is not None:
+        write_bytes(out / "scrubbed.onnx", scrubbed.SerializeToString())
     log = out / "trials.jsonl"
     if resume and log.exists():
         data = log.read_bytes()
@@ -70,7 +74,7 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
         log.unlink()
     tasks = [(c, trial_seed(seed, c.key, t)) for c in configs for t in range(trials)]
     todo = [t for t in tasks if (t[0].key, t[1]) not in done]
-    spec = (Evaluator, (original, protected, x, y, 1))
+    spec = (Evaluator, (original, protected, x, y, 1, 256, scrubbed))
     with open_executor(executor, spec, jobs, address, tasks=len(todo)) as ex, open(log, "a") as f:
         bar = _progress(len(tasks), len(tasks) - len(todo), progress)
         t_run = time.time()
@@ -83,8 +87,8 @@ def run_campaign(original: onnx.ModelProto, configs: Sequence[Config], x: np.nda
     wanted = {(c.key, s) for c, s in tasks}
     records = [r for r in read_trials(log) if (r["config"], r["seed"]) in wanted]
     rows = aggregate(records)
-    ev = Evaluator(original, protected, x, y, threads=1)
-    clean_acc = {m: float(np.mean(ev.clean(m, Config("weight-bitflip", count=0)) == y)) for m in ("original", "protected")}
+    ev = Evaluator(original, protected, x, y, threads=1, scrubbed=scrubbed)
+    clean_acc = {m: float(np.mean(ev.clean(m, Config("weight-bitflip", count=0)) == y)) for m in ev.model_names}
     summary = {
         "samples": int(len(x)), "trials": trials, "seed": seed, "configs": [c.as_dict() for c in configs],
         "clean_accuracy": clean_acc, "rows": rows, "breakdown": breakdown(rows, clean_acc),
@@ -108,7 +112,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
     write_bytes(path, buf.getvalue().encode())

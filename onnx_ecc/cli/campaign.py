@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parity", type=int, default=2, help="transform: parity checks per block")
     parser.add_argument("--block", type=int, default=32, help="transform: channels per block")
+    parser.add_argument("--scrub", action="store_true",
+                        help="also run the protected model with weight codes, its stored weights scrubbed with both "
+                             "codes (as onnx-ecc scrub) after each trial's weight faults and before inference; under "
+                             "--ber its memory, the weight codes' checks included, takes the same flips")
+    parser.add_argument("--weight-checks", default="5%",
+                        help="--scrub: weight checks per block (1000) or rate of each weight's memory (5%%); a "
+                             "--protected model with weight codes keeps its own")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             protected = onnx.load(args.protected)
         else:
             protected = onnx_ecc.transform(original, parity=args.parity, block=args.block)
+        scrubbed = C.with_weight_checks(protected, args.weight_checks) if args.scrub else None
         x, y = C.load_samples(args.data, args.samples)
         faults = [f.strip() for f in args.fault.split(",") if f.strip()]
         out = Path(args.out)
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             configs = [C.Config(f, count=args.count, bits=args.bits, tensors=args.tensors) for f in faults]
         summary = C.run_campaign(original, configs, x, y, args.trials, out, protected=protected, resume=args.resume,
-                                 seed=args.seed, progress=not args.no_progress, **where)
+                                 seed=args.seed, progress=not args.no_progress, scrubbed=scrubbed, **where)
     except (C.CampaignError, ValueError, OSError) as e:
         return _fail(str(e))
     print(format_table(summary["rows"]))
@@ -108,15 +116,16 @@ def run(args: argparse.Namespace) -> int:
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table of the summary rows."""
     head = ("fault", "amount", "model", "acc", "acc 95% CI", "SDC/pred", "corrupt/pred", "trials w/ SDC", "failed", "detected",
-            "corrected blk", "uncorr blk")
+            "corrected blk", "uncorr blk", "beyond repair")
     lines = []
     for r in rows:
         amount = f"ber {r['ber']:g}" if r["ber"] is not None else f"count {r['count']}"
         lines.append((r["fault"], amount, r["model"], f"{r['accuracy']:.3f}", f"[{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
                       f"{r['sdc_rate']:.4f}", f"{r['corrupt_rate']:.4f}", f"{r['trials_with_sdc']}/{r['trials']}", str(r["trials_failed"]),
-                      str(r["trials_detected"]) if r["model"] == "protected" else "-",
-                      str(r["corrected_blocks"]) if r["model"] == "protected" else "-",
-                      str(r["uncorrectable_blocks"]) if r["model"] == "protected" else "-"))
+                      str(r["trials_detected"]) if r["model"] != "original" else "-",
+                      str(r["corrected_blocks"]) if r["model"] != "original" else "-",
+                      str(r["uncorrectable_blocks"]) if r["model"] != "original" else "-",
+                      f"{r['trials_scrub_beyond_repair']}/{r['trials']}" if r["model"] == "scrubbed" else "-"))
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]

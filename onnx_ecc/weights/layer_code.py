@@ -13,16 +13,18 @@ repaired column by column:
   flagged;
 * known positions (erasures) are the layer's recorded erasures (``transform.record.read_erasures``)
   and the block's dead-looking rows (no finite non-zero value: a unit stuck at zero, pruned or
-  overwritten with NaN), plus, per column, any non-finite value. Up to R of them are re-solved
+  overwritten with NaN), plus, per column, any non-finite value or one beyond the layer's
+  recorded range (``record_ranges``: a flipped high exponent bit). Up to R of them are re-solved
   exactly by least squares on their columns of H, verified with the checks left over;
 * beyond them each column locates up to floor((R - e)/2) wrong values itself (the smallest set
   that leaves every remaining check within its rounding, as the Decode op does), which repairs
-  scattered faults;
-* a corrupted row shows in many columns at the same position: positions located in several
-  columns are tried as erasures of the whole block, and where columns still fail, sets of up to
-  R - 1 - e rows whose columns of H span the failed columns' syndromes are searched (with
-  syndromes of that rank the set is unique); a set is kept only when it leaves fewer columns
-  failing;
+  scattered faults; up to R - 1 - e when exactly one set comes near explaining the column
+  (``UNIQUE_MARGIN``: no guarantee beyond floor((R - e)/2), so it must be unique);
+* a corrupted row shows in many columns at the same position: a position located in a quarter
+  of the flagged columns (``ROW_SHARE``) is tried as an erasure of the whole block, and where
+  columns still fail, sets of up to R - 1 - e rows whose columns of H span the syndromes of half
+  the failed columns (``SPAN_SHARE``; at that rank the set is unique) are searched; a set is kept
+  only when it leaves fewer columns failing;
 * a repaired column gets its parity re-encoded from the repaired data rows, so that the written
   layer is as consistent as a freshly transformed one (the repair is within the checks' rounding
   of the original, a few ulps, not bit-exact).

@@ -152,22 +152,34 @@ class Scrub:
         """Check one tensor with its weight code and repair it in place; True when it changed.
 
         A tensor checked before is checked again only in the blocks that changed since (a block
-        beyond repair that nothing touched stays so: the l1 decoder would fail on it again)."""
+        beyond repair that nothing touched stays so: the l1 decoder would fail on it again). Where
+        the layer code covers the tensor, a flagged block is first decoded on the values it did not
+        verify (``restricted_repair``: cheap, and it survives wrong checks); the l1 decoder gets
+        the blocks that this leaves."""
         name = entry["tensor"]
         flat = arrays[name].reshape(-1)
         previous = tensors.get(name)
-        only = None
+        blocks = set(range(len(entry["blocks"])))
         if previous is not None:
             seen = self._seen[name]
-            only = {i for i, b in enumerate(entry["blocks"])
-                    if not np.array_equal(seen[b["start"]:b["stop"]].view(np.uint32),
-                                          flat[b["start"]:b["stop"]].view(np.uint32))}
-            if not only:
+            blocks = {i for i, b in enumerate(entry["blocks"])
+                      if not np.array_equal(seen[b["start"]:b["stop"]].view(np.uint32),
+                                            flat[b["start"]:b["stop"]].view(np.uint32))}
+            if not blocks:
                 return False
-        report, fixed = check_tensor(np.array(flat, copy=True), entry, self.parities[name], only=only,
+        changed, restricted = np.zeros(0, np.int64), (set(), 0)
+        if name in self._verified:
+            changed, *restricted = self._restricted(entry, flat, sorted(blocks))
+            blocks -= restricted[0]
+        report, fixed = check_tensor(np.array(flat, copy=True), entry, self.parities[name], only=blocks,
                                      **solver_options)
+        report.flagged_blocks += len(restricted[0])
+        report.corrected += restricted[1]
+        if restricted[0] and report.status == "clean":
+            report.status = "repaired"
         if previous is not None:
-            report.failing = sorted((set(previous.failing) - only) | set(report.failing))
+            done = blocks | restricted[0]
+            report.failing = sorted((set(previous.failing) - done) | set(report.failing))
             report.uncorrectable_blocks = len(report.failing)
             report.flagged_blocks = max(report.flagged_blocks, previous.flagged_blocks)
             report.corrected += previous.corrected
@@ -177,47 +189,44 @@ class Scrub:
             report.status = "uncorrectable" if report.failing else (
                 "repaired" if "repaired" in (report.status, previous.status) or previous.failing else "clean")
         tensors[name] = report
-        changed = np.zeros(0, np.int64)
         if fixed is not None:
-            changed = np.flatnonzero(fixed.view(np.uint32) != flat.view(np.uint32))
+            moved = np.flatnonzero(fixed.view(np.uint32) != flat.view(np.uint32))
             if name in self._verified:  # the layer code's verified values stand (the checks may be wrong)
-                changed = changed[~self._verified[name].reshape(-1)[changed]]
-            flat[changed] = fixed[changed]   # in place (a shared buffer stays shared)
-        if report.failing and name in self._verified:
-            changed = np.union1d(changed, self._restricted(entry, flat, report))
+                moved = moved[~self._verified[name].reshape(-1)[moved]]
+            flat[moved] = fixed[moved]   # in place (a shared buffer stays shared)
+            changed = np.union1d(changed, moved)
         self._seen[name] = np.array(flat, copy=True)
         return bool(len(changed))
 
-    def _restricted(self, entry: dict, flat: np.ndarray, report: TensorReport) -> np.ndarray:
-        """The failing blocks of a tensor the layer code covers, decoded again on the values it did
-        not verify, with errors allowed in the checks (``restricted_repair``); repaired in place.
-        Returns the positions changed."""
+    def _restricted(self, entry: dict, flat: np.ndarray, indices: list[int]):
+        """Flagged blocks of a tensor the layer code covers, decoded on the values it did not verify,
+        with errors allowed in the checks (``restricted_repair``); repaired in place, the checks
+        found wrong re-encoded. Returns (positions changed, blocks repaired, values corrected)."""
         parity, verified = self.parities[entry["tensor"]], self._verified[entry["tensor"]].reshape(-1)
         offsets = np.concatenate([[0], np.cumsum([b["m"] for b in entry["blocks"]])])
-        changed = []
-        for index in list(report.failing):
+        changed, repaired_blocks, corrected = [], set(), 0
+        for index in indices:
             b = entry["blocks"][index]
             h, lo, hi = _block_code(entry, b), b["start"], b["stop"]
             tol = _decode.syndrome_tolerance(h, b["w_norm"], "parity", entry.get("parity_dtype", "float64"))
             erased = np.flatnonzero(_decode.find_erasures(flat[lo:hi], b["w_absmax"]))
             checks = parity[offsets[index]:offsets[index + 1]]
+            values = np.where(np.isin(np.arange(hi - lo), erased), 0.0, flat[lo:hi].astype(np.float64))
+            if not len(erased) and np.all(np.abs(h.apply(values) - checks) <= tol):
+                continue   # clean
             found = restricted_repair(h, flat[lo:hi], checks.astype(np.float64), tol,
-                                      np.flatnonzero(~verified[lo:hi]), erased)
+                                      np.flatnonzero(~verified[lo:hi]), erased, b["w_norm"])
             if found is None:
                 continue
-            repaired, bad = found
-            moved = np.flatnonzero(repaired.view(np.uint32) != flat[lo:hi].view(np.uint32))
-            flat[lo + moved] = repaired[moved]
-            checks[bad] = h.apply(repaired.astype(np.float64))[bad].astype(checks.dtype)   # in place
+            fixed, bad = found
+            moved = np.flatnonzero(fixed.view(np.uint32) != flat[lo:hi].view(np.uint32))
+            flat[lo + moved] = fixed[moved]
+            checks[bad] = h.apply(fixed.astype(np.float64))[bad].astype(checks.dtype)   # in place
             changed.append(lo + moved)
-            report.failing.remove(index)
-            report.corrected += len(moved)
-            report.positions += [int(lo + j) for j in moved]
+            repaired_blocks.add(index)
+            corrected += len(moved)
             self.checks_reencoded += len(bad)
-        report.uncorrectable_blocks = len(report.failing)
-        if not report.failing and report.status == "uncorrectable":
-            report.status = "repaired"
-        return np.concatenate(changed) if changed else np.zeros(0, np.int64)
+        return (np.concatenate(changed) if changed else np.zeros(0, np.int64)), repaired_blocks, corrected
 
     @staticmethod
     def _beyond_repair(layers: list[LayerReport], tensors: dict[str, TensorReport]) -> list[str]:
@@ -239,13 +248,15 @@ def _fold(layers: dict[str, LayerReport], name: str, report: LayerReport) -> Non
 
 
 def restricted_repair(h, values: np.ndarray, stored: np.ndarray, tol: np.ndarray, unknown: np.ndarray,
-                      erased: np.ndarray, margin: int = RESTRICTED_MARGIN):
+                      erased: np.ndarray, w_norm: float, margin: int = RESTRICTED_MARGIN):
     """Decode one weight-code block whose errors lie in ``unknown`` (block positions) or in its
     stored checks: min ||x||_1 + ||c||_1 s.t. H_U x + c = s (erasures free), then a least-squares
     refit on the support found, verified on the checks it trusts.
 
     Returns (repaired values, indices of the checks found wrong) or None. ``values`` are the
-    block's stored weights, ``stored`` its stored checks, ``tol`` the checks' thresholds.
+    block's stored weights, ``stored`` its stored checks, ``tol`` the checks' thresholds,
+    ``w_norm`` the block's recorded ||w||: a stored check beyond ||H_i|| ||w|| (Cauchy-Schwarz),
+    or not finite, cannot be right and is left out of the fit (an erasure of the check).
     """
     import scipy.optimize
 
@@ -254,22 +265,28 @@ def restricted_repair(h, values: np.ndarray, stored: np.ndarray, tol: np.ndarray
     x[erased] = 0.0
     if not np.all(np.isfinite(x)):
         return None
-    s = h.apply(x) - stored
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = h.apply(x) - stored
     m, k = h.m, len(unknown)
-    if 2 * k >= m:
+    with np.errstate(invalid="ignore"):
+        broken = np.flatnonzero(~np.isfinite(s) | ~(np.abs(stored) <= h.row_norms * w_norm * (1 + 1e-6)))
+    rows = np.setdiff1d(np.arange(m), broken)
+    if 2 * (k + len(broken)) >= m:
         return None
     a = h.columns(unknown) if k else np.zeros((m, 0))
     free = np.isin(unknown, erased)
-    cost = np.concatenate([np.where(free, 0.0, 1.0)] * 2 + [np.ones(2 * m)])
-    eq = np.hstack([a, -a, np.eye(m), -np.eye(m)])
-    res = scipy.optimize.linprog(cost, A_eq=eq, b_eq=s, bounds=(0, None), method="highs")
+    n_rows = len(rows)
+    cost = np.concatenate([np.where(free, 0.0, 1.0)] * 2 + [np.ones(2 * n_rows)])
+    eq = np.hstack([a[rows], -a[rows], np.eye(n_rows), -np.eye(n_rows)])
+    res = scipy.optimize.linprog(cost, A_eq=eq, b_eq=s[rows], bounds=(0, None), method="highs")
     if res.status != 0:
         return None
     e_w = res.x[:k] - res.x[k:2 * k]
-    e_c = res.x[2 * k:2 * k + m] - res.x[2 * k + m:]
+    e_c = np.zeros(m)
+    e_c[rows] = res.x[2 * k:2 * k + n_rows] - res.x[2 * k + n_rows:]
     colmax = np.abs(a).max(axis=0) if k else np.zeros(0)
     support = free | (np.abs(e_w) * colmax > 1e-3 * float(tol.min()))
-    bad = np.flatnonzero(np.abs(e_c) > VERIFY_FACTOR * tol)
+    bad = np.union1d(np.flatnonzero(np.abs(e_c) > VERIFY_FACTOR * tol), broken)
     if len(erased) + 2 * (int(support.sum() - free.sum()) + len(bad)) > m - margin:
         return None
     good = np.setdiff1d(np.arange(m), bad)
