@@ -64,10 +64,16 @@ class Evaluator:
             self._all_names[k] = F.target_names(self.models[model], tensors)
         return self._all_names[k]
 
-    def runner(self, model: str, cfg: Config) -> Runner:
+    @staticmethod
+    def _key(model: str, cfg: Config) -> tuple:
+        """Which runner serves ``cfg`` on ``model``: its patchable tensors and its output faults."""
         out_kind = cfg.kind if cfg.site in ("output", "mixed") else None
-        key = (model, cfg.tensors if cfg.site in ("weight", "mixed") else "protected", out_kind,
-               F.parse_bits(cfg.bits) if out_kind else None)
+        return (model, cfg.tensors if cfg.site in ("weight", "mixed") else "protected", out_kind,
+                F.parse_bits(cfg.bits) if out_kind else None)
+
+    def runner(self, model: str, cfg: Config) -> Runner:
+        key = self._key(model, cfg)
+        out_kind = key[2]
         if key not in self._runners:
             names = self._names(model, key[1])
             inst = None
@@ -82,10 +88,7 @@ class Evaluator:
 
     def clean(self, model: str, cfg: Config) -> np.ndarray:
         self.runner(model, cfg)
-        out_kind = cfg.kind if cfg.site in ("output", "mixed") else None
-        key = (model, cfg.tensors if cfg.site in ("weight", "mixed") else "protected", out_kind,
-               F.parse_bits(cfg.bits) if out_kind else None)
-        return self._clean[key]
+        return self._clean[self._key(model, cfg)]
 
     def _predict(self, r: Runner, weight_faults=(), seed=0, rate=0.0):
         outs, reports = [], []
