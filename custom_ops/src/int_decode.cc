@@ -30,6 +30,7 @@ std::string IntDecodeConfig::Validate() const {
   if (!bias.empty() && static_cast<int64_t>(bias.size()) != data_channels) return "bias must have data_channels values";
   if (!bias_parity.empty() && (bias.empty() || static_cast<int64_t>(bias_parity.size()) != blocks() * parity))
     return "bias_parity needs bias and blocks * parity values";
+  if (!requantise) return "";
   if (scale.size() != 1 && static_cast<int64_t>(scale.size()) != data_channels)
     return "scale must have 1 or data_channels values";
   for (float s : scale)
@@ -46,12 +47,13 @@ void IntDecodeConfig::Prepare() {
     total_planes += planes[a];
   }
   if (bias.empty()) bias.assign(static_cast<size_t>(data_channels), 0);
-  if (scale.size() == 1) scale.assign(static_cast<size_t>(data_channels), scale[0]);
+  if (requantise && scale.size() == 1) scale.assign(static_cast<size_t>(data_channels), scale[0]);
 }
 
-OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttrs* k) {
-  k->name = "IntDecode(" + AttrString(info, "layer", "") + ")";
+OrtStatusPtr ParseIntCodeAttrs(const Ort::ConstKernelInfo& info, const char* op, bool requantise, IntDecodeAttrs* k) {
+  k->name = std::string(op) + "(" + AttrString(info, "layer", "") + ")";
   auto& c = k->cfg;
+  c.requantise = requantise;
   c.data_channels = AttrInt(info, "data_channels", 0);
   c.block = AttrInt(info, "block", 0);
   c.parity = AttrInt(info, "parity", 0);
@@ -63,10 +65,12 @@ OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttr
     c.bias.push_back(static_cast<int32_t>(b));
   }
   c.bias_parity = AttrInts(info, "bias_parity", {});
-  c.scale = AttrFloats(info, "scale", true);
-  const int64_t zp = AttrInt(info, "zero_point", 0);
-  if (zp < 0 || zp > 255) return Error(ORT_INVALID_ARGUMENT, k->name, "zero_point must be in 0..255 (uint8 output)");
-  c.zero_point = static_cast<int32_t>(zp);
+  if (requantise) {
+    c.scale = AttrFloats(info, "scale", true);
+    const int64_t zp = AttrInt(info, "zero_point", 0);
+    if (zp < 0 || zp > 255) return Error(ORT_INVALID_ARGUMENT, k->name, "zero_point must be in 0..255 (uint8 output)");
+    c.zero_point = static_cast<int32_t>(zp);
+  }
   const std::string mode = AttrString(info, "mode", "correct");
   if (mode != "correct" && mode != "detect") return Error(ORT_INVALID_ARGUMENT, k->name, "mode must be 'correct' or 'detect'");
   c.correct = mode == "correct";
@@ -75,8 +79,48 @@ OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttr
   c.Prepare();
   k->axis = AttrInt(info, "axis", -1);
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
-  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "IntDecode");
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), op);
   return nullptr;
+}
+
+OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttrs* k) {
+  return ParseIntCodeAttrs(info, "IntDecode", true, k);
+}
+
+void CheckIntBias(IntDecodeConfig& cfg, std::mutex& mu, DecodeCounts& counts) {
+  if (cfg.bias_parity.empty()) return;
+  std::lock_guard<std::mutex> lock(mu);
+  const int64_t B = cfg.block, M = cfg.data_channels;
+  const int R = static_cast<int>(cfg.parity);
+  for (int64_t kb = 0; kb < cfg.blocks(); ++kb) {
+    const int64_t c0 = kb * B;
+    const int b = static_cast<int>(std::min(B, M - c0));
+    int64_t s[kIntMaxParity];
+    for (int r = 0; r < R; ++r) {
+      int64_t v = -cfg.bias_parity[kb * R + r];
+      for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
+      s[r] = v;
+    }
+    int where = -1;
+    int64_t e = 0;
+    const int verdict = IntLocate(s, R, cfg.generator.data(), B, b, cfg.correct, &where, &e);
+    if (verdict == kIntClean) continue;
+    ++counts.flagged;
+    if (verdict == kIntFixed) {
+      cfg.bias[c0 + where] = static_cast<int32_t>(static_cast<int64_t>(cfg.bias[c0 + where]) - e);
+      ++counts.corrected_blocks;
+      ++counts.corrected_values;
+    } else if (verdict == kIntParityWrong) {
+      for (int r = 0; r < R; ++r) {
+        int64_t v = 0;
+        for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
+        cfg.bias_parity[kb * R + r] = v;
+      }
+      ++counts.corrected_blocks;
+    } else {
+      ++counts.uncorrectable;
+    }
+  }
 }
 
 namespace {
@@ -139,43 +183,6 @@ struct IntDecodeKernel : IntDecodeAttrs {
     j->counts->Add(c);
   }
 
-  // The bias the kernel adds is checked against its own parity on every run and repaired in place.
-  void CheckBias(DecodeCounts& counts) {
-    if (cfg.bias_parity.empty()) return;
-    std::lock_guard<std::mutex> lock(bias_mu);
-    const int64_t B = cfg.block, M = cfg.data_channels;
-    const int R = static_cast<int>(cfg.parity);
-    for (int64_t kb = 0; kb < cfg.blocks(); ++kb) {
-      const int64_t c0 = kb * B;
-      const int b = static_cast<int>(std::min(B, M - c0));
-      int64_t s[kIntMaxParity];
-      for (int r = 0; r < R; ++r) {
-        int64_t v = -cfg.bias_parity[kb * R + r];
-        for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
-        s[r] = v;
-      }
-      int where = -1;
-      int64_t e = 0;
-      const int verdict = IntLocate(s, R, cfg.generator.data(), B, b, cfg.correct, &where, &e);
-      if (verdict == kIntClean) continue;
-      ++counts.flagged;
-      if (verdict == kIntFixed) {
-        cfg.bias[c0 + where] = static_cast<int32_t>(static_cast<int64_t>(cfg.bias[c0 + where]) - e);
-        ++counts.corrected_blocks;
-        ++counts.corrected_values;
-      } else if (verdict == kIntParityWrong) {
-        for (int r = 0; r < R; ++r) {
-          int64_t v = 0;
-          for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
-          cfg.bias_parity[kb * R + r] = v;
-        }
-        ++counts.corrected_blocks;
-      } else {
-        ++counts.uncorrectable;
-      }
-    }
-  }
-
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
@@ -190,7 +197,7 @@ struct IntDecodeKernel : IntDecodeAttrs {
         return Error(ORT_INVALID_ARGUMENT, name, "Y has " + std::to_string(shape[ax]) + " channels, the code expects " +
                                                      std::to_string(cfg.channels()) + " (data and digit columns)");
       DecodeCounts bias_counts;
-      CheckBias(bias_counts);
+      CheckIntBias(cfg, bias_mu, bias_counts);
       int64_t rows = 1;
       for (int64_t i = 0; i < ax; ++i) rows *= shape[i];
       shape[ax] = cfg.data_channels;

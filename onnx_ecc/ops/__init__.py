@@ -261,6 +261,34 @@ INT_DECODE = OpDecl(
            ("Z", ("U8", ("tensor(uint8)",), "uint8 output"))),
 )
 
+INT32_DECODE = OpDecl(
+    name="Int32Decode",
+    doc=(
+        "IntDecode's exact check of an int8 layer's int32 accumulators Y (data_channels data channels, then per "
+        "block and check its digit channels) for layers whose output is the int32 accumulators themselves "
+        "(MatMulInteger / ConvInteger, as onnxruntime.quantization.quantize_dynamic makes them): the same int64 "
+        "syndromes (no threshold, no false alarm) and one-value correction per block and output vector, then "
+        "Z = corrected accumulators + bias (int32, wrapping; the bias checked against bias_parity and repaired "
+        "first), with no requantisation. The channel axis is the last (channels last) or any other (NCHW: 1)."
+    ),
+    inputs=(("Y", False),),
+    outputs=(("Z", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of Y (-1: channels last; 1: NCHW ConvInteger outputs)", default=-1),
+        Attr("data_channels", _A.INT, "output channels M of the layer", required=True),
+        Attr("block", _A.INT, "data channels per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block (at most 4)", required=True),
+        Attr("generator", _A.INTS, "row-major parity x block integer generator (row 0 all ones)", required=True),
+        Attr("planes", _A.INTS, "per block and check: how many digit channels carry its parity value", required=True),
+        Attr("plane_base", _A.INT, "base of the digits", default=256),
+        Attr("bias", _A.INTS, "int32 bias per data channel, added after the check (none: zeros)"),
+        Attr("bias_parity", _A.INTS, "per block and check: sum_i g_ri bias_i, the bias's own check"),
+        Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
+    ) + _reporting("a block cannot be corrected"),
+    types=(("Y", ("I32", ("tensor(int32)",), "int32 accumulators")),
+           ("Z", ("I32", ("tensor(int32)",), "int32 accumulators"))),
+)
+
 IM2COL_NHWC = OpDecl(
     name="Im2ColNhwc",
     doc=(
@@ -283,7 +311,7 @@ IM2COL_NHWC = OpDecl(
 )
 
 ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK,
-                               INT_DECODE, IM2COL_NHWC)
+                               INT_DECODE, INT32_DECODE, IM2COL_NHWC)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

@@ -407,7 +407,27 @@ def int_decode(y, *, data_channels, block, parity, generator, planes, scale, bia
     """Oracle of IntDecode: (Z uint8, counts {flagged, corrected_blocks, corrected_values,
     uncorrectable}); the bias's check counts too. Channels last."""
     y = np.asarray(y, np.int64)
-    m, b, r = int(data_channels), int(block), int(parity)
+    m = int(data_channels)
+    data, bias, counts = _int_corrected(y, m, block, parity, generator, planes, bias, bias_parity, mode, plane_base)
+    sc = np.broadcast_to(np.asarray(scale, np.float32), (m,))
+    z = requantize_u8(data, bias, sc, int(zero_point))
+    return z.reshape(y.shape[:-1] + (m,)), counts
+
+
+def int32_decode(y, *, data_channels, block, parity, generator, planes, bias=None, bias_parity=None, mode="correct",
+                 plane_base=256, axis=-1, **_) -> tuple[np.ndarray, dict]:
+    """Oracle of Int32Decode: (Z int32 = corrected accumulators + bias, wrapping; counts as int_decode's),
+    channels on ``axis``."""
+    y = np.moveaxis(np.asarray(y, np.int64), axis, -1)
+    m = int(data_channels)
+    data, bias, counts = _int_corrected(y, m, block, parity, generator, planes, bias, bias_parity, mode, plane_base)
+    z = ((data + bias[None, :]) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+    return np.moveaxis(z.reshape(y.shape[:-1] + (m,)), -1, axis), counts
+
+
+def _int_corrected(y, m, block, parity, generator, planes, bias, bias_parity, mode, plane_base):
+    """The int8 code's check (channels last, int64 y): (corrected data [rows, m], checked bias, counts)."""
+    b, r = int(block), int(parity)
     g = np.asarray(generator, np.int64).reshape(r, b)
     rows = y.reshape(-1, y.shape[-1])
     data = rows[:, :m].copy()
@@ -456,9 +476,7 @@ def int_decode(y, *, data_channels, block, parity, generator, planes, scale, bia
             count(verdict)
             if verdict == "fixed":
                 data[row, c0 + i] -= s[row, 0]
-    sc = np.broadcast_to(np.asarray(scale, np.float32), (m,))
-    z = requantize_u8(data, bias, sc, int(zero_point))
-    return z.reshape(y.shape[:-1] + (m,)), counts
+    return data, bias, counts
 
 
 def im2col_nhwc(x, *, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), pad_value=0) -> np.ndarray:

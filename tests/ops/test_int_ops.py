@@ -1,4 +1,4 @@
-"""IntDecode and Im2ColNhwc (the ops of int8 layers) against their numpy oracles."""
+"""IntDecode, Int32Decode and Im2ColNhwc (the ops of int8 layers) against their numpy oracles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 import onnx_ecc
 from onnx_ecc import ops
 from onnx_ecc.codes import integer
-from onnx_ecc.ops.oracles import im2col_nhwc, int_decode
+from onnx_ecc.ops.oracles import im2col_nhwc, int32_decode, int_decode
 from onnx_ecc.runtime.counters import read_counters
 
 
@@ -115,3 +115,108 @@ def test_bad_inputs_and_attributes_give_ort_errors(case):
     with pytest.raises(Exception) as err:
         _run(model, feed)
     assert "onnx-ecc" in str(err.value) or "Type" in str(err.value)
+
+
+def _int32_attrs(attrs):
+    """IntDecode's attributes less the requantisation's (Int32Decode has none)."""
+    return {k: v for k, v in attrs.items() if k not in ("scale", "zero_point")}
+
+
+@pytest.mark.parametrize("layout", ["rows", "tokens", "nchw"])
+@pytest.mark.parametrize("m,block,parity", [(40, 32, 2), (10, 4, 3), (33, 8, 1)])
+@pytest.mark.parametrize("faults", [0, 1, 3])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_int32_decode_matches_its_oracle(layout, m, block, parity, faults, with_bias):
+    """Corrected accumulators (+ bias) in int32 on channels-last rows, [N, T, C] tokens and NCHW planes
+    (axis 1, positions in spans of 64 and a remainder), with wrong values anywhere."""
+    rng = np.random.default_rng(m * 100 + faults * 10 + with_bias)
+    y, attrs = _layer(rng, m, 75, block, parity, rows=2 * 77, with_bias=with_bias)
+    attrs = _int32_attrs(attrs)
+    for _ in range(faults * 20):
+        y[rng.integers(0, y.shape[0]), rng.integers(0, y.shape[1])] += int(rng.integers(-10**6, 10**6))
+    if layout == "tokens":
+        y = y.reshape(2, 77, -1)
+    elif layout == "nchw":  # [N, C, H, W]: 2 samples of 7 x 11 positions
+        y = np.ascontiguousarray(y.reshape(2, 7, 11, -1).transpose(0, 3, 1, 2))
+        attrs["axis"] = 1
+    want, counts = int32_decode(y, **attrs)
+    got = _run(_model(ops.INT32_DECODE, TensorProto.INT32, TensorProto.INT32, attrs), y)
+    assert got.dtype == np.int32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    if faults == 0:
+        assert counts["flagged"] == 0
+        # fault-free: exactly the data accumulators plus the bias, int32
+        data = np.take(y, np.arange(m), axis=attrs.get("axis", -1)).astype(np.int64)
+        bias = np.asarray(attrs.get("bias", np.zeros(m)), np.int64)
+        np.testing.assert_array_equal(got, _plus_bias(data, bias, attrs.get("axis", -1)))
+
+
+def _plus_bias(data, bias, axis):
+    shape = [1] * data.ndim
+    shape[axis] = len(bias)
+    return data + bias.reshape(shape)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_int32_decode_corrects_every_single_wrong_accumulator_and_counts_it(axis):
+    rng = np.random.default_rng(5)
+    y, attrs = _layer(rng, 64, 50, 32, 2, rows=64)
+    attrs = dict(_int32_attrs(attrs), model_id=f"test-int32-single-{axis}", axis=axis)
+    clean = (y[:, :64].astype(np.int64) + np.asarray(attrs["bias"])).astype(np.int32)
+    bad = y.copy()
+    for row in range(64):  # one gross error per row, in every data channel in turn
+        bad[row, row] += (-1) ** row * (1 << 24)
+    if axis == 1:  # the same values as [1, C, 8, 8]
+        bad, clean = (np.ascontiguousarray(a.T.reshape(1, -1, 8, 8)) for a in (bad, clean))
+    got = _run(_model(ops.INT32_DECODE, TensorProto.INT32, TensorProto.INT32, attrs), bad)
+    np.testing.assert_array_equal(got, clean)
+    c = read_counters(attrs["model_id"])["int-layer"]
+    assert (c.flagged, c.corrected_values, c.uncorrectable) == (64, 64, 0)
+
+
+def test_int32_decode_repairs_a_corrupted_bias_and_detects_in_detect_mode():
+    rng = np.random.default_rng(6)
+    y, attrs = _layer(rng, 40, 20, 32, 2, rows=5)
+    attrs = _int32_attrs(attrs)
+    clean, _ = int32_decode(y, **attrs)
+    attrs["bias"] = list(attrs["bias"])
+    attrs["bias"][7] ^= 1 << 12
+    np.testing.assert_array_equal(_run(_model(ops.INT32_DECODE, TensorProto.INT32, TensorProto.INT32, attrs), y), clean)
+    bad = y.copy()
+    bad[2, 3] += 999
+    attrs.update(mode="detect", fail_stop=1)
+    with pytest.raises(Exception, match="uncorrectable"):
+        _run(_model(ops.INT32_DECODE, TensorProto.INT32, TensorProto.INT32, attrs), bad)
+
+
+@pytest.mark.parametrize("case", ["y_float", "y_channels", "bad_axis", "bad_generator", "bad_planes", "bad_parity",
+                                  "bad_bias_parity", "bad_mode", "bias_range"])
+def test_int32_decode_bad_inputs_and_attributes_give_ort_errors(case):
+    rng = np.random.default_rng(7)
+    y, attrs = _layer(rng, 8, 8, 4, 2, rows=3)
+    attrs = _int32_attrs(attrs)
+    feed = y
+    if case == "y_float":
+        feed = y.astype(np.float32)
+    if case == "y_channels":
+        feed = y[:, :-1]
+    if case == "bad_axis":
+        attrs["axis"] = 2
+    if case == "bad_generator":
+        attrs["generator"] = [2] * len(attrs["generator"])
+    if case == "bad_planes":
+        attrs["planes"] = attrs["planes"][:-1]
+    if case == "bad_parity":
+        attrs["parity"] = 5
+    if case == "bad_bias_parity":
+        attrs["bias_parity"] = attrs["bias_parity"][:-1]
+    if case == "bad_mode":
+        attrs["mode"] = "fix"
+    if case == "bias_range":
+        attrs["bias"] = [1 << 40] + list(attrs["bias"][1:])
+    model = _model(ops.INT32_DECODE, TensorProto.FLOAT if case == "y_float" else TensorProto.INT32, TensorProto.INT32,
+                   attrs)
+    with pytest.raises(Exception) as err:
+        _run(model, feed)
+    message = str(err.value)
+    assert ("onnx-ecc" in message and "Int32Decode" in message) or "Type" in message, message

@@ -1,6 +1,7 @@
-// IntDecode and Im2ColNhwc, the ops of protected int8 layers: their configurations (validated
-// attributes) and parsers, shared with the registration (op_table.h, ort_glue.h). The maths is
-// int_decode_math.h; the CPU kernels are src/int_decode.cc and src/im2col_nhwc.cc (no CUDA kernel).
+// IntDecode, Int32Decode and Im2ColNhwc, the ops of protected int8 layers: their configurations
+// (validated attributes) and parsers, shared with the registration (op_table.h, ort_glue.h). The
+// maths is int_decode_math.h; the CPU kernels are src/int_decode.cc, src/int32_decode.cc and
+// src/im2col_nhwc.cc (no CUDA kernel).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@ struct LayerCounters;
 struct IntDecodeConfig {
   int64_t data_channels = 0, block = 0, parity = 0, base = 256;
   bool correct = true;
+  bool requantise = true;            // IntDecode: scale and zero_point; Int32Decode: int32 out, none
   std::vector<int64_t> generator;    // parity x block, row-major; row 0 all ones
   std::vector<int64_t> planes;       // per block and check: digit columns
   std::vector<int64_t> offsets;      // per block and check: first digit column, after the data (Prepare)
@@ -40,7 +42,15 @@ struct IntDecodeAttrs {
   LayerCounters* counters = nullptr;
   std::mutex bias_mu;  // the bias check repairs cfg.bias in place
 };
+// The code's attributes, shared by IntDecode (requantise: scale and zero_point too) and Int32Decode;
+// `op` names the kernel in messages and counters.
+OrtStatusPtr ParseIntCodeAttrs(const Ort::ConstKernelInfo& info, const char* op, bool requantise, IntDecodeAttrs* out);
 OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttrs* out);
+OrtStatusPtr ParseInt32DecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttrs* out);
+
+struct DecodeCounts;
+// Checks the bias against its own parity (when bias_parity is given) and repairs it in place (under mu).
+void CheckIntBias(IntDecodeConfig& cfg, std::mutex& mu, DecodeCounts& counts);
 
 struct Im2ColAttrs {
   int64_t k[2] = {1, 1}, st[2] = {1, 1}, pads[4] = {0, 0, 0, 0}, dl[2] = {1, 1};

@@ -63,6 +63,11 @@ inline int IntLocate(const int64_t* s, int parity, const int64_t* g, int64_t gst
   return kIntUncorrectable;
 }
 
+// acc + bias as int32 with wrap-around, as the kernels' int32 additions (Int32Decode's output).
+inline int32_t AddWrapped(int32_t acc, int32_t bias) {
+  return static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(bias));
+}
+
 // onnxruntime's requantisation of an int32 accumulator to uint8 (MLAS: MlasRequantizeOutput):
 // float32(acc + bias) * scale, clamped to [0 - zp, 255 - zp], rounded half to even (the
 // 1.5 * 2^23 trick, exact for |v| < 2^22), + zp. acc + bias wraps as int32 like the kernels'.

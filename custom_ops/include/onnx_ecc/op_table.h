@@ -86,6 +86,12 @@ inline constexpr Port kIntDecodeOutputs[] = {{"Z", kU8, false, false}};
 inline constexpr FloatDefault kIntDecodeDefaults[] = {{nullptr, 0.f}};
 inline constexpr IntDefault kIntDecodeIntDefaults[] = {{nullptr, 0}};
 
+// int32 accumulators out (quantize_dynamic's MatMulInteger / ConvInteger): no float attributes.
+inline constexpr Port kInt32DecodeInputs[] = {{"Y", kI32, false, false}};
+inline constexpr Port kInt32DecodeOutputs[] = {{"Z", kI32, false, false}};
+inline constexpr FloatDefault kInt32DecodeDefaults[] = {{nullptr, 0.f}};
+inline constexpr IntDefault kInt32DecodeIntDefaults[] = {{nullptr, 0}};
+
 inline constexpr Port kIm2ColNhwcInputs[] = {{"X", kU8S8, false, false}};
 inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
 inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
@@ -101,6 +107,7 @@ inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
   X(ParityCheck, ParseParityCheckAttrs, ParityCheckKernel, ParityCheckCudaKernel)   \
   X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)   \
   X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, NoKernel)                      \
+  X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, NoKernel)                \
   X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, NoKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,

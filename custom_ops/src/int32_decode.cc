@@ -1,0 +1,151 @@
+// Int32Decode: the exact integer check of an int8 layer whose int32 accumulators are its output
+// (MatMulInteger / ConvInteger of quantize_dynamic models): the parser and the onnxruntime CPU
+// kernel. The code is IntDecode's (int_decode_math.h: syndromes, location); the output is the
+// corrected accumulators plus the optional checked bias, in int32, with no requantisation, on the
+// channel axis of channels-last ([..., C]) or NCHW ([N, C, ...]) tensors.
+#include <algorithm>
+#include <string>
+
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/counters.h"
+#include "onnx_ecc/int_decode.h"
+#include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
+#include "cpu_work.h"
+
+namespace onnx_ecc {
+
+OrtStatusPtr ParseInt32DecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttrs* k) {
+  return ParseIntCodeAttrs(info, "Int32Decode", false, k);
+}
+
+namespace {
+
+constexpr int64_t kSpan = 64;  // positions whose syndromes are summed together (contiguous when NCHW)
+
+// Checks and corrects positions [p0, p0 + len) of one outer index: y and z point at its [C, inner]
+// and [M, inner] planes (inner = 1: one channels-last row), element (channel, p) at channel * inner + p.
+void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p0, int64_t len,
+                DecodeCounts& counts) {
+  const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
+  const int R = static_cast<int>(c.parity);
+  const int32_t* bias = c.bias.data();
+  for (int64_t m = 0; m < M; ++m) {
+    const int32_t* ym = y + m * inner + p0;
+    int32_t* zm = z + m * inner + p0;
+    for (int64_t j = 0; j < len; ++j) zm[j] = AddWrapped(ym[j], bias[m]);
+  }
+  int64_t s[kIntMaxParity][kSpan];
+  for (int64_t kb = 0; kb < nb; ++kb) {
+    const int64_t c0 = kb * B;
+    const int b = static_cast<int>(std::min(B, M - c0));
+    for (int r = 0; r < R; ++r) std::fill(s[r], s[r] + len, 0);
+    for (int i = 0; i < b; ++i) {
+      const int32_t* yc = y + (c0 + i) * inner + p0;
+      for (int64_t j = 0; j < len; ++j) s[0][j] += yc[j];
+      for (int r = 1; r < R; ++r) {
+        const int64_t g = c.generator[r * B + i];
+        for (int64_t j = 0; j < len; ++j) s[r][j] += g * yc[j];
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int64_t first = M + c.offsets[kb * R + r];
+      int64_t mult = 1;
+      for (int64_t d = 0; d < c.planes[kb * R + r]; ++d, mult *= c.base) {
+        const int32_t* yd = y + (first + d) * inner + p0;
+        for (int64_t j = 0; j < len; ++j) s[r][j] -= mult * yd[j];
+      }
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      int64_t v[kIntMaxParity], any = 0;
+      for (int r = 0; r < R; ++r) any |= (v[r] = s[r][j]);
+      if (!any) continue;
+      int where = -1;
+      int64_t e = 0;
+      ++counts.flagged;
+      switch (IntLocate(v, R, c.generator.data(), B, b, c.correct, &where, &e)) {
+        case kIntParityWrong: ++counts.corrected_blocks; break;
+        case kIntFixed: {
+          const int64_t ch = c0 + where;
+          const int32_t fixed = static_cast<int32_t>(static_cast<int64_t>(y[ch * inner + p0 + j]) - e);
+          z[ch * inner + p0 + j] = AddWrapped(fixed, bias[ch]);
+          ++counts.corrected_blocks;
+          ++counts.corrected_values;
+          break;
+        }
+        default: ++counts.uncorrectable;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+struct Int32DecodeKernel : IntDecodeAttrs {
+  struct Job {
+    const IntDecodeConfig* cfg;
+    const int32_t* y;
+    int32_t* z;
+    int64_t outer, inner, spans, rows_per_item;  // spans per outer index (inner > 1), or rows per item (inner = 1)
+    SharedCounts* counts;
+  };
+
+  static void Run(void* data, size_t item) {
+    auto* j = static_cast<Job*>(data);
+    const IntDecodeConfig& c = *j->cfg;
+    const int64_t C = c.channels(), M = c.data_channels;
+    DecodeCounts counts;
+    if (j->inner == 1) {  // channels last: a range of rows
+      const int64_t r0 = static_cast<int64_t>(item) * j->rows_per_item, r1 = std::min(j->outer, r0 + j->rows_per_item);
+      for (int64_t r = r0; r < r1; ++r) DecodeSpan(c, j->y + r * C, j->z + r * M, 1, 0, 1, counts);
+    } else {
+      const int64_t n = static_cast<int64_t>(item) / j->spans, p0 = (static_cast<int64_t>(item) % j->spans) * kSpan;
+      DecodeSpan(c, j->y + n * C * j->inner, j->z + n * M * j->inner, j->inner, p0, std::min(kSpan, j->inner - p0),
+                 counts);
+    }
+    j->counts->Add(counts);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto y = ctx.GetInput(0);
+      auto yi = y.GetTensorTypeAndShapeInfo();
+      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return Error(ORT_INVALID_ARGUMENT, name, "Y must be int32");
+      auto shape = yi.GetShape();
+      const int64_t rank = static_cast<int64_t>(shape.size());
+      const int64_t ax = axis < 0 ? axis + rank : axis;
+      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis is outside Y's rank");
+      if (shape[ax] != cfg.channels())
+        return Error(ORT_INVALID_ARGUMENT, name, "Y has " + std::to_string(shape[ax]) + " channels, the code expects " +
+                                                     std::to_string(cfg.channels()) + " (data and digit channels)");
+      DecodeCounts bias_counts;
+      CheckIntBias(cfg, bias_mu, bias_counts);
+      int64_t outer = 1, inner = 1;
+      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
+      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
+      shape[ax] = cfg.data_channels;
+      auto z = ctx.GetOutput(0, shape);
+      SharedCounts counts;
+      if (outer > 0 && inner > 0) {
+        Job job{&cfg, y.GetTensorData<int32_t>(), z.GetTensorMutableData<int32_t>(), outer, inner,
+                (inner + kSpan - 1) / kSpan, std::max<int64_t>(1, 16384 / std::max<int64_t>(cfg.channels(), 1)), &counts};
+        const int64_t items = inner == 1 ? (outer + job.rows_per_item - 1) / job.rows_per_item : outer * job.spans;
+        if (items == 1) Run(&job, 0);
+        else ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);
+      }
+      counts.Add(bias_counts);
+      const DecodeCounts total = counts.Total(outer * inner * cfg.blocks());
+      counters->Add(total);
+      if (fail_stop && total.uncorrectable > 0)
+        return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " block(s) failed their checks");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+ONNX_ECC_CPU_OP(Int32Decode)
+
+}  // namespace onnx_ecc
