@@ -161,7 +161,7 @@ ECC_INLINE void DecodePlanarT(const DecodeConfig& cfg, const VectorView& v, int6
   const int64_t ycs = v.y_channel_stride, zcs = v.z_channel_stride;
   const int64_t nb = L.num_blocks();
   alignas(64) float syn[kMaxParity][kChunk];
-  alignas(64) float mag[kChunk];
+  alignas(64) int32_t mag[kChunk];  // the scales' keys (sweep::MagKey)
   alignas(64) unsigned char bad[kChunk];
   for (int64_t gk = kb0; gk < kb1; ++gk) {
     const int64_t g = gk / nb, k = gk % nb;

@@ -91,7 +91,7 @@ ECC_INLINE void CheckPlanar(const ParityCheckConfig& cfg, const float* y, int64_
   const auto& L = cfg.layout;
   const int r = static_cast<int>(L.parity);
   alignas(64) float syn[sweep::kMaxParity][kChunk];
-  alignas(64) float mag[kChunk];
+  alignas(64) int32_t mag[kChunk];  // the scales' keys (sweep::MagKey)
   alignas(64) unsigned char bad[kChunk];
   for (int64_t k = kb0; k < kb1; ++k) {
     const int b = static_cast<int>(L.block_sizes[k]);

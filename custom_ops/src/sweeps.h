@@ -40,6 +40,25 @@ enum Out { kNone, kCopy, kRelu, kRes, kResRelu };
 
 using onnx_ecc::MaxFinite;  // hd.h: max(m, |x|) over finite x, branch-free
 
+// The scale as a max of int32 keys: key(x) = bits(|x|) + 2^23, so that a finite |x| (bits below
+// 0x7f800000) maps to a positive key in the order of its value and Inf or NaN to a negative one,
+// which a max starting from key(0) never takes. The max of the keys is then the key of
+// MaxFinite's result, exactly, in three integer operations per value (and, add, max) instead of
+// MaxFinite's two compares and selects, which the compilers turn into mask shuffles.
+constexpr int32_t kKeyZero = 0x00800000;  // key(0.f)
+ECC_INLINE int32_t MagKey(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return static_cast<int32_t>((u & 0x7fffffffu) + 0x00800000u);
+}
+ECC_INLINE int32_t MaxKey(int32_t m, int32_t k) { return k > m ? k : m; }
+ECC_INLINE float KeyMag(int32_t k) {  // the |value| of a key >= kKeyZero
+  const uint32_t u = static_cast<uint32_t>(k) - 0x00800000u;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
 template <int kOut>
 ECC_INLINE void Emit(float* dst, const float* res, int64_t i, float x) {
   if constexpr (kOut == kCopy) {
@@ -56,20 +75,20 @@ ECC_INLINE void Emit(float* dst, const float* res, int64_t i, float x) {
 
 // Planar block (NCHW): data channel j at yd[j * ycs + i], check q at yp[q * pcs + i], output
 // and residual at zd/rd[j * zcs + i], for positions i < len <= kChunk. Leaves the syndromes in
-// syn[q][i] and the scale in mag[i].
+// syn[q][i] and the scale's key (MagKey) in mag[i].
 template <int kOut>
 ECC_INLINE void PlanarBlock(const float* yd, int64_t ycs, const float* yp, int64_t pcs, const float* rd, float* zd,
                             int64_t zcs, const float* gen, int b, int r, int64_t len, float (*syn)[kChunk],
-                            float* mag) {
+                            int32_t* mag) {
   ECC_IVDEP
-  for (int64_t i = 0; i < len; ++i) mag[i] = 0.f;
+  for (int64_t i = 0; i < len; ++i) mag[i] = kKeyZero;
   for (int q = 0; q < r; ++q) {
     float* s = syn[q];
     const float* pq = yp + q * pcs;
     ECC_IVDEP
     for (int64_t i = 0; i < len; ++i) {
       s[i] = -pq[i];
-      mag[i] = MaxFinite(mag[i], pq[i]);
+      mag[i] = MaxKey(mag[i], MagKey(pq[i]));
     }
   }
   int j = 0;
@@ -100,8 +119,8 @@ ECC_INLINE void PlanarBlock(const float* yd, int64_t ycs, const float* yp, int64
         float t1 = s1[i];
         t1 += w10 * a0; t1 += w11 * a1; t1 += w12 * a2; t1 += w13 * a3;
         s1[i] = t1;
-        float m = mag[i];
-        m = MaxFinite(m, a0); m = MaxFinite(m, a1); m = MaxFinite(m, a2); m = MaxFinite(m, a3);
+        int32_t m = mag[i];
+        m = MaxKey(m, MagKey(a0)); m = MaxKey(m, MagKey(a1)); m = MaxKey(m, MagKey(a2)); m = MaxKey(m, MagKey(a3));
         mag[i] = m;
         Emit<kOut>(d0, r0, i, a0);
         Emit<kOut>(d1, r1, i, a1);
@@ -122,15 +141,15 @@ ECC_INLINE void PlanarBlock(const float* yd, int64_t ycs, const float* yp, int64
     }
     ECC_IVDEP
     for (int64_t i = 0; i < len; ++i) {
-      mag[i] = MaxFinite(mag[i], x[i]);
+      mag[i] = MaxKey(mag[i], MagKey(x[i]));
       Emit<kOut>(d, rr, i, x[i]);
     }
   }
 }
 
 // Marks bad[i] = 1 where a check of position i fails (threshold gain_f[q] * scale + offset_f[q],
-// scale = mag[i], or xscale when xscale >= 0); returns whether any does.
-ECC_INLINE bool PlanarFailures(const float (*syn)[kChunk], const float* mag, float xscale, const float* gain_f,
+// scale = KeyMag(mag[i]), or xscale when xscale >= 0); returns whether any does.
+ECC_INLINE bool PlanarFailures(const float (*syn)[kChunk], const int32_t* mag, float xscale, const float* gain_f,
                                const float* offset_f, int r, int64_t len, unsigned char* bad) {
   ECC_IVDEP
   for (int64_t i = 0; i < len; ++i) bad[i] = 0;
@@ -143,7 +162,7 @@ ECC_INLINE bool PlanarFailures(const float (*syn)[kChunk], const float* mag, flo
       for (int64_t i = 0; i < len; ++i) bad[i] |= !(std::fabs(s[i]) <= thr);
     } else {
       ECC_IVDEP
-      for (int64_t i = 0; i < len; ++i) bad[i] |= !(std::fabs(s[i]) <= g * mag[i] + o);
+      for (int64_t i = 0; i < len; ++i) bad[i] |= !(std::fabs(s[i]) <= g * KeyMag(mag[i]) + o);
     }
   }
   unsigned any = 0;
@@ -163,10 +182,17 @@ ECC_INLINE F8 Load8(const float* p) {
   return v;
 }
 ECC_INLINE void Store8(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
-ECC_INLINE F8 MaxFinite8(F8 m, F8 x) {
-  const F8 a = reinterpret_cast<F8>(reinterpret_cast<I8>(x) & 0x7fffffff);
-  return (a > m) & (a <= FLT_MAX) ? a : m;
+// MagKey, MaxKey and KeyMag on eight lanes.
+ECC_INLINE I8 MagKeys8(F8 x) {
+  typedef uint32_t U8 __attribute__((vector_size(32)));
+  return reinterpret_cast<I8>((reinterpret_cast<U8>(x) & 0x7fffffffu) + 0x00800000u);
 }
+ECC_INLINE I8 MaxKey8(I8 m, I8 k) { return k > m ? k : m; }
+ECC_INLINE F8 KeyMags8(I8 k) {
+  typedef uint32_t U8 __attribute__((vector_size(32)));
+  return reinterpret_cast<F8>(reinterpret_cast<U8>(k) - 0x00800000u);
+}
+constexpr I8 kKeyZero8 = {kKeyZero, kKeyZero, kKeyZero, kKeyZero, kKeyZero, kKeyZero, kKeyZero, kKeyZero};
 // Largest lane (exact in any order): three shuffle-and-max steps.
 ECC_INLINE float ReduceMax8(F8 v) {
 #if defined(__clang__)
@@ -208,7 +234,7 @@ template <int kOut>
 ECC_INLINE bool RowBlock(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b, int r,
                          const float* gain_f, const float* offset_f, float xscale) {
   const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  F8 ml = zero;
+  I8 ml = kKeyZero8;
   float acc[kMaxParity];
   int j = 0;
   if (r == 2) {
@@ -219,7 +245,7 @@ ECC_INLINE bool RowBlock(const float* yd, const float* yp, const float* rd, floa
       const F8 a = Load8(yd + j);
       l0 += Load8(g0 + j) * a;
       l1 += Load8(g1 + j) * a;
-      ml = MaxFinite8(ml, a);
+      ml = MaxKey8(ml, MagKeys8(a));
       Emit8<kOut>(zd + j, rd ? rd + j : nullptr, a);
     }
     float c0 = -yp[0], c1 = -yp[1];
@@ -240,11 +266,11 @@ ECC_INLINE bool RowBlock(const float* yd, const float* yp, const float* rd, floa
     }
     for (; j + 8 <= b; j += 8) {
       const F8 a = Load8(yd + j);
-      ml = MaxFinite8(ml, a);
+      ml = MaxKey8(ml, MagKeys8(a));
       Emit8<kOut>(zd + j, rd ? rd + j : nullptr, a);
     }
   }
-  float m = ReduceMax8(ml);
+  float m = ReduceMax8(KeyMags8(ml));
   for (; j < b; ++j) {
     m = MaxFinite(m, yd[j]);
     Emit<kOut>(zd, rd, j, yd[j]);
@@ -296,17 +322,18 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
     const float* x = yd + m * b;
     const float* g0 = gen + 2 * b * m;
     const float* g1 = g0 + b;
-    F8 l0 = zero, l1 = zero, ml = zero;
+    F8 l0 = zero, l1 = zero;
+    I8 ml = kKeyZero8;
     for (int j = 0; j < b; j += 8) {
       const F8 a = Load8(x + j);
       l0 += Load8(g0 + j) * a;
       l1 += Load8(g1 + j) * a;
-      ml = MaxFinite8(ml, a);
+      ml = MaxKey8(ml, MagKeys8(a));
       Emit8<kOut>(zd + m * b + j, rd ? rd + m * b + j : nullptr, a);
     }
     lanes[2 * m] = l0;
     lanes[2 * m + 1] = l1;
-    mags[2 * m] = mags[2 * m + 1] = ml;
+    mags[2 * m] = mags[2 * m + 1] = KeyMags8(ml);
   }
   Transpose8(lanes);
   const F8 p = Load8(yp);
@@ -319,7 +346,7 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
     Transpose8(mags);
     scale = mags[0];
     for (int l = 1; l < 8; ++l) scale = mags[l] > scale ? mags[l] : scale;
-    const F8 pa = MaxFinite8(zero, p);  // |p| where finite, else 0
+    const F8 pa = KeyMags8(MaxKey8(kKeyZero8, MagKeys8(p)));  // |p| where finite, else 0
     const F8 pair = ECC_SHUFFLE2(pa, pa, 1, 0, 3, 2, 5, 4, 7, 6);
     scale = pa > scale ? pa : scale;
     scale = pair > scale ? pair : scale;
