@@ -17,14 +17,23 @@ The reference is a plain copy of as many bytes, timed in the same rounds: a one-
 every element, by onnxruntime's own vectorised, multi-threaded elementwise kernel. Ratio = op
 GB/s / copy GB/s; the target is >= 0.5 for every op.
 
+``--libraries OLD.so,NEW.so`` times each op with every listed build of the custom-op library
+(one session each) in the same interleaved rounds as the copy: a before/after table from one run.
+``OPENBLAS_NUM_THREADS`` is set to 1 before numpy loads: the inputs are encoded with a matmul,
+and OpenBLAS's threads would otherwise keep spinning on the shared cores while the ops are timed.
+
     python benchmarks/kernel_bandwidth.py [--repeats 15] [--ops Decode,DepthwiseCheck,...] [--quick]
+                                          [--libraries OLD.so,NEW.so]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: see the docstring
 
 import numpy as np
 import onnxruntime as ort
@@ -46,8 +55,14 @@ def _model(nodes, inputs, outputs, initializers=()):
                              ir_version=9)
 
 
-def _session(model, threads=0):
-    opts = onnx_ecc.session_options()
+def _session(model, threads=0, library=None):
+    """A session of model; library: a build of the custom-op library, None onnx_ecc's, False none."""
+    opts = ort.SessionOptions()
+    opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # as onnx_ecc.session_options() sets
+    if library:
+        opts.register_custom_ops_library(library)
+    elif library is None:
+        opts = onnx_ecc.session_options(opts)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
@@ -95,7 +110,7 @@ def depthwise_case(shape):
     conv = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=c, pads=[1, 1, 1, 1])],
                   [("x", TensorProto.FLOAT)], [("y", TensorProto.FLOAT)],
                   [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    y = _session(conv).run(None, {"x": x})[0]
+    y = _session(conv, library=False).run(None, {"x": x})[0]
     node = ops.DEPTHWISE_CHECK.make_node(["X", "Y"], ["Z"], "op", weights=numpy_helper.from_array(w),
                                          bias=numpy_helper.from_array(b),
                                          weight_sums=(w.reshape(c, -1).astype(np.float64).sum(1) + b).tolist(),
@@ -127,20 +142,21 @@ def sum_check_case(batch=8, channels=1280, taps=9):
     return model, {"Y": y, "X": x}, y.nbytes + x.nbytes
 
 
-def time_pair(op_sess, op_feeds, copy_sess, copy_feeds, repeats: int) -> tuple[float, float]:
-    """Median seconds per run of the op and of the copy, timed in interleaved rounds after a warm-up."""
+def time_rounds(op_runs, copy_sess, copy_feeds, repeats: int) -> tuple[list[float], float]:
+    """Median seconds per run of each (session, feeds) in op_runs and of the copy, timed in
+    interleaved rounds after a warm-up."""
+    runs = list(op_runs) + [(copy_sess, copy_feeds)]
     for _ in range(3):
-        op_sess.run(None, op_feeds)
-        copy_sess.run(None, copy_feeds)
-    t_op, t_copy = [], []
+        for sess, feeds in runs:
+            sess.run(None, feeds)
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        op_sess.run(None, op_feeds)
-        t_op.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        copy_sess.run(None, copy_feeds)
-        t_copy.append(time.perf_counter() - t0)
-    return statistics.median(t_op), statistics.median(t_copy)
+        for t, (sess, feeds) in zip(times, runs):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            t.append(time.perf_counter() - t0)
+    medians = [statistics.median(t) for t in times]
+    return medians[:-1], medians[-1]
 
 
 def cases(selected: set[str], quick: bool):
@@ -169,28 +185,38 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     ap.add_argument("--quick", action="store_true", help="every other shape")
+    ap.add_argument("--libraries", default="",
+                    help="comma-separated builds of the library, each timed in the same rounds (default: onnx_ecc's)")
     args = ap.parse_args()
-    print(f"{'op':15s} {'shape':>18s} {'MB':>7s} {'op ms':>8s} {'op GB/s':>8s} {'copy GB/s':>9s} {'ratio':>6s}")
+    libraries = [p for p in args.libraries.split(",") if p] or [None]
+    lib_col = len(libraries) > 1
+    print(f"{'op':15s} {'shape':>18s} {'MB':>7s} {'op ms':>8s} {'op GB/s':>8s} {'copy GB/s':>9s} {'ratio':>6s}"
+          + ("  library" if lib_col else ""))
     for op, label, make in cases(set(args.ops.split(",")), args.quick):
         try:
             model, feeds, nbytes = make()
-            sess = _session(model, args.threads)
+            sessions = [_session(model, args.threads, lib) for lib in libraries]
         except Exception as e:  # an op this library build does not have yet
             print(f"{op:15s} {label:>18s}  n/a ({str(e).splitlines()[0][:60]})")
             continue
         copy_model, copy_feeds = _copy_case(nbytes)
-        copy_sess = _session(copy_model, args.threads)
-        t_op, t_copy = time_pair(sess, feeds, copy_sess, copy_feeds, args.repeats)
+        copy_sess = _session(copy_model, args.threads, library=False)
+        t_ops, t_copy = time_rounds([(s, feeds) for s in sessions], copy_sess, copy_feeds, args.repeats)
         copy_bytes = 2 * copy_feeds["x"].nbytes
-        op_gbs, copy_gbs = nbytes / t_op / 1e9, copy_bytes / t_copy / 1e9
-        if op == "SumCheck":
-            print(f"{op:15s} {label:>18s} {nbytes / 1e6:7.3f} {1e3 * t_op:8.3f} {'(latency only)':>26s}", flush=True)
-            continue
-        print(f"{op:15s} {label:>18s} {nbytes / 1e6:7.1f} {1e3 * t_op:8.3f} {op_gbs:8.2f} {copy_gbs:9.2f} "
-              f"{op_gbs / copy_gbs:6.2f}", flush=True)
-    flagged = sum(c.flagged for c in onnx_ecc.read_counters("kernel_bandwidth").values())
-    if flagged:
-        print(f"warning: {flagged} block(s) flagged on fault-free inputs: the timings include repairs")
+        copy_gbs = copy_bytes / t_copy / 1e9
+        for lib, t_op in zip(libraries, t_ops):
+            suffix = f"  {lib}" if lib_col else ""
+            if op == "SumCheck":
+                print(f"{op:15s} {label:>18s} {nbytes / 1e6:7.3f} {1e3 * t_op:8.3f} {'(latency only)':>26s}{suffix}",
+                      flush=True)
+                continue
+            op_gbs = nbytes / t_op / 1e9
+            print(f"{op:15s} {label:>18s} {nbytes / 1e6:7.1f} {1e3 * t_op:8.3f} {op_gbs:8.2f} {copy_gbs:9.2f} "
+                  f"{op_gbs / copy_gbs:6.2f}{suffix}", flush=True)
+    if libraries == [None]:
+        flagged = sum(c.flagged for c in onnx_ecc.read_counters("kernel_bandwidth").values())
+        if flagged:
+            print(f"warning: {flagged} block(s) flagged on fault-free inputs: the timings include repairs")
 
 
 if __name__ == "__main__":
