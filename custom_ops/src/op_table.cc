@@ -16,6 +16,7 @@ const char* TypeName(PortType t) {
     case PortType::kInt64: return "int64";
     case PortType::kInt32: return "int32";
     case PortType::kUInt8: return "uint8";
+    case PortType::kInt8: return "int8";
     case PortType::kUInt8OrInt8: return "uint8|int8";
     default: return "float";
   }

@@ -310,8 +310,33 @@ IM2COL_NHWC = OpDecl(
            ("Y", ("U8", ("tensor(uint8)",), "uint8 columns"))),
 )
 
+INT_SAMPLE_CHECK = OpDecl(
+    name="IntSampleCheck",
+    doc=(
+        "Checks an int8 layer for the rerun strategy, exactly: A (the fused layer's quantised output at a "
+        "sample of positions) must equal Y (a strided copy of the layer at the same positions, fused by "
+        "onnxruntime into the same integer kernel) bit for bit, per sample (first axis); no threshold, so "
+        "no false alarm. W and Bias, when given, are the layer's own int8 weights and int32 bias: each "
+        "output channel's weights plus bias must sum (int64) to its filter_sums value, else every sample "
+        "fails (this sees a corrupted stored weight wherever its inputs are). Raised is Flag or any sample "
+        "failing."
+    ),
+    inputs=(("A", False), ("Y", False), ("W", True), ("Bias", True), ("Flag", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("data_channels", _A.INT, "output channels of the layer", required=True),
+        Attr("weight_axis", _A.INT, "axis of W holding the output channels: 0, or 1 of a 2-D [K, C] weight",
+             default=0),
+        Attr("filter_sums", _A.INTS, "per output channel: the sum of its int8 weights and int32 bias (with W)"),
+    ) + _reporting("a sample fails"),
+    types=(("A", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised outputs")),
+           ("Y", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised outputs")),
+           ("W", ("W8", ("tensor(int8)",), "int8 weights")),
+           ("Bias", ("I32", ("tensor(int32)",), "int32 bias"))),
+)
+
 ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK,
-                               INT_DECODE, INT32_DECODE, IM2COL_NHWC)
+                               INT_DECODE, INT32_DECODE, IM2COL_NHWC, INT_SAMPLE_CHECK)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

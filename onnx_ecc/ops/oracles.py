@@ -492,3 +492,19 @@ def im2col_nhwc(x, *, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations
     taps = [xp[:, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
             for i in range(kh) for j in range(kw)]
     return np.concatenate(taps, axis=-1)
+
+
+def int_sample_check(a, y, w=None, bias=None, flag: bool = False, *, data_channels, weight_axis=0, filter_sums=(),
+                     **_) -> tuple[bool, int]:
+    """Oracle of IntSampleCheck: (Raised, samples failed): a sample fails where A and Y differ, every
+    sample where a channel's int8 weights plus int32 bias do not sum to filter_sums."""
+    a, y = np.asarray(a), np.asarray(y)
+    failed = (a.reshape(len(a), -1) != y.reshape(len(y), -1)).any(axis=1)
+    if w is not None:
+        w = np.asarray(w, np.int64)
+        sums = (w if weight_axis == 0 else w.T).reshape(int(data_channels), -1).sum(axis=1)
+        if bias is not None:
+            sums = sums + np.asarray(bias, np.int64)
+        if np.any(sums != np.asarray(filter_sums, np.int64)):
+            failed[:] = True
+    return bool(flag) or bool(failed.any()), int(failed.sum())

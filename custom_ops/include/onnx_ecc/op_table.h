@@ -19,7 +19,7 @@ namespace onnx_ecc {
 inline constexpr const char* kDomain = "ai.onnx_ecc";
 
 // kUInt8OrInt8: either (the op reads the type at run time).
-enum class PortType { kFloat, kBool, kInt64, kInt32, kUInt8, kUInt8OrInt8 };
+enum class PortType { kFloat, kBool, kInt64, kInt32, kUInt8, kInt8, kUInt8OrInt8 };
 
 struct Port {
   const char* name;
@@ -39,7 +39,7 @@ struct IntDefault {
 };
 
 constexpr PortType kF = PortType::kFloat, kB = PortType::kBool, kI = PortType::kInt64;
-constexpr PortType kI32 = PortType::kInt32, kU8 = PortType::kUInt8, kU8S8 = PortType::kUInt8OrInt8;
+constexpr PortType kI32 = PortType::kInt32, kU8 = PortType::kUInt8, kS8 = PortType::kInt8, kU8S8 = PortType::kUInt8OrInt8;
 
 // ---- inputs, outputs and float defaults of each op, in onnx_ecc.ops' order --------------------------
 
@@ -97,6 +97,14 @@ inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
 inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
 inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
 
+// The exact sample check of int8 layers (int_sample_check.h): no float attributes.
+inline constexpr Port kIntSampleCheckInputs[] = {{"A", kU8S8, false, false}, {"Y", kU8S8, false, false},
+                                                 {"W", kS8, true, false},    {"Bias", kI32, true, false},
+                                                 {"Flag", kB, true, false}};
+inline constexpr Port kIntSampleCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kIntSampleCheckDefaults[] = {{nullptr, 0.f}};
+inline constexpr IntDefault kIntSampleCheckIntDefaults[] = {{nullptr, 0}};
+
 // ---- the table: name, attribute parser (ort_attrs.h), CPU kernel, CUDA kernel ---------------------
 
 #define ONNX_ECC_OPS(X)                                                             \
@@ -108,7 +116,8 @@ inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
   X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)   \
   X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, NoKernel)                      \
   X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, NoKernel)                \
-  X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, NoKernel)
+  X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, NoKernel)                    \
+  X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, NoKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
 // parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).

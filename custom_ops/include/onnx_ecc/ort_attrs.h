@@ -16,6 +16,7 @@
 #include "onnx_ecc/erasures.h"
 #include "onnx_ecc/inject.h"
 #include "onnx_ecc/int_decode.h"
+#include "onnx_ecc/int_sample_check.h"
 #include "onnx_ecc/op_table.h"
 #include "onnx_ecc/parity_check.h"
 #include "onnx_ecc/sample_check.h"
@@ -132,6 +133,10 @@ struct SampleInputs {
   int64_t samples = 0, hw = 1, row = 0;
 };
 OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in);
+
+// IntSampleCheck (int_sample_check.cc): exact, no float attributes; its inputs are read by the kernel.
+using IntSampleCheckAttrs = CheckAttrs<IntSampleCheckConfig>;
+OrtStatusPtr ParseIntSampleCheckAttrs(const Ort::ConstKernelInfo& info, IntSampleCheckAttrs* out);
 
 // CreateKernelV2 of every op (TableOp, ort_glue.h): makes a Kernel and parses its attributes with
 // ``parse``; failures and exceptions become an ORT status.

@@ -35,6 +35,7 @@ inline ONNXTensorElementDataType OrtType(PortType t) {
     case PortType::kInt64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
     case PortType::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
     case PortType::kUInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case PortType::kInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
     case PortType::kUInt8OrInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // any: the kernel checks
     default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }

@@ -1,0 +1,132 @@
+// IntSampleCheck: the maths (int_sample_check.h), its parser and onnxruntime CPU kernel.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "onnxruntime_cxx_api.h"
+#include "onnx_ecc/int_sample_check.h"
+#include "onnx_ecc/ort_attrs.h"
+#include "onnx_ecc/ort_glue.h"
+
+namespace onnx_ecc {
+
+std::string IntSampleCheckConfig::Validate() const {
+  if (channels < 1) return "data_channels must be >= 1";
+  if (weight_axis != 0 && weight_axis != 1) return "weight_axis must be 0 or 1";
+  if (!filter_sums.empty() && filter_sums.size() != static_cast<size_t>(channels))
+    return "filter_sums needs one value per output channel";
+  return "";
+}
+
+bool SampleBytesDiffer(const uint8_t* a, const uint8_t* b, int64_t n) {
+  return n > 0 && std::memcmp(a, b, static_cast<size_t>(n)) != 0;
+}
+
+int64_t IntFilterMismatches(const IntSampleCheckConfig& c, const int8_t* w, int64_t rows, int64_t cols,
+                            const int32_t* bias) {
+  std::vector<int64_t> sums(static_cast<size_t>(c.channels), 0);
+  if (c.weight_axis == 0) {  // [C, ...]: one row per channel
+    for (int64_t ch = 0; ch < c.channels; ++ch) {
+      int64_t s = 0;
+      const int8_t* row = w + ch * cols;
+      for (int64_t i = 0; i < cols; ++i) s += row[i];
+      sums[ch] = s;
+    }
+  } else {  // [K, C]: one column per channel
+    for (int64_t k = 0; k < rows; ++k)
+      for (int64_t ch = 0; ch < c.channels; ++ch) sums[ch] += w[k * cols + ch];
+  }
+  int64_t bad = 0;
+  for (int64_t ch = 0; ch < c.channels; ++ch) bad += sums[ch] + (bias ? bias[ch] : 0) != c.filter_sums[ch];
+  return bad;
+}
+
+OrtStatusPtr ParseIntSampleCheckAttrs(const Ort::ConstKernelInfo& info, IntSampleCheckAttrs* k) {
+  k->name = "IntSampleCheck(" + AttrString(info, "layer", "") + ")";
+  k->cfg.channels = AttrInt(info, "data_channels", 0);
+  k->cfg.weight_axis = AttrInt(info, "weight_axis", 0);
+  k->cfg.filter_sums = AttrInts(info, "filter_sums", {});
+  std::string err = k->cfg.Validate();
+  if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
+  k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "IntSampleCheck");
+  return nullptr;
+}
+
+namespace {
+
+bool IsQuantised(ONNXTensorElementDataType t) {
+  return t == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || t == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+}
+
+}  // namespace
+
+struct IntSampleCheckKernel : IntSampleCheckAttrs {
+  // The output channels whose stored weights fail their sums (0 without W); an error status on bad W / Bias.
+  OrtStatusPtr BadFilters(Ort::KernelContext& ctx, int64_t* bad) const {
+    *bad = 0;
+    const size_t count = ctx.GetInputCount();
+    auto given = [&](size_t i) { return i < count && static_cast<const OrtValue*>(ctx.GetInput(i)) != nullptr; };
+    if (given(3) && !given(2)) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
+    if (!given(2)) return nullptr;
+    auto w = ctx.GetInput(2);
+    auto wi = w.GetTensorTypeAndShapeInfo();
+    const auto ws = wi.GetShape();
+    const bool by_columns = cfg.weight_axis == 1;
+    if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 || ws.empty() || (by_columns && ws.size() != 2) ||
+        ws[by_columns ? 1 : 0] != cfg.channels)
+      return Error(ORT_INVALID_ARGUMENT, name, "W must be int8 with " + std::to_string(cfg.channels) +
+                                                   " output channels on weight_axis");
+    if (cfg.filter_sums.empty()) return Error(ORT_INVALID_ARGUMENT, name, "W needs filter_sums");
+    const int32_t* bias = nullptr;
+    if (given(3)) {
+      auto bi = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
+      if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 ||
+          bi.GetElementCount() != static_cast<size_t>(cfg.channels))
+        return Error(ORT_INVALID_ARGUMENT, name, "Bias must be int32 with one value per output channel");
+      bias = ctx.GetInput(3).GetTensorData<int32_t>();
+    }
+    const int64_t total = static_cast<int64_t>(wi.GetElementCount());
+    const int64_t rows = by_columns ? ws[0] : cfg.channels, cols = total / rows;
+    *bad = IntFilterMismatches(cfg, w.GetTensorData<int8_t>(), rows, cols, bias);
+    return nullptr;
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      auto a = ctx.GetInput(0);
+      auto y = ctx.GetInput(1);
+      auto ai = a.GetTensorTypeAndShapeInfo();
+      auto yi = y.GetTensorTypeAndShapeInfo();
+      if (!IsQuantised(ai.GetElementType()) || ai.GetElementType() != yi.GetElementType())
+        return Error(ORT_INVALID_ARGUMENT, name, "A and Y must both be uint8 or both int8");
+      const auto as = ai.GetShape();
+      if (as.empty() || yi.GetShape() != as) return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape");
+      const bool* flag = nullptr;
+      if (OrtStatusPtr st = FlagInput(ctx, 4, name, &flag)) return st;
+      int64_t bad_filters = 0;
+      if (OrtStatusPtr st = BadFilters(ctx, &bad_filters)) return st;
+      const int64_t samples = as[0];
+      const int64_t per = samples > 0 ? static_cast<int64_t>(ai.GetElementCount()) / samples : 0;
+      const auto* ap = static_cast<const uint8_t*>(a.GetTensorRawData());
+      const auto* yp = static_cast<const uint8_t*>(y.GetTensorRawData());
+      DecodeCounts c;
+      c.vectors = samples;
+      for (int64_t s = 0; s < samples; ++s)  // a corrupted weight makes every sample wrong
+        c.flagged += bad_filters > 0 || SampleBytesDiffer(ap + s * per, yp + s * per, per);
+      counters->Add(c);
+      WriteRaised(ctx, (flag && flag[0]) || c.flagged > 0);
+      if (fail_stop && c.flagged > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) +
+                                         " sample(s) failed the exact sample check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+ONNX_ECC_CPU_OP(IntSampleCheck)
+
+}  // namespace onnx_ecc

@@ -1,0 +1,98 @@
+"""IntSampleCheck (the rerun strategy's exact check of int8 layers) against its numpy oracle, and its
+errors on bad inputs (an error status, never a crash)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx_ecc
+from onnx_ecc import ops
+from onnx_ecc.ops.oracles import int_sample_check
+from onnx_ecc.runtime.counters import read_counters
+
+MODEL_ID = "test-int-sample-check"
+
+
+def _model(a_type, with_w: bool, with_bias: bool, **attrs):
+    names = ["A", "Y", "W" if with_w else "", "Bias" if with_bias else "", "Flag"]
+    node = ops.INT_SAMPLE_CHECK.make_node(names, ["Raised"], "check", layer="layer", model_id=MODEL_ID, **attrs)
+    types = {"A": a_type, "Y": a_type, "W": TensorProto.INT8, "Bias": TensorProto.INT32, "Flag": TensorProto.BOOL}
+    inputs = [helper.make_tensor_value_info(n, types[n], None) for n in names if n]
+    g = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Raised", TensorProto.BOOL, [1])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
+                              ir_version=9)
+    return ort.InferenceSession(model.SerializeToString(), sess_options=onnx_ecc.session_options(),
+                                providers=["CPUExecutionProvider"])
+
+
+def _sums(w, bias, axis):
+    s = (w.astype(np.int64) if axis == 0 else w.astype(np.int64).T).reshape(w.shape[axis], -1).sum(axis=1)
+    return [int(v) for v in (s if bias is None else s + bias)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("faults", [0, 1, 5])
+def test_samples_that_differ_anywhere_fail_and_equal_ones_pass(dtype, faults):
+    rng = np.random.default_rng(faults)
+    a = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, (9, 16, 3, 4)).astype(dtype)
+    y = a.copy()
+    for _ in range(faults):  # one changed bit at a random position
+        idx = tuple(int(rng.integers(0, d)) for d in a.shape)
+        y.view(np.uint8)[idx] ^= np.uint8(1 << int(rng.integers(0, 8)))
+    sess = _model(TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8, False, False, data_channels=16)
+    before = read_counters(MODEL_ID).get("layer")
+    raised = bool(sess.run(None, {"A": a, "Y": y, "Flag": np.array([False])})[0][0])
+    want, failed = int_sample_check(a, y, data_channels=16)
+    assert raised == want == (faults > 0)
+    d = read_counters(MODEL_ID)["layer"] - before if before is not None else read_counters(MODEL_ID)["layer"]
+    assert d.vectors == 9 and d.flagged == failed >= min(faults, 1)
+    # an earlier check's flag passes through
+    assert bool(sess.run(None, {"A": a, "Y": a, "Flag": np.array([True])})[0][0])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_a_flipped_weight_bit_fails_every_sample_even_where_the_samples_agree(axis, with_bias):
+    rng = np.random.default_rng(axis * 2 + with_bias)
+    w = rng.integers(-128, 128, (12, 5, 3, 3) if axis == 0 else (40, 12)).astype(np.int8)
+    bias = rng.integers(-10**6, 10**6, 12).astype(np.int32) if with_bias else None
+    attrs = dict(data_channels=12, weight_axis=axis, filter_sums=_sums(w, bias, axis))
+    sess = _model(TensorProto.UINT8, True, with_bias, **attrs)
+    a = rng.integers(0, 256, (4, 12, 2, 2)).astype(np.uint8)
+    feeds = {"A": a, "Y": a, "W": w, "Flag": np.array([False])}
+    if with_bias:
+        feeds["Bias"] = bias
+    assert not sess.run(None, feeds)[0][0]
+    for bit in range(8):
+        bad = w.copy()
+        idx = tuple(int(rng.integers(0, d)) for d in w.shape)
+        bad.view(np.uint8)[idx] ^= np.uint8(1 << bit)
+        raised = bool(sess.run(None, dict(feeds, W=bad))[0][0])
+        assert raised == int_sample_check(a, a, bad, bias, **attrs)[0] is True
+    if with_bias:
+        b = bias.copy()
+        b[3] ^= np.int32(1 << 20)
+        assert sess.run(None, dict(feeds, Bias=b))[0][0]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(Y=np.zeros((2, 4, 2), np.uint8)), "Y must have A's shape"),
+    (dict(W=np.zeros((5, 3), np.int8)), "W must be int8 with 4 output channels"),
+])
+def test_bad_inputs_return_an_error_status(change, message):
+    attrs = dict(data_channels=4, filter_sums=[0, 0, 0, 0])
+    sess = _model(TensorProto.UINT8, True, False, **attrs)
+    feeds = dict({"A": np.zeros((2, 4, 3), np.uint8), "Y": np.zeros((2, 4, 3), np.uint8),
+                  "W": np.zeros((4, 3), np.int8), "Flag": np.array([False])}, **change)
+    with pytest.raises(Exception, match=message):
+        sess.run(None, feeds)
+
+
+def test_bad_attributes_are_refused_when_the_session_starts():
+    with pytest.raises(Exception, match="filter_sums needs one value per output channel"):
+        _model(TensorProto.UINT8, True, False, data_channels=4, filter_sums=[0, 0])
+    with pytest.raises(Exception, match="weight_axis must be 0 or 1"):
+        _model(TensorProto.UINT8, True, False, data_channels=4, weight_axis=2, filter_sums=[0] * 4)
