@@ -53,7 +53,7 @@ class TargetedEvaluator:
         self._runners: dict[tuple, Runner] = {}
         if site == "weight":
             maps = F.weight_maps(protected)
-            names = {"original": [m.original for m in maps.values()], "protected": list(maps)}
+            names = {"original": F.original_names(maps), "protected": list(maps)}
             for m in names:
                 self._runners[(m, None)] = Runner(self.models[m], names[m])
             self.clean = {m: np.argmax(self._runners[(m, None)].run(x)[0].reshape(len(x), -1), axis=1) for m in names}
@@ -107,7 +107,7 @@ def _chunks(items: Iterable, size: int = TARGETED_CHUNK) -> Iterator[list]:
 def _weight_plan(original: onnx.ModelProto, protected: onnx.ModelProto, bits: tuple, rng: np.random.Generator):
     """Weight site, driver side: ``draw(sample)`` gives (key, fault, probe call) for one bit of a
     protected layer's weight; ``confirm(item)`` the call running it on the same element of ``W__ecc_L``."""
-    names = [m.original for m in F.weight_maps(protected).values()]
+    names = F.original_names(F.weight_maps(protected))
     spec = F.WeightFaultSpec(count=1, bits=bits, tensors=tuple(names))
 
     def draw(i):
@@ -232,6 +232,7 @@ def targeted_campaign(original: onnx.ModelProto, protected: onnx.ModelProto, x: 
         "wilson95": wilson(still, n) if n else None,
         "detected": sum(r["flagged"] > 0 for r in results), "corrected": sum(r["corrected"] > 0 and r["uncorrectable"] == 0 for r in results),
         "uncorrectable": sum(r["uncorrectable"] > 0 for r in results),
+        "recomputed": sum(r["recomputed"] for r in results),
         "protected_correct_label": sum(r["protected_label_ok"] for r in results),
         "by_bit": _count_by(results, "bit"), "by_target": _count_by(results, "target"),
         "patching_checks": checks, "seconds": time.time() - t0, **speed, "faults": results,
@@ -253,7 +254,7 @@ def _targeted_row(item: dict, fp: F.Fault, out: np.ndarray, clean_p: int, label:
             "protected_sdc": bool(finite and pred != clean_p), "protected_corrupt": bool(not finite or pred != clean_p),
             "protected_label_ok": bool(finite and pred == label),
             "flagged": rep.flagged if rep else 0, "corrected": rep.corrected if rep else 0,
-            "uncorrectable": rep.uncorrectable if rep else 0}
+            "uncorrectable": rep.uncorrectable if rep else 0, "recomputed": bool(rep and rep.checks_failed)}
 
 
 def _count_by(rows: list[dict], key: str) -> dict:

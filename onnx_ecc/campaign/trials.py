@@ -33,7 +33,7 @@ class Evaluator:
         self.x, self.y, self.threads, self.batch = x, y, threads, batch
         self.maps = F.weight_maps(protected)
         self.weight_names = {"protected": list(self.maps),
-                             "original": [m.original for m in self.maps.values()]}
+                             "original": F.original_names(self.maps)}
         self.scrub = None
         if scrubbed is not None:
             from onnx_ecc.weights.repair import Scrub

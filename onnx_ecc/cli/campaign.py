@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from onnx_ecc.transform.options import CONV_CHECKS, STRATEGIES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="ONNX model path, or a built-in: mnist-cnn, fashion-mlp, bundled")
@@ -40,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parity", type=int, default=2, help="transform: parity checks per block")
     parser.add_argument("--block", type=int, default=32, help="transform: channels per block")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="inline",
+                        help="transform: inline (decode every run) or rerun (checks on a fast path, a flagged run "
+                             "recomputed decoded; output faults then hit the fast path only, as transient faults)")
+    parser.add_argument("--conv-check", choices=list(CONV_CHECKS), default="sample",
+                        help="transform, rerun strategy: how the fast path checks a conv (see onnx-ecc transform)")
     parser.add_argument("--scrub", action="store_true",
                         help="also run the protected model with weight codes, its stored weights scrubbed with both "
                              "codes (as onnx-ecc scrub) after each trial's weight faults and before inference; under "
@@ -72,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 return _fail(f"no protected model file {args.protected!r}")
             protected = onnx.load(args.protected)
         else:
-            protected = onnx_ecc.transform(original, parity=args.parity, block=args.block)
+            protected = onnx_ecc.transform(original, parity=args.parity, block=args.block, strategy=args.strategy,
+                                           conv_check=args.conv_check)
         scrubbed = C.with_weight_checks(protected, args.weight_checks) if args.scrub else None
         x, y = C.load_samples(args.data, args.samples)
         faults = [f.strip() for f in args.fault.split(",") if f.strip()]
@@ -89,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{site}: {r['sdc_faults_found']} SDC-causing faults found in {r['trials_searched']} tries; "
                       f"{r['protected_still_corrupt']} still corrupt the protected model "
                       f"(95% upper bound {r['upper95_clopper_pearson']:.2%}); detected {r['detected']}, "
-                      f"corrected {r['corrected']}, uncorrectable {r['uncorrectable']}")
+                      f"corrected {r['corrected']}, uncorrectable {r['uncorrectable']}"
+                      + (f", recomputed {r['recomputed']}" if r["recomputed"] else ""))
             return 0
         if args.ber is None and args.count is None:
             return _fail("give --ber RATES or --count N (or --targeted N)")

@@ -55,7 +55,9 @@ def instrument(model: onnx.ModelProto, layers: Sequence[str] | None = None, kind
     """A copy of ``model`` with an InjectFault node after each chosen layer's output.
 
     For a protected layer the fault goes between the layer and its decoder (the ``__ecc_aug`` /
-    ``__ecc_raw`` tensor, parity channels included). ``sites`` fixes each layer's site number
+    ``__ecc_raw`` tensor, parity channels included); a layer the rerun strategy runs as the
+    original on its fast path gets it in that output, which its checks read (a transient fault:
+    the recomputation of a flagged run is not instrumented). ``sites`` fixes each layer's site number
     (pass the original's numbering to the protected model so both draw alike); by default the
     layers are numbered in ``layers`` order. Two new graph inputs, ``ecc_fault_seed`` (int64 scalar)
     and ``ecc_fault_rate`` (float scalar, per-element rate; ignored when ``count`` > 0), drive every
@@ -95,7 +97,9 @@ def instrument(model: onnx.ModelProto, layers: Sequence[str] | None = None, kind
                                                     count=int(count), site=site))
         axis = 1 if node.op_type == "Conv" else -1
         p = prot.get(node.name)
-        if p is not None and p.kind == "code":
+        if p is not None and p.kind == "code" and p.fast_path == "check":   # rerun fast path: as the original
+            data, total, groups = p.data_channels, p.data_channels, 1
+        elif p is not None and p.kind == "code":
             data, total, groups = p.data_channels, p.data_channels + p.parity_channels, p.groups
         else:
             data, total, groups = -1, -1, 1   # filled from the runtime shape when needed

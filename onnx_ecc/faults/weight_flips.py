@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_ecc.faults.records import Fault, corrupt
-from onnx_ecc.transform.record import read_record
+from onnx_ecc.transform.record import read_record, separate_parity_name
 from onnx_ecc.transform.options import WEIGHT_LAYER_OPS
 
 LAYER_OPS = WEIGHT_LAYER_OPS
@@ -214,7 +214,7 @@ def apply_weight_faults(model: onnx.ModelProto, faults: Iterable[Fault]) -> onnx
 class ChannelMap:
     """Where the data channels of one layer sit in its protected (data + parity) counterpart."""
 
-    original: str
+    original: str                 # '' for a tensor with no original counterpart (parity weights only)
     protected: str
     axis: int
     data_channels: int
@@ -233,7 +233,13 @@ class ChannelMap:
 
 
 def weight_maps(protected: onnx.ModelProto) -> dict[str, ChannelMap]:
-    """For each protected weight/bias tensor: its original name, channel axis and layout."""
+    """For each protected weight/bias tensor: its original name, channel axis and layout.
+
+    A layer the rerun strategy runs as the original on its fast path reads the original's own
+    weight and bias (identity maps) and keeps its parity weights in separate tensors
+    (``<layer>__ecc_parity_w`` / ``_b``, read by its checks and the recomputation): memory too,
+    mapped with no original counterpart.
+    """
     record = read_record(protected)
     if record is None:
         raise ValueError("the model is not protected by onnx-ecc")
@@ -245,6 +251,9 @@ def weight_maps(protected: onnx.ModelProto) -> dict[str, ChannelMap]:
         if node is None:
             continue
         groups = p.groups if p.kind == "code" else 1
+        if p.fast_path == "check":
+            maps.update(_rerun_maps(p, node, inits))
+            continue
         for pos, name in list(enumerate(node.input))[1:3]:
             if name not in inits:
                 continue
@@ -272,6 +281,27 @@ def weight_maps(protected: onnx.ModelProto) -> dict[str, ChannelMap]:
     return maps
 
 
+def _rerun_maps(p, node: onnx.NodeProto, inits: dict) -> dict[str, ChannelMap]:
+    """A rerun fast-path layer's memory: its weight and bias as stored in the original (identity)
+    and its separate parity weights (no data channels)."""
+    maps = {}
+    for name in list(node.input)[1:3]:
+        if name in inits and inits[name].data_type == onnx.TensorProto.FLOAT:
+            dims = tuple(inits[name].dims)
+            maps[name] = ChannelMap(name, name, 0, dims[0], dims[0])   # identity: any axis
+    for part in ("w", "b"):
+        name = separate_parity_name(p.name, part)
+        if name in inits and inits[name].data_type == onnx.TensorProto.FLOAT:
+            dims = tuple(inits[name].dims)
+            maps[name] = ChannelMap("", name, 0, 0, dims[0])          # every channel a parity channel
+    return maps
+
+
+def original_names(maps: dict[str, ChannelMap]) -> list[str]:
+    """The original tensors behind ``weight_maps``' entries (parity-only tensors have none)."""
+    return [m.original for m in maps.values() if m.original]
+
+
 def _index_tuple(f: Fault, shape) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(f.flat_index(shape), shape))
 
@@ -279,7 +309,7 @@ def _index_tuple(f: Fault, shape) -> tuple[int, ...]:
 def to_protected(faults: Iterable[Fault], protected: onnx.ModelProto) -> list[Fault]:
     """Faults on the original model's weights moved to the same elements (same data row) of the
     protected model's tensors; faults on tensors the protection did not touch keep their names."""
-    by_orig = {m.original: m for m in weight_maps(protected).values()}
+    by_orig = {m.original: m for m in weight_maps(protected).values() if m.original}
     inits = _initializers(protected)
     out = []
     for f in faults:

@@ -34,6 +34,12 @@ ERASURES_VERSION = 1
 FORMAT_VERSION = 1
 
 
+def separate_parity_name(layer: str, part: str) -> str:
+    """The initializer of a layer's parity weights (part 'w') or bias ('b') where they are kept
+    apart from the layer's own (the rerun strategy's checks and recomputation read them)."""
+    return f"{layer}__ecc_parity_{part}"
+
+
 @dataclasses.dataclass
 class LayerRecord:
     """One protected layer: its code (data and parity channels, block, parity, groups), costs and

@@ -52,6 +52,7 @@ from onnx_ecc.transform.record import (
     layer_layout,
     read_erasures,
     read_protection,
+    separate_parity_name,
     unit_channel,
     write_erasures,
 )
@@ -207,7 +208,7 @@ def _sources(node, position: int, inits: dict, layer: dict) -> tuple[Source, ...
         return (Source(t.name, axis, tuple(range(layout.total_channels))),)
     if dims[axis] != layout.data_channels:
         return None
-    pname = f"{layer['name']}__ecc_parity_{'w' if position == 1 else 'b'}"
+    pname = separate_parity_name(layer["name"], "w" if position == 1 else "b")
     if pname not in inits:
         return None
     p = inits[pname]

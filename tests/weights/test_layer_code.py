@@ -63,6 +63,8 @@ def _data_rows(protected):
     inits = _inits(protected)
     out = {}
     for name, m in weight_maps(protected).items():
+        if not m.original:            # a rerun layer's separate parity weights
+            continue
         index = [m.to_protected(i) for i in range(m.data_channels)]
         out[m.original] = np.take(inits[name], index, axis=m.axis)
     return out

@@ -9,6 +9,7 @@ from onnx_ecc import ops
 from onnx_ecc.transform.common import (FLOAT16_NOISE, QUANTISED, Protected, Skip, cast, constant_value, emit_decoder,
                                        emit_node, is_quantised_weight, layout_for, require_float, single_relu_consumer,
                                        written_as_half)
+from onnx_ecc.transform.record import separate_parity_name
 
 
 def _weights(node: gs.Node):
@@ -64,10 +65,10 @@ def _parity_conv(graph: gs.Graph, node: gs.Node, layout, w: np.ndarray, bias: np
     per_group = layout.total_channels // layout.groups
     parity_rows = np.concatenate([aug_w[g * per_group + layout.data_per_group:(g + 1) * per_group]
                                   for g in range(layout.groups)]).astype(w.dtype)
-    inputs = [node.inputs[0], gs.Constant(f"{node.name}__ecc_parity_w", parity_rows)]
+    inputs = [node.inputs[0], gs.Constant(separate_parity_name(node.name, "w"), parity_rows)]
     if bias is not None:
         aug_b = layout.augment_rows(bias)
-        inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", np.concatenate(
+        inputs.append(gs.Constant(separate_parity_name(node.name, "b"), np.concatenate(
             [aug_b[g * per_group + layout.data_per_group:(g + 1) * per_group] for g in range(layout.groups)])
             .astype(w.dtype)))
     out = node.outputs[0]

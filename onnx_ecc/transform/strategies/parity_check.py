@@ -22,6 +22,7 @@ from onnx_ecc.codes import Layout
 from onnx_ecc.ops.oracles import parity_check_ratios
 from onnx_ecc.transform.common import (FLOAT16_NOISE, FLOAT16_TOLERANCE_FLOOR, FLOAT_TYPES, cast, constant_value,
                                        emit_node, layout_for)
+from onnx_ecc.transform.record import separate_parity_name
 from onnx_ecc.transform.rules.products import is_activation_product, product_form, product_parity
 
 
@@ -58,21 +59,44 @@ def linear_rows(node: gs.Node):
 
 
 def sampled_rows(graph: gs.Graph, x: gs.Variable, features: int, stride: int, cache: dict) -> gs.Variable:
-    """Every ``stride``-th row of ``x`` flattened to [rows, features] (one Reshape and one strided
-    Slice per input, shared by the layers that read it)."""
+    """Every ``stride``-th row of ``x`` flattened to [rows, features] (one Reshape and, for a stride
+    above 1, one strided Slice per input, shared by the layers that read it)."""
     if x.name not in cache:
         flat = gs.Variable(f"{x.name}__ecc_flat", dtype=x.dtype)
-        rows = gs.Variable(f"{x.name}__ecc_rows", dtype=x.dtype)
-        big = np.iinfo(np.int64).max
-        graph.nodes += [
-            gs.Node("Reshape", f"{x.name}__ecc_flat", {}, [x, gs.Constant(f"{x.name}__ecc_flat_shape",
-                                                                           np.array([-1, features], np.int64))], [flat]),
-            gs.Node("Slice", f"{x.name}__ecc_rows", {},
-                    [flat] + [gs.Constant(f"{x.name}__ecc_rows_{k}", np.array([v], np.int64))
-                              for k, v in (("start", 0), ("end", big), ("axis", 0), ("step", stride))], [rows]),
-        ]
+        graph.nodes.append(gs.Node("Reshape", f"{x.name}__ecc_flat", {}, [x, gs.Constant(
+            f"{x.name}__ecc_flat_shape", np.array([-1, features], np.int64))], [flat]))
+        rows = flat
+        if stride > 1:
+            rows = gs.Variable(f"{x.name}__ecc_rows", dtype=x.dtype)
+            big = np.iinfo(np.int64).max
+            graph.nodes.append(gs.Node("Slice", f"{x.name}__ecc_rows", {},
+                                       [flat] + [gs.Constant(f"{x.name}__ecc_rows_{k}", np.array([v], np.int64))
+                                                 for k, v in (("start", 0), ("end", big), ("axis", 0),
+                                                              ("step", stride))], [rows]))
         cache[x.name] = rows
     return cache[x.name]
+
+
+# Ops between a Relu and a layer that keep its zeros (a zero input column stays zero).
+ZERO_KEEPING = ("Flatten", "Reshape", "MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Transpose",
+                "Identity", "Squeeze", "Unsqueeze", "Dropout")
+
+
+def may_be_sparse(x) -> bool:
+    """Whether a layer input comes from a Relu (or a Clip at 0) through ops that keep its zeros: its
+    features are then often zero in whole rows, where a corrupted weight shows in no sampled row."""
+    while isinstance(x, gs.Variable) and len(x.inputs) == 1:
+        producer = x.inputs[0]
+        if producer.op == "Relu":
+            return True
+        if producer.op == "Clip":
+            low = constant_value(producer.inputs[1]) if len(producer.inputs) > 1 and producer.inputs[1].name else None
+            low = producer.attrs.get("min") if low is None else low
+            return low is not None and float(np.asarray(low)) >= 0
+        if producer.op not in ZERO_KEEPING:
+            return False
+        x = producer.inputs[0]
+    return False
 
 
 def product_row_stride(node: gs.Node, stride: int) -> int:
@@ -103,14 +127,14 @@ def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, a
     dtype = rows.dtype if rows.dtype in FLOAT_TYPES else np.float32  # the weights' own type
     weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(dtype))  # [K, checks]
     p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=dtype)
-    w = gs.Constant(f"{node.name}__ecc_parity_w", weight)
+    w = gs.Constant(separate_parity_name(node.name, "w"), weight)
     x = node.inputs[0] if x is None else x
     if node.op == "MatMul":
         graph.nodes.append(gs.Node("MatMul", f"{node.name}__ecc_parity", {}, [x, w], [p]))
     else:
         inputs = [x, w]
         if bias is not None:
-            inputs.append(gs.Constant(f"{node.name}__ecc_parity_b", (m @ bias).astype(dtype)))
+            inputs.append(gs.Constant(separate_parity_name(node.name, "b"), (m @ bias).astype(dtype)))
         graph.nodes.append(gs.Node("Gemm", f"{node.name}__ecc_parity", {"alpha": alpha, "beta": beta},
                                    inputs, [p]))
     return p
@@ -161,10 +185,12 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
                 raise ValueError(f"{node.name}: no separate parity product for this layer (use layer mode 'decode')")
             rows, bias, alpha, beta = found
             layout = layout_for(rows.shape[0], options)
-            # the check reads every stride-th output row: a corrupted weight changes its output column
-            # in every row, a transient error is seen in a sampled row
-            x = sampled_rows(graph, node.inputs[0], rows.shape[1], stride, cache)
-            p, node_stride = parity_product(graph, node, layout, rows, bias, alpha, beta, x), stride
+            # the check reads every stride-th output row: a corrupted weight W[i, k] changes output i
+            # in every row whose input k is non-zero, so sampled rows see it unless the input is
+            # sparse (after a Relu) - then every row is checked; a transient error is seen in a sampled row
+            node_stride = 1 if may_be_sparse(node.inputs[0]) else stride
+            x = sampled_rows(graph, node.inputs[0], rows.shape[1], node_stride, cache)
+            p = parity_product(graph, node, layout, rows, bias, alpha, beta, x)
             _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
         gains, y, half = layout.output_noise_gains(), node.outputs[0], _is_half(node)
         if half:  # checked in float32, the noise bounds in float16 rounding steps
