@@ -22,28 +22,33 @@ def generator(block: int, parity: int) -> np.ndarray:
     return np.stack([t ** r for r in range(parity)])
 
 
-def balanced_digits(v: np.ndarray, base: int = BASE) -> list[np.ndarray]:
-    """int8 arrays d_j with v = sum_j base^j d_j, d_j in [-base/2, base/2); at least one."""
+def balanced_digits(v: np.ndarray, base: int = BASE, low: int | None = None) -> list[np.ndarray]:
+    """Arrays d_j with v = sum_j base^j d_j, d_j in [low, low + base) (default [-base/2, base/2): int8); at
+    least one. ``low`` < 0 < low + base - 1, so that every integer has such digits (the loop ends)."""
+    low = -(base // 2) if low is None else int(low)
+    if not low < 0 < low + base - 1:
+        raise ValueError(f"digit window [{low}, {low + base - 1}] must hold negative and positive digits")
     v = np.asarray(v, np.int64).copy()
     out = []
     while True:
-        d = ((v + base // 2) % base) - base // 2
-        out.append(d.astype(np.int8))
+        d = ((v - low) % base) + low
+        out.append(d.astype(np.int8) if low >= -128 and low + base <= 128 else d.astype(np.int64))
         v = (v - d) // base
         if not v.any():
             return out
 
 
-def parity_rows(w2d: np.ndarray, block: int, parity: int) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """w2d [M, K] int8 (one row per output channel) -> (digit rows [P, K] int8, digit rows per
-    block and check, generator [parity, block])."""
+def parity_rows(w2d: np.ndarray, block: int, parity: int, low: int | None = None
+                ) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """w2d [M, K] integer weights (one row per output channel) -> (digit rows [P, K], int8 for the default
+    balanced window, else int64 in [low, low + 256), digit rows per block and check, generator [parity, block])."""
     m = w2d.shape[0]
     g = generator(block, parity)
     rows, planes = [], []
     for c0 in range(0, m, block):
         wb = w2d[c0:c0 + block].astype(np.int64)
         for r in range(parity):
-            d = balanced_digits(g[r, :wb.shape[0]] @ wb)
+            d = balanced_digits(g[r, :wb.shape[0]] @ wb, low=low)
             rows += d
             planes.append(len(d))
     return np.stack(rows), planes, g

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import onnx
@@ -14,17 +15,19 @@ from onnx_ecc.transform.rules.conv import protect_conv
 from onnx_ecc.transform.rules.linear import protect_gemm, protect_matmul
 from onnx_ecc.transform.options import TransformOptions
 from onnx_ecc.transform.rules.products import protect_product
+from onnx_ecc.transform.rules import operator_format
+from onnx_ecc.transform.rules.integer_ops import protect_integer
 from onnx_ecc.transform.rules.quantised import protect_quantised
 
 QUANTISED_OPS = ("Conv", "Gemm", "MatMul")  # with a DequantizeLinear'd int8 weight: rules/quantised.py
-RULES = {"Gemm": protect_gemm, "MatMul": protect_matmul, "Conv": protect_conv, "Einsum": protect_product}
+RULES = {"Gemm": protect_gemm, "MatMul": protect_matmul, "Conv": protect_conv, "Einsum": protect_product,
+         "MatMulInteger": protect_integer, "ConvInteger": protect_integer}  # int32 outputs: rules/integer_ops.py
+# The op type --ops selects each quantised operator form by (QLinearConv, QGemm, ...: rules/operator_format.py
+# expresses them as QDQ first).
+OP_FAMILY = {"QLinearConv": "Conv", "ConvInteger": "Conv", "QLinearMatMul": "MatMul", "MatMulInteger": "MatMul",
+             "QGemm": "Gemm"}
 # Linear ops no rule protects yet: listed as left alone, so that `inspect` shows what is not covered.
-UNCOVERED_OPS = ("ConvTranspose", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "Attention",
-                 "MultiHeadAttention")
-# Why the operator forms of quantised layers stay unprotected (their QDQ forms are protected).
-UNCOVERED_REASONS = {op: f"op type {op} (operator-form quantised layer) is not protected yet; QDQ models are "
-                         "(quantize_static with quant_format=QuantFormat.QDQ)"
-                     for op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")}
+UNCOVERED_OPS = ("ConvTranspose", "Attention", "MultiHeadAttention")
 FORMAT_VERSION = 1
 
 
@@ -91,37 +94,38 @@ def protect_inline(model: onnx.ModelProto, options: TransformOptions, model_id: 
         shaped = model
     graph = gs.import_onnx(shaped)
     protected: list[Protected] = []
-    skipped: list[dict] = []
+    forms, skipped = operator_format.express_as_qdq(graph)  # QLinearConv / QLinearMatMul / QGemm as QDQ
     for node in list(graph.nodes):
         if node.op in UNCOVERED_OPS:
-            reason = UNCOVERED_REASONS.get(node.op, f"op type {node.op} is not protected yet")
-            skipped.append({"name": node.name, "op": node.op, "reason": reason})
+            skipped.append({"name": node.name, "op": node.op, "reason": f"op type {node.op} is not protected yet"})
             continue
         rule = RULES.get(node.op)
         if node.op in QUANTISED_OPS and len(node.inputs) > 1 and is_quantised_weight(node.inputs[1]):
             rule = protect_quantised  # int8 layers of QDQ models
         if rule is None or (node.domain or "") not in ("", "ai.onnx"):
             continue
-        if node.op not in options.ops:
-            skipped.append({"name": node.name, "op": node.op, "reason": "op type not selected (--ops)"})
+        user_op = operator_format.layer_op(node.name, forms, node.op)  # the op in the user's model
+        if OP_FAMILY.get(user_op, node.op) not in options.ops:
+            skipped.append({"name": node.name, "op": user_op, "reason": "op type not selected (--ops)"})
             continue
         if not node.name:
             node.name = f"{node.op}_{len(protected) + len(skipped)}"
         mode = options.mode_of(node.name)
         if mode == "none":
-            skipped.append({"name": node.name, "op": node.op, "reason": "left unprotected (layer mode 'none')"})
+            skipped.append({"name": node.name, "op": user_op, "reason": "left unprotected (layer mode 'none')"})
             continue
         if mode not in modes:
             continue
         try:
-            protected.append(rule(graph, node, options, model_id))
+            protected.append(dataclasses.replace(rule(graph, node, options, model_id), op=user_op))
         except Skip as why:
-            skipped.append({"name": node.name, "op": node.op, "reason": str(why)})
+            skipped.append({"name": node.name, "op": user_op, "reason": str(why)})
+    operator_format.restore(graph, forms)  # operator forms no rule rewrote: back as they were
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=False)
     _restore_model_fields(model, out)
     tolerances = {}
-    if options.tolerance is None and protected:
+    if options.tolerance is None and any(p.kind != "int-code" for p in protected):  # int8 checks: no threshold
         from onnx_ecc.transform.calibration import calibrate_tolerances
 
         # float16 layers: rounding may differ between kernels (accumulation in float16 or float32),

@@ -86,7 +86,7 @@ def _with_accumulator_faults(model, layers):
     g = out.graph
     for layer in layers:
         acc = f"{layer}__ecc_acc"
-        consumer = next(n for n in g.node if acc in n.input and n.op_type == "IntDecode")
+        consumer = next(n for n in g.node if acc in n.input and n.op_type in ("IntDecode", "Int32Decode"))
         g.node.append(helper.make_node("Add", [acc, f"{layer}__fault"], [f"{acc}_f"], name=f"{layer}__fault_add"))
         consumer.input[0] = f"{acc}_f"
         g.input.append(helper.make_tensor_value_info(f"{layer}__fault", TensorProto.INT32, None))
