@@ -12,7 +12,13 @@ quantises it with quantize_static (QDQ, uint8 activations, int8 weights, calibra
 inputs): the original is then the fused QDQ model (QLinearConv / QGemm), the protected models use
 the exact integer checks (IntDecode), and the float32 column is the float model before quantisation.
 
-    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30] [--format float16|int8]
+``--format int8-qoperator`` quantises it in onnxruntime's operator format (quantize_static with
+QuantFormat.QOperator: QLinearConv, com.microsoft:QGemm, QLinearMatMul, the same calibration) and
+``--format int8-dynamic`` with quantize_dynamic (MatMulInteger / ConvInteger with int32 outputs; the
+protected layers end in Int32Decode): the original is then that model as onnxruntime runs it.
+
+    python benchmarks/overhead.py [--models resnet_style,...] [--batches 1,32] [--repeats 30]
+        [--format float16|int8|int8-qoperator|int8-dynamic]
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ def measure(model_name: str, batch: int, repeats: int, level: str, threads: int,
     """Median latency of each variant, timed in interleaved rounds."""
     if fmt == "int8":
         return _measure_int8(model_name, batch, repeats, level, threads, extra)
+    if fmt in OPERATOR_FORMATS:
+        return _measure_operator_format(model_name, batch, repeats, level, threads, extra, fmt)
     model = _converted(getattr(zoo, model_name)(), fmt)
     variants = {"original": model,
                 "correct": onnx_ecc.transform(model, mode="correct", **extra),
@@ -132,6 +140,28 @@ def _measure_int8(model_name: str, batch: int, repeats: int, level: str, threads
             **{f"{k}/original": med[k] / med["original"] if k in med else float("nan") for k in VARIANTS}}
 
 
+OPERATOR_FORMATS = ("int8-qoperator", "int8-dynamic")
+
+
+def _measure_operator_format(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict,
+                             fmt: str) -> dict:
+    """int8 in an operator format: the quantised original, the protected model in both modes, the float32 model."""
+    from onnx_ecc.zoo.quantised import quantize_dynamic_int8, quantize_operator
+
+    float_model = getattr(zoo, model_name)()
+    if fmt == "int8-dynamic":
+        model = quantize_dynamic_int8(float_model)
+    else:
+        calibration = np.concatenate([_feeds(float_model, 32, seed=s)[float_model.graph.input[0].name] for s in (1, 2)])
+        model = quantize_operator(float_model, calibration)
+    variants = {"original": model, "correct": onnx_ecc.transform(model, mode="correct", **extra),
+                "detect": onnx_ecc.transform(model, mode="detect", **extra), "float32": float_model}
+    sessions = {k: _session(m, level, threads) for k, m in variants.items()}
+    med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
+    return {"model": model_name, "batch": batch, "level": level, "format": fmt, "original_ms": 1e3 * med["original"],
+            **{f"{k}/original": med[k] / med["original"] if k in med else float("nan") for k in VARIANTS}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="mlp,cnn,resnet_style,depthwise_separable_cnn,transformer_encoder")
@@ -141,7 +171,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--parity", type=int, default=2)
-    ap.add_argument("--format", choices=("float32", "float16", "int8"), default="float32")
+    ap.add_argument("--format", choices=("float32", "float16", "int8") + OPERATOR_FORMATS, default="float32")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []

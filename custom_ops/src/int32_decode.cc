@@ -79,6 +79,38 @@ void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t 
   }
 }
 
+// One channels-last row: y [C], z [M] (the syndromes as IntDecode's, over contiguous channels).
+void DecodeRow(const IntDecodeConfig& c, const int32_t* y, int32_t* z, DecodeCounts& counts) {
+  const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
+  const int R = static_cast<int>(c.parity);
+  const int32_t* bias = c.bias.data();
+  for (int64_t m = 0; m < M; ++m) z[m] = AddWrapped(y[m], bias[m]);
+  int64_t s[kIntMaxParity];
+  for (int64_t kb = 0; kb < nb; ++kb) {
+    const int64_t c0 = kb * B;
+    const int b = static_cast<int>(std::min(B, M - c0));
+    IntSyndromes(y + c0, b, y + M, c.planes.data() + kb * R, c.offsets.data() + kb * R, c.generator.data(), B, R,
+                 c.base, s);
+    int64_t any = 0;
+    for (int r = 0; r < R; ++r) any |= s[r];
+    if (!any) continue;
+    int where = -1;
+    int64_t e = 0;
+    ++counts.flagged;
+    switch (IntLocate(s, R, c.generator.data(), B, b, c.correct, &where, &e)) {
+      case kIntParityWrong: ++counts.corrected_blocks; break;
+      case kIntFixed: {
+        const int64_t ch = c0 + where;
+        z[ch] = AddWrapped(static_cast<int32_t>(static_cast<int64_t>(y[ch]) - e), bias[ch]);
+        ++counts.corrected_blocks;
+        ++counts.corrected_values;
+        break;
+      }
+      default: ++counts.uncorrectable;
+    }
+  }
+}
+
 }  // namespace
 
 struct Int32DecodeKernel : IntDecodeAttrs {
@@ -97,7 +129,7 @@ struct Int32DecodeKernel : IntDecodeAttrs {
     DecodeCounts counts;
     if (j->inner == 1) {  // channels last: a range of rows
       const int64_t r0 = static_cast<int64_t>(item) * j->rows_per_item, r1 = std::min(j->outer, r0 + j->rows_per_item);
-      for (int64_t r = r0; r < r1; ++r) DecodeSpan(c, j->y + r * C, j->z + r * M, 1, 0, 1, counts);
+      for (int64_t r = r0; r < r1; ++r) DecodeRow(c, j->y + r * C, j->z + r * M, counts);
     } else {
       const int64_t n = static_cast<int64_t>(item) / j->spans, p0 = (static_cast<int64_t>(item) % j->spans) * kSpan;
       DecodeSpan(c, j->y + n * C * j->inner, j->z + n * M * j->inner, j->inner, p0, std::min(kSpan, j->inner - p0),

@@ -1,4 +1,5 @@
 // IntSampleCheck: the maths (int_sample_check.h), its parser and onnxruntime CPU kernel.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -7,34 +8,67 @@
 #include "onnx_ecc/int_sample_check.h"
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
+#include "sweeps.h"
 
 namespace onnx_ecc {
 
 std::string IntSampleCheckConfig::Validate() const {
   if (channels < 1) return "data_channels must be >= 1";
   if (weight_axis != 0 && weight_axis != 1) return "weight_axis must be 0 or 1";
+  if (row_stride < 1) return "row_stride must be >= 1";
   if (!filter_sums.empty() && filter_sums.size() != static_cast<size_t>(channels))
     return "filter_sums needs one value per output channel";
   return "";
 }
 
-bool SampleBytesDiffer(const uint8_t* a, const uint8_t* b, int64_t n) {
-  return n > 0 && std::memcmp(a, b, static_cast<size_t>(n)) != 0;
+int64_t SampleRowMismatches(const uint8_t* a, const uint8_t* y, int64_t outer, int64_t a_rows, int64_t y_rows,
+                            int64_t row, int64_t stride) {
+  int64_t bad = 0;
+  const size_t n = static_cast<size_t>(row);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < y_rows; ++i)
+      bad += std::memcmp(y + (o * y_rows + i) * row, a + (o * a_rows + i * stride) * row, n) != 0;
+  return bad;
 }
+
+namespace {
+
+// int8 sums in int32 blocks (at most 2^23 values a block: no overflow), vectorised, added in int64.
+ECC_CLONES int64_t RowSum(const int8_t* __restrict w, int64_t n) {
+  int64_t total = 0;
+  for (int64_t b = 0; b < n; b += int64_t{1} << 23) {
+    const int64_t end = std::min(n, b + (int64_t{1} << 23));
+    int32_t s = 0;
+    for (int64_t i = b; i < end; ++i) s += w[i];
+    total += s;
+  }
+  return total;
+}
+
+// Column sums of a [rows, cols] int8 matrix into int32 sums (rows < 2^23).
+ECC_CLONES void ColumnSums(const int8_t* __restrict w, int64_t rows, int64_t cols, int32_t* __restrict sums) {
+  for (int64_t k = 0; k < rows; ++k) {
+    const int8_t* r = w + k * cols;
+    ECC_IVDEP
+    for (int64_t c = 0; c < cols; ++c) sums[c] += r[c];
+  }
+}
+
+}  // namespace
 
 int64_t IntFilterMismatches(const IntSampleCheckConfig& c, const int8_t* w, int64_t rows, int64_t cols,
                             const int32_t* bias) {
   std::vector<int64_t> sums(static_cast<size_t>(c.channels), 0);
   if (c.weight_axis == 0) {  // [C, ...]: one row per channel
-    for (int64_t ch = 0; ch < c.channels; ++ch) {
-      int64_t s = 0;
-      const int8_t* row = w + ch * cols;
-      for (int64_t i = 0; i < cols; ++i) s += row[i];
-      sums[ch] = s;
+    for (int64_t ch = 0; ch < c.channels; ++ch) sums[ch] = RowSum(w + ch * cols, cols);
+  } else {  // [K, C]: one column per channel, in int32 over blocks of rows
+    std::vector<int32_t> part(static_cast<size_t>(c.channels));
+    for (int64_t k = 0; k < rows; k += int64_t{1} << 23) {
+      const int64_t n = std::min(rows - k, int64_t{1} << 23);
+      std::fill(part.begin(), part.end(), 0);
+      ColumnSums(w + k * cols, n, cols, part.data());
+      for (int64_t ch = 0; ch < c.channels; ++ch) sums[ch] += part[ch];
     }
-  } else {  // [K, C]: one column per channel
-    for (int64_t k = 0; k < rows; ++k)
-      for (int64_t ch = 0; ch < c.channels; ++ch) sums[ch] += w[k * cols + ch];
   }
   int64_t bad = 0;
   for (int64_t ch = 0; ch < c.channels; ++ch) bad += sums[ch] + (bias ? bias[ch] : 0) != c.filter_sums[ch];
@@ -45,6 +79,7 @@ OrtStatusPtr ParseIntSampleCheckAttrs(const Ort::ConstKernelInfo& info, IntSampl
   k->name = "IntSampleCheck(" + AttrString(info, "layer", "") + ")";
   k->cfg.channels = AttrInt(info, "data_channels", 0);
   k->cfg.weight_axis = AttrInt(info, "weight_axis", 0);
+  k->cfg.row_stride = AttrInt(info, "row_stride", 1);
   k->cfg.filter_sums = AttrInts(info, "filter_sums", {});
   std::string err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
@@ -102,24 +137,31 @@ struct IntSampleCheckKernel : IntSampleCheckAttrs {
       if (!IsQuantised(ai.GetElementType()) || ai.GetElementType() != yi.GetElementType())
         return Error(ORT_INVALID_ARGUMENT, name, "A and Y must both be uint8 or both int8");
       const auto as = ai.GetShape();
-      if (as.empty() || yi.GetShape() != as) return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape");
+      const auto ys = yi.GetShape();
+      const int64_t s = cfg.row_stride;
+      bool fits = as.size() >= 2 && ys.size() == as.size() && ys.back() == as.back();
+      for (size_t i = 0; fits && i + 2 < as.size(); ++i) fits = ys[i] == as[i];
+      if (!fits || ys[as.size() - 2] != (as[as.size() - 2] + s - 1) / s)
+        return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape but every row_stride-th row on axis -2 (" +
+                                                     std::to_string(s) + ")");
       const bool* flag = nullptr;
       if (OrtStatusPtr st = FlagInput(ctx, 4, name, &flag)) return st;
       int64_t bad_filters = 0;
       if (OrtStatusPtr st = BadFilters(ctx, &bad_filters)) return st;
-      const int64_t samples = as[0];
-      const int64_t per = samples > 0 ? static_cast<int64_t>(ai.GetElementCount()) / samples : 0;
-      const auto* ap = static_cast<const uint8_t*>(a.GetTensorRawData());
-      const auto* yp = static_cast<const uint8_t*>(y.GetTensorRawData());
+      const int64_t row = as.back(), a_rows = as[as.size() - 2], y_rows = ys[ys.size() - 2];
+      int64_t outer = 1;
+      for (size_t i = 0; i + 2 < as.size(); ++i) outer *= as[i];
       DecodeCounts c;
-      c.vectors = samples;
-      for (int64_t s = 0; s < samples; ++s)  // a corrupted weight makes every sample wrong
-        c.flagged += bad_filters > 0 || SampleBytesDiffer(ap + s * per, yp + s * per, per);
+      c.vectors = outer * y_rows;
+      c.flagged = bad_filters > 0 ? c.vectors  // a corrupted weight makes every row wrong
+                                  : SampleRowMismatches(static_cast<const uint8_t*>(a.GetTensorRawData()),
+                                                        static_cast<const uint8_t*>(y.GetTensorRawData()), outer,
+                                                        a_rows, y_rows, row, s);
       counters->Add(c);
       WriteRaised(ctx, (flag && flag[0]) || c.flagged > 0);
       if (fail_stop && c.flagged > 0)
         return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) +
-                                         " sample(s) failed the exact sample check");
+                                         " row(s) failed the exact sample check");
       return nullptr;
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());

@@ -313,22 +313,24 @@ IM2COL_NHWC = OpDecl(
 INT_SAMPLE_CHECK = OpDecl(
     name="IntSampleCheck",
     doc=(
-        "Checks an int8 layer for the rerun strategy, exactly: A (the fused layer's quantised output at a "
-        "sample of positions) must equal Y (a strided copy of the layer at the same positions, fused by "
-        "onnxruntime into the same integer kernel) bit for bit, per sample (first axis); no threshold, so "
+        "Checks an int8 layer for the rerun strategy, exactly: Y (a strided copy of the layer at sampled "
+        "positions, fused by onnxruntime into the same integer kernel) must equal A (the fused layer's "
+        "quantised output: a conv's at the same sampled positions, a Gemm / MatMul's whole output, of whose "
+        "rows on axis -2 Y holds every row_stride-th) bit for bit, row by row (last axis); no threshold, so "
         "no false alarm. W and Bias, when given, are the layer's own int8 weights and int32 bias: each "
-        "output channel's weights plus bias must sum (int64) to its filter_sums value, else every sample "
-        "fails (this sees a corrupted stored weight wherever its inputs are). Raised is Flag or any sample "
+        "output channel's weights plus bias must sum (int64) to its filter_sums value, else every row "
+        "fails (this sees a corrupted stored weight wherever its inputs are). Raised is Flag or any row "
         "failing."
     ),
     inputs=(("A", False), ("Y", False), ("W", True), ("Bias", True), ("Flag", True)),
     outputs=(("Raised", False),),
     attrs=(
         Attr("data_channels", _A.INT, "output channels of the layer", required=True),
+        Attr("row_stride", _A.INT, "Y's rows on axis -2 are A's rows 0, row_stride, 2 row_stride, ...", default=1),
         Attr("weight_axis", _A.INT, "axis of W holding the output channels: 0, or 1 of a 2-D [K, C] weight",
              default=0),
         Attr("filter_sums", _A.INTS, "per output channel: the sum of its int8 weights and int32 bias (with W)"),
-    ) + _reporting("a sample fails"),
+    ) + _reporting("a row fails"),
     types=(("A", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised outputs")),
            ("Y", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised outputs")),
            ("W", ("W8", ("tensor(int8)",), "int8 weights")),

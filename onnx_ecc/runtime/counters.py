@@ -48,7 +48,8 @@ class LayerCounts:
 
 # Ops of the rerun strategy's fast path, which only check (a failure makes the run decode), and
 # the suffix their counters get next to the same layer's decoder.
-FAST_PATH_CHECKS = {"SumCheck": " (sum check)", "ParityCheck": " (parity check)", "SampleCheck": " (sample check)"}
+FAST_PATH_CHECKS = {"SumCheck": " (sum check)", "ParityCheck": " (parity check)", "SampleCheck": " (sample check)",
+                    "IntSampleCheck": " (sample check)"}
 
 
 def read_counters(model_id: str | None = None) -> dict[str, LayerCounts]:

@@ -1,5 +1,5 @@
 """IntSampleCheck (the rerun strategy's exact check of int8 layers) against its numpy oracle, and its
-errors on bad inputs (an error status, never a crash)."""
+errors on bad inputs and attributes (an error status, never a crash)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from onnx_ecc.ops.oracles import int_sample_check
 from onnx_ecc.runtime.counters import read_counters
 
 MODEL_ID = "test-int-sample-check"
+KEY = "layer (sample check)"  # the counters of a fast-path check, next to the layer's decoder
 
 
 def _model(a_type, with_w: bool, with_bias: bool, **attrs):
@@ -35,22 +36,31 @@ def _sums(w, bias, axis):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("faults", [0, 1, 5])
-def test_samples_that_differ_anywhere_fail_and_equal_ones_pass(dtype, faults):
-    rng = np.random.default_rng(faults)
-    a = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, (9, 16, 3, 4)).astype(dtype)
-    y = a.copy()
-    for _ in range(faults):  # one changed bit at a random position
-        idx = tuple(int(rng.integers(0, d)) for d in a.shape)
-        y.view(np.uint8)[idx] ^= np.uint8(1 << int(rng.integers(0, 8)))
-    sess = _model(TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8, False, False, data_channels=16)
-    before = read_counters(MODEL_ID).get("layer")
+@pytest.mark.parametrize("stride", [1, 3])
+def test_rows_that_differ_anywhere_fail_and_equal_ones_pass(dtype, faults, stride):
+    rng = np.random.default_rng(faults * 10 + stride)
+    a = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, (9, 3, 10, 16)).astype(dtype)
+    y = a[..., ::stride, :].copy()
+    for _ in range(faults):  # one changed bit at a random position of the copy or of a sampled row of A
+        idx = tuple(int(rng.integers(0, d)) for d in y.shape)
+        target, at = (y, idx) if rng.random() < 0.5 else (a, idx[:2] + (idx[2] * stride,) + idx[3:])
+        target.view(np.uint8)[at] ^= np.uint8(1 << int(rng.integers(0, 8)))
+    sess = _model(TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8, False, False, data_channels=16,
+                  row_stride=stride)
+    before = read_counters(MODEL_ID).get(KEY)
     raised = bool(sess.run(None, {"A": a, "Y": y, "Flag": np.array([False])})[0][0])
-    want, failed = int_sample_check(a, y, data_channels=16)
+    want, failed = int_sample_check(a, y, data_channels=16, row_stride=stride)
     assert raised == want == (faults > 0)
-    d = read_counters(MODEL_ID)["layer"] - before if before is not None else read_counters(MODEL_ID)["layer"]
-    assert d.vectors == 9 and d.flagged == failed >= min(faults, 1)
+    after = read_counters(MODEL_ID)[KEY]
+    d = after - before if before is not None else after
+    assert d.vectors == y.size // 16 and d.flagged == failed >= min(faults, 1)
+    if stride > 1:  # rows of A the copy does not sample are not compared
+        clean = rng.integers(0, 100, a.shape).astype(dtype)
+        changed = clean.copy()
+        changed[..., 1, :] += np.array(1, dtype)
+        assert not sess.run(None, {"A": changed, "Y": clean[..., ::stride, :].copy(), "Flag": np.array([False])})[0][0]
     # an earlier check's flag passes through
-    assert bool(sess.run(None, {"A": a, "Y": a, "Flag": np.array([True])})[0][0])
+    assert bool(sess.run(None, {"A": a, "Y": a[..., ::stride, :].copy(), "Flag": np.array([True])})[0][0])
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -79,7 +89,7 @@ def test_a_flipped_weight_bit_fails_every_sample_even_where_the_samples_agree(ax
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(Y=np.zeros((2, 4, 2), np.uint8)), "Y must have A's shape"),
+    (dict(Y=np.zeros((2, 4, 2), np.uint8)), "Y must have A's shape but every row_stride-th row"),
     (dict(W=np.zeros((5, 3), np.int8)), "W must be int8 with 4 output channels"),
 ])
 def test_bad_inputs_return_an_error_status(change, message):
@@ -94,5 +104,7 @@ def test_bad_inputs_return_an_error_status(change, message):
 def test_bad_attributes_are_refused_when_the_session_starts():
     with pytest.raises(Exception, match="filter_sums needs one value per output channel"):
         _model(TensorProto.UINT8, True, False, data_channels=4, filter_sums=[0, 0])
+    with pytest.raises(Exception, match="row_stride must be >= 1"):
+        _model(TensorProto.UINT8, False, False, data_channels=4, row_stride=0)
     with pytest.raises(Exception, match="weight_axis must be 0 or 1"):
         _model(TensorProto.UINT8, True, False, data_channels=4, weight_axis=2, filter_sums=[0] * 4)

@@ -170,8 +170,6 @@ def _import_domain(graph: gs.Graph, domain: str, version: int) -> None:
 
 def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) -> Protected:
     """Protect one QDQ Conv / Gemm / MatMul layer (see the module docstring)."""
-    if options.strategy != "inline":
-        raise Skip("int8 layers are decoded inline only (--strategy inline)")
     wdq = _producer(node.inputs[1], "DequantizeLinear")
     wq = constant_value(wdq.inputs[0]) if wdq is not None else None
     if wq is None or wq.dtype != np.int8:

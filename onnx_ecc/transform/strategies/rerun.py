@@ -6,7 +6,8 @@ every protected layer, which costs more than decoding. Here the fast path keeps 
 convolutions and adds, per conv, only layout-friendly standard ops (a 1x1 projection of the
 input on the check-weighted filters, a one-hot depthwise conv for the filter taps, global
 average pools) and one SumCheck on their tiny outputs; two convs that meet in a residual Add
-are checked as one, on the Add's output. The flags of all checks are chained
+are checked as one, on the Add's output (int8 layers of QDQ models keep onnxruntime's fused
+integer kernels and get exact sample checks: int_sample_check.py). The flags of all checks are chained
 into the condition of an ``If`` whose then-branch is the fully decoded model, sharing the
 weights: a run whose checks all pass returns the fast outputs, a flagged run is recomputed
 with every protected layer decoded, so the user's plain InferenceSession still gets
@@ -20,7 +21,7 @@ import dataclasses
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnx_ecc import ops
 from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, order_checks_last
@@ -50,18 +51,23 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     """Fast path with checks, and an If that recomputes through the decoding graph.
 
     Layers in mode 'check' (the default) run as in the original on the fast path: convolutions
-    with a sum check, Gemm / MatMul with a separate parity product and a ParityCheck; layers in
+    with a sum check, Gemm / MatMul with a separate parity product and a ParityCheck, int8 QDQ
+    layers fused as in the original with an exact sample check (IntSampleCheck); layers in
     mode 'decode' are decoded inline on the fast path too; every protected layer is decoded in
     the recomputation.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
     from onnx_ecc.transform.strategies.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
+    from onnx_ecc.transform.rules.quantised import KIND as INT_KIND
+    from onnx_ecc.transform.strategies.int_sample_check import add_int_sample_checks
     from onnx_ecc.transform.strategies.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
+    int8 = [p["name"] for p in checked if p["kind"] == INT_KIND]  # exact sample checks (int_sample_check.py)
+    checked = [p for p in checked if p["kind"] != INT_KIND]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
     try:  # shapes let fused_chain see a residual Add before the activation
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
@@ -84,7 +90,8 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
     # the checks' flags are chained in the layers' order (convs, then the Gemm / MatMul layers
     # that usually follow them), which order_checks_last relies on
-    main, sample_checks, flag = add_sample_checks(main, sampled, options, model_id, None)
+    main, int_checks, flag = add_int_sample_checks(main, int8, options, model_id, None)
+    main, sample_checks, flag = add_sample_checks(main, sampled, options, model_id, flag)
     main, checks, flag = add_sum_checks(main, convs, options, model_id, flag)
     main, parity_checks, flag = add_parity_checks(main, linears, options, model_id, flag)
     main = merge_parity_products(main)
@@ -103,6 +110,9 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
                 p["sum_check_tolerance"] = tolerances[check.layer]
         if p["name"] in tolerances:
             p["parity_check_tolerance"] = tolerances[p["name"]]
+        for check in int_checks:
+            if p["name"] == check.layer:  # exact: no tolerance
+                p["sample_check_tolerance"], p["sample_stride"] = 0.0, list(check.strides)
         if p["name"] in sample_tolerances:
             p["sample_check_tolerance"] = sample_tolerances[p["name"]]
             p["sample_stride"] = options.sample_stride
@@ -344,6 +354,14 @@ def _identity_branch(name: str, outputs, sources: dict[str, str], suffix: str) -
     return helper.make_graph(nodes, name, [], [helper.make_value_info(o.name + suffix, o.type) for o in outputs])
 
 
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Equal type, shape and bytes (one graph may store a value as raw_data, the other not)."""
+    if a.SerializeToString() == b.SerializeToString():
+        return True
+    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
 def _rerun_branch(full: onnx.ModelProto, outer: onnx.GraphProto) -> onnx.GraphProto:
     """The decoded graph as a subgraph: its values renamed apart, its initializers moved to ``outer``."""
     inner = {t for n in full.graph.node for t in n.output}
@@ -369,7 +387,7 @@ def _rerun_branch(full: onnx.ModelProto, outer: onnx.GraphProto) -> onnx.GraphPr
     known = {t.name: t for t in outer.initializer}
     for t in full.graph.initializer:
         if t.name in known:
-            if known[t.name].SerializeToString() != t.SerializeToString():
+            if not _same_tensor(known[t.name], t):
                 raise ValueError(f"initializer {t.name} differs between the fast and the decoding graph")
             continue
         outer.initializer.append(t)

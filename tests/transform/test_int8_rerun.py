@@ -1,0 +1,184 @@
+"""int8 QDQ models under the rerun strategy (strategies/int_sample_check.py): the fast path keeps
+onnxruntime's fused integer kernels, its exact sample checks raise no alarm on real data and the
+outputs are the fused original's bit for bit; a wrong output value at a sampled position and int8
+weight bit flips are caught and the run corrected by the inline-decoded rerun; a wrong value at an
+unsampled position is not seen (what the module says the fast path does not see).
+
+The models are test_int8.py's: the pretrained MNIST CNN and the Fashion-MNIST MLP, quantised U8S8
+and S8S8 per-channel, calibrated on 128 real images, with 200 real test images."""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from test_int8 import CASES, _case, _copy, _flip, _fused, _protected, _run, _toposort, _weight_position
+
+import onnx_ecc
+from onnx_ecc.runtime.counters import read_counters
+from onnx_ecc.transform.record import read_protection
+
+FUSED = ("QLinearConv", "QGemm", "QLinearMatMul", "NhwcMaxPool")
+
+
+@functools.lru_cache(maxsize=None)
+def _rerun(name: str, variant: str):
+    """(QDQ model, its rerun protection, real test images), once per session."""
+    qdq, _, x = _case(name, variant)
+    return qdq, onnx_ecc.transform(qdq, strategy="rerun"), x
+
+
+def _layers(protected):
+    return [p["name"] for p in read_protection(protected)["protected"]]
+
+
+def _deltas(model_id, run):
+    """run()'s result and, per counter key, the counts it added."""
+    before = read_counters(model_id)
+    out = run()
+    after = read_counters(model_id)
+    return out, {k: (c - before[k] if k in before else c) for k, c in after.items()}
+
+
+def _optimized_ops(model, path) -> list[str]:
+    so = onnx_ecc.session_options()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(path)
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_the_fast_path_keeps_every_fused_integer_kernel_and_adds_no_layout_conversion(name, variant, tmp_path):
+    qdq, protected, _ = _rerun(name, variant)
+    original = collections.Counter(_optimized_ops(qdq, tmp_path / "original.onnx"))
+    fast = collections.Counter(_optimized_ops(protected, tmp_path / "protected.onnx"))
+    assert sum(original[op] for op in FUSED) > 0, original
+    for op in FUSED:  # the original's fused nodes, plus the strided copies (fused the same way)
+        assert fast[op] >= original[op], (op, original, fast)
+    assert fast["QLinearConv"] == 2 * original["QLinearConv"] and fast["QGemm"] == 2 * original["QGemm"], fast
+    # no float layer left, and no Transpose / Cast beyond the original's around the fused nodes
+    assert not {"Conv", "Gemm", "MatMul", "MatMulInteger"} & set(fast), fast
+    assert fast["Transpose"] == original["Transpose"] and fast["Cast"] == original["Cast"], (original, fast)
+    assert fast["IntSampleCheck"] == len(_layers(protected)) and fast["If"] == 1
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_fault_free_outputs_are_the_fused_originals_bit_for_bit_on_the_fast_path(name, variant):
+    qdq, protected, x = _rerun(name, variant)
+    record = read_protection(protected)
+    assert record["options"]["strategy"] == "rerun" and not record["skipped"]
+    assert all(p["kind"] == "int-code" and p["sample_check_tolerance"] == 0.0 for p in record["protected"])
+    want = _run(_fused(qdq), x)
+    sess = _protected(protected)
+    got, counts = _deltas(record["model_id"], lambda: _run(sess, x))
+    assert len(x) >= 200
+    np.testing.assert_array_equal(got, want)
+    for layer in _layers(protected):
+        check = counts[f"{layer} (sample check)"]
+        assert check.runs == 1 and check.vectors > 0 and check.flagged == 0, (layer, check)
+        # the If's then-branch (the inline-decoded graph) did not run: its IntDecode counted nothing
+        assert layer not in counts or counts[layer].runs == 0, (layer, counts.get(layer))
+
+
+def _with_added_fault(model, tensor: str):
+    """``model`` whose readers of the quantised ``tensor`` (in the main graph, not the rerun branch)
+    read tensor + ``<tensor>__fault`` (a graph input of its type, wrapping) instead."""
+    out = _copy(model)
+    g = out.graph
+    q = next(n for n in g.node if tensor in n.output)
+    elem = next(t.data_type for t in g.initializer if t.name == q.input[2])
+    faulty = f"{tensor}__faulty"
+    for node in g.node:
+        node.input[:] = [faulty if t == tensor else t for t in node.input]
+    g.node.append(helper.make_node("Add", [tensor, f"{tensor}__fault"], [faulty], name=f"{tensor}__fault_add"))
+    g.input.append(helper.make_tensor_value_info(f"{tensor}__fault", elem, None))
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(_toposort(nodes, {i.name for i in g.input} | {t.name for t in g.initializer}))
+    return out
+
+
+def _quantised_output(protected, layer: str) -> str:
+    """The QuantizeLinear output of a QDQ layer on the fast path."""
+    g = protected.graph
+    node = next(n for n in g.node if n.name == layer)
+    return next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == node.output[0]).output[0]
+
+
+def _position(shape, strides, sampled: bool):
+    """An output position of a conv ([N, C, H, W]) or Gemm ([N, M]) that the copy samples, or not."""
+    if len(shape) == 4:
+        sh, sw = strides
+        return (1, 3, sh, sw) if sampled else (1, 3, sh + 1, sw + 1)
+    return (strides[0], 5) if sampled else (1, 5)
+
+
+@pytest.mark.parametrize("name,variant", [CASES[0], CASES[1], CASES[3]])
+def test_a_wrong_output_value_at_a_sampled_position_is_caught_and_the_run_corrected(name, variant):
+    qdq, protected, x = _rerun(name, variant)
+    x = x[:16]
+    record = read_protection(protected)
+    clean = _run(_fused(qdq), x)
+    from onnx_ecc.transform.calibration import probe
+
+    outputs = {layer: _quantised_output(protected, layer) for layer in _layers(protected)}
+    shapes = {k: v.shape for k, v in probe(protected, list(outputs.values()))({protected.graph.input[0].name: x}).items()}
+    unseen_changes = 0
+    for p in record["protected"]:
+        layer, tensor = p["name"], outputs[p["name"]]
+        faulty = _protected(_with_added_fault(protected, tensor))
+        fault = np.zeros(shapes[tensor], np.uint8)
+        fault[_position(fault.shape, p["sample_stride"], True)] = 64  # a gross error: 64 quantisation steps
+        feeds = {protected.graph.input[0].name: x, f"{tensor}__fault": fault}
+        got, counts = _deltas(record["model_id"], lambda: faulty.run(None, feeds)[0])
+        assert counts[f"{layer} (sample check)"].flagged > 0, layer
+        assert counts[layer].runs == 1, layer  # the If's then-branch decoded the run
+        np.testing.assert_array_equal(got, clean, err_msg=layer)
+        # the same error where the copy does not sample is not seen on the fast path
+        fault[...] = 0
+        fault[_position(fault.shape, p["sample_stride"], False)] = 64
+        int8 = next(t.data_type for t in qdq.graph.initializer
+                    if t.name == next(n for n in qdq.graph.node if tensor in n.output).input[2]) == TensorProto.INT8
+        wrong = _fused(_with_added_fault(qdq, tensor)).run(None, dict(feeds, **{f"{tensor}__fault": fault.view(np.int8)} if int8 else feeds))[0]
+        got, counts = _deltas(record["model_id"], lambda: faulty.run(None, feeds)[0])
+        assert counts[f"{layer} (sample check)"].flagged == 0, layer
+        np.testing.assert_array_equal(got, wrong, err_msg=layer)
+        unseen_changes += not np.array_equal(wrong, clean)
+    assert unseen_changes > 0  # an unseen error that changes the outputs
+
+
+@pytest.mark.parametrize("name,variant", [CASES[0], CASES[2]])
+def test_int8_weight_bit_flips_that_change_the_output_are_caught_and_corrected(name, variant):
+    """A flipped bit of a stored int8 weight: in the fast path's weight alone (the rerun reads its
+    own copy, W_aug), and in both copies (IntDecode then corrects the rerun's accumulators too)."""
+    qdq, protected, x = _rerun(name, variant)
+    x = x[:32]
+    record = read_protection(protected)
+    clean = _run(_fused(qdq), x)
+    rng = np.random.default_rng(1)
+    changed = 0
+    for layer in _layers(protected):
+        w_name, w, aug_name, to_aug = _weight_position(protected, qdq, layer)
+        flat = np.argsort(-np.abs(w.astype(np.int16)).ravel())[:20]   # large weights change the output
+        index = np.unravel_index(flat[rng.integers(0, len(flat))], w.shape)
+        for bit in range(8):
+            if np.array_equal(_run(_fused(_flip(qdq, w_name, index, bit)), x), clean):
+                continue
+            changed += 1
+            fast_only = _flip(protected, w_name, index, bit)
+            both = _flip(fast_only, aug_name, to_aug(tuple(int(i) for i in index)), bit)
+            for model, copies in ((fast_only, "fast path"), (both, "both copies")):
+                sess = _protected(model)
+                got, counts = _deltas(record["model_id"], lambda: _run(sess, x))
+                check = counts[f"{layer} (sample check)"]
+                assert check.flagged == check.vectors > 0, (layer, bit, copies, check)
+                np.testing.assert_array_equal(got, clean, err_msg=f"{layer} {index} bit {bit} ({copies})")
+                if copies == "both copies":
+                    assert counts[layer].corrected_values > 0 and counts[layer].uncorrectable == 0, (layer, bit)
+    assert changed > 0
