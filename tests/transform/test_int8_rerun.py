@@ -2,7 +2,8 @@
 onnxruntime's fused integer kernels, its exact sample checks raise no alarm on real data and the
 outputs are the fused original's bit for bit; a wrong output value at a sampled position and int8
 weight bit flips are caught and the run corrected by the inline-decoded rerun; a wrong value at an
-unsampled position is not seen (what the module says the fast path does not see).
+unsampled position is not seen (what the module says the fast path does not see); int8 layers in
+onnxruntime's operator form are decoded inline on the fast path.
 
 The models are test_int8.py's: the pretrained MNIST CNN and the Fashion-MNIST MLP, quantised U8S8
 and S8S8 per-channel, calibrated on 128 real images, with 200 real test images."""
@@ -182,3 +183,18 @@ def test_int8_weight_bit_flips_that_change_the_output_are_caught_and_corrected(n
                 if copies == "both copies":
                     assert counts[layer].corrected_values > 0 and counts[layer].uncorrectable == 0, (layer, bit)
     assert changed > 0
+
+
+def test_int8_layers_in_onnxruntimes_operator_form_are_decoded_inline_on_the_fast_path():
+    """QLinearConv / QGemm models (quantize_static QOperator) have no QDQ layer to keep fused and
+    sample: under the rerun strategy their layers are decoded inline, as under the inline strategy."""
+    from onnx_ecc import datasets, zoo
+    from onnx_ecc.zoo.quantised import quantize_operator
+
+    _, _, x = _case("mnist_cnn", "u8s8")
+    model = quantize_operator(zoo.mnist_cnn(), datasets.load("mnist").x_train[:128].reshape((-1,) + x.shape[1:]))
+    protected = onnx_ecc.transform(model, strategy="rerun")
+    record = read_protection(protected)
+    assert record["protected"] and {p["fast_path"] for p in record["protected"]} == {"decode"}
+    assert not any(n.op_type in ("IntSampleCheck", "If") for n in protected.graph.node)
+    np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(model), x))

@@ -68,6 +68,24 @@ def _int8_zero_point(node: gs.Node):
     return zp if zp is not None and zp.dtype == np.int8 and zp.size == 1 else None
 
 
+def fused_qdq_layers(model: onnx.ModelProto) -> set[str]:
+    """Names of the QDQ Conv / Gemm / MatMul layers this check keeps fused: input and weight (and bias)
+    from DequantizeLinear nodes, the weight and bias constant, the output through one QuantizeLinear.
+    Other int8 layers (onnxruntime's operator forms, MatMulInteger / ConvInteger) are decoded inline."""
+    graph = gs.import_onnx(model)
+    out = set()
+    for node in graph.nodes:
+        if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2 or not node.name:
+            continue
+        consts = [t for t in node.inputs[1:] if t.name]
+        y = node.outputs[0]
+        if (_quantised(node.inputs[0]) and all(_quantised(t) and constant_value(t.inputs[0].inputs[0]) is not None
+                                               for t in consts)
+                and y not in graph.outputs and len(y.outputs) == 1 and y.outputs[0].op == "QuantizeLinear"):
+            out.add(node.name)
+    return out
+
+
 def uint8_activations(graph: gs.Graph) -> int:
     """Make int8 activations uint8 where a tensor is only dequantised (zero points + 128, exact);
     returns how many tensors changed."""

@@ -59,14 +59,19 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     from onnx_ecc.transform import calibration_feeds, protect_inline
     from onnx_ecc.transform.strategies.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
     from onnx_ecc.transform.rules.quantised import KIND as INT_KIND
-    from onnx_ecc.transform.strategies.int_sample_check import add_int_sample_checks
+    from onnx_ecc.transform.strategies.int_sample_check import add_int_sample_checks, fused_qdq_layers
     from onnx_ecc.transform.strategies.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
 
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
-    int8 = [p["name"] for p in checked if p["kind"] == INT_KIND]  # exact sample checks (int_sample_check.py)
+    fused = fused_qdq_layers(model)
+    int8 = [p["name"] for p in checked if p["kind"] == INT_KIND and p["name"] in fused]  # int_sample_check.py
+    # the other int8 layers (operator forms, MatMulInteger / ConvInteger) are decoded inline on the fast path
+    inline8 = tuple((p["name"], "decode") for p in checked if p["kind"] == INT_KIND and p["name"] not in fused)
+    if inline8:
+        options = dataclasses.replace(options, layer_modes=options.layer_modes + inline8)
     checked = [p for p in checked if p["kind"] != INT_KIND]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
     try:  # shapes let fused_chain see a residual Add before the activation
