@@ -63,7 +63,11 @@ def _conv_check(layer: dict) -> str:
     if layer.get("fast_path") != "check":
         return ""
     if "sample_check_tolerance" in layer:
-        return f"sample check every {layer.get('sample_stride', '?')} rows/columns"
+        stride = layer.get("sample_stride", "?")
+        exact = "exact " if layer.get("kind") == "int-code" else ""  # int8 layers: bit for bit
+        if isinstance(stride, list) and len(stride) == 1:  # a Gemm / MatMul: rows only
+            return f"{exact}sample check every {stride[0]} rows"
+        return f"{exact}sample check every {stride} rows/columns"
     if "sum_check_tolerance" in layer:
         return "sum check"
     return "parity check"

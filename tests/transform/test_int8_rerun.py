@@ -75,6 +75,9 @@ def test_fault_free_outputs_are_the_fused_originals_bit_for_bit_on_the_fast_path
     record = read_protection(protected)
     assert record["options"]["strategy"] == "rerun" and not record["skipped"]
     assert all(p["kind"] == "int-code" and p["sample_check_tolerance"] == 0.0 for p in record["protected"])
+    from onnx_ecc.transform.inspection import format_report
+
+    assert "exact sample check every" in format_report(protected)
     want = _run(_fused(qdq), x)
     sess = _protected(protected)
     got, counts = _deltas(record["model_id"], lambda: _run(sess, x))
