@@ -36,7 +36,7 @@ struct Im2ColKernel : Im2ColAttrs {
     const uint8_t* x;
     uint8_t* y;
     int64_t H, W, C, Ho, Wo;
-    uint8_t flip;
+    uint8_t flip, pad;
   };
 
   static void Run(void* data, size_t item) {  // one output row (n, oh)
@@ -44,7 +44,7 @@ struct Im2ColKernel : Im2ColAttrs {
     const auto* k = j->k;
     const int64_t n = static_cast<int64_t>(item) / j->Ho, oh = static_cast<int64_t>(item) % j->Ho;
     Im2ColRow(j->x + n * j->H * j->W * j->C, j->H, j->W, j->C, j->Wo, oh, k->k, k->st, k->pads, k->dl,
-              static_cast<uint8_t>(k->pad_value), j->flip, j->y + static_cast<int64_t>(item) * j->Wo * k->k[0] * k->k[1] * j->C);
+              j->pad, j->flip, j->y + static_cast<int64_t>(item) * j->Wo * k->k[0] * k->k[1] * j->C);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
@@ -62,13 +62,23 @@ struct Im2ColKernel : Im2ColAttrs {
       const int64_t Wo = (W + pads[1] + pads[3] - dl[1] * (k[1] - 1) - 1) / st[1] + 1;
       if (H + pads[0] + pads[2] < dl[0] * (k[0] - 1) + 1 || W + pads[1] + pads[3] < dl[1] * (k[1] - 1) + 1)
         return Error(ORT_INVALID_ARGUMENT, name, "the kernel is larger than the padded input");
+      uint8_t pad = static_cast<uint8_t>(pad_value);
+      if (ctx.GetInputCount() > 1) {  // PadValue: the run-time zero point (DynamicQuantizeLinear's) overrides pad_value
+        auto p = ctx.GetInput(1);
+        if (static_cast<const OrtValue*>(p) != nullptr) {
+          auto pi = p.GetTensorTypeAndShapeInfo();
+          if (pi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || pi.GetElementCount() != 1)
+            return Error(ORT_INVALID_ARGUMENT, name, "PadValue must be one uint8");
+          pad = *p.GetTensorData<uint8_t>();
+        }
+      }
       auto y = ctx.GetOutput(0, std::vector<int64_t>{N, Ho, Wo, k[0] * k[1] * C});
       if (N * Ho * Wo * C == 0) return nullptr;
       const uint8_t* xp = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
                               ? x.GetTensorData<uint8_t>()
                               : reinterpret_cast<const uint8_t*>(x.GetTensorData<int8_t>());
       Job job{this, xp, y.GetTensorMutableData<uint8_t>(), H, W, C, Ho, Wo,
-              static_cast<uint8_t>(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 0x80 : 0)};
+              static_cast<uint8_t>(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 0x80 : 0), pad};
       ctx.ParallelFor(&Run, static_cast<size_t>(N * Ho), 0, &job);
       return nullptr;
     } catch (const std::exception& e) {

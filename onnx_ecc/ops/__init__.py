@@ -294,10 +294,11 @@ IM2COL_NHWC = OpDecl(
     doc=(
         "The im2col copy of a convolution's quantised input, channels last: X [N, H, W, C] -> Y [N, Ho, Wo, "
         "kh*kw*C] with taps ordered (i, j, c), positions outside the input holding pad_value (the input's "
-        "zero point), so that the conv is one MatMulInteger. int8 inputs come out as uint8 (x + 128; "
-        "pad_value is then the shifted zero point)."
+        "zero point), or the value of PadValue where given (a run-time zero point, DynamicQuantizeLinear's), "
+        "so that the conv is one MatMulInteger. int8 inputs come out as uint8 (x + 128; pad_value is then "
+        "the shifted zero point)."
     ),
-    inputs=(("X", False),),
+    inputs=(("X", False), ("PadValue", True)),
     outputs=(("Y", False),),
     attrs=(
         Attr("kernel_shape", _A.INTS, "kh, kw", required=True),
@@ -307,7 +308,8 @@ IM2COL_NHWC = OpDecl(
         Attr("pad_value", _A.INT, "uint8 value of padded positions", default=0),
     ),
     types=(("X", ("Q", ("tensor(uint8)", "tensor(int8)"), "quantised input")),
-           ("Y", ("U8", ("tensor(uint8)",), "uint8 columns"))),
+           ("PadValue", ("U8", ("tensor(uint8)",), "uint8 columns and pad value")),
+           ("Y", ("U8", ("tensor(uint8)",), "uint8 columns and pad value"))),
 )
 
 INT_SAMPLE_CHECK = OpDecl(

@@ -220,3 +220,23 @@ def test_int32_decode_bad_inputs_and_attributes_give_ort_errors(case):
         _run(model, feed)
     message = str(err.value)
     assert ("onnx-ecc" in message and "Int32Decode" in message) or "Type" in message, message
+
+
+@pytest.mark.parametrize("pad", [0, 77, 255])
+def test_im2col_nhwc_pads_with_the_run_time_pad_value_when_given(pad):
+    """PadValue (a run-time zero point) overrides the pad_value attribute; a bad PadValue is an ORT error."""
+    rng = np.random.default_rng(10)
+    x = rng.integers(0, 256, (2, 5, 6, 3)).astype(np.uint8)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 2, 1, 0], pad_value=9)
+    node = ops.IM2COL_NHWC.make_node(["X", "P"], ["Z"], "op", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.UINT8, None),
+                                        helper.make_tensor_value_info("P", TensorProto.UINT8, None)],
+                          [helper.make_tensor_value_info("Z", TensorProto.UINT8, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
+                              ir_version=9)
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=onnx_ecc.session_options(),
+                                providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"X": x, "P": np.array(pad, np.uint8)})[0]
+    np.testing.assert_array_equal(got, im2col_nhwc(x, **dict(attrs, pad_value=pad)))
+    with pytest.raises(Exception, match="PadValue must be one uint8"):
+        sess.run(None, {"X": x, "P": np.array([1, 2], np.uint8)})

@@ -107,6 +107,16 @@ def test_inspect_shows_the_operator_format_layers_as_covered():
         assert "int8 R=2 per 32, exact" in report
 
 
+def _decode_axes(protected) -> dict[str, int]:
+    """The channel axis of each protected layer's accumulators (its IntDecode / Int32Decode's axis)."""
+    out = {}
+    for n in protected.graph.node:
+        if n.op_type in ("IntDecode", "Int32Decode"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            out[attrs["layer"].decode()] = int(attrs.get("axis", -1))
+    return out
+
+
 def _gross_faults(shape, axis, rng) -> np.ndarray:
     """One error of +-2^24 in every output vector (a random data or digit channel of each)."""
     moved = (shape[:axis] + shape[axis + 1:] + (shape[axis],)) if axis != -1 else shape
@@ -121,7 +131,7 @@ def test_a_gross_wrong_accumulator_in_every_output_vector_of_every_layer_is_corr
     x = x[:16]
     record = read_protection(protected)
     layers = [p["name"] for p in record["protected"] if p["kind"] == "int-code"]
-    axes = {n.name: (1 if n.op_type == "ConvInteger" else -1) for n in _layers(quantised).values()}
+    axes = _decode_axes(protected)
     clean = _run(_fused(quantised), x)
     feeds = {protected.graph.input[0].name: x}
     shapes = {k: v.shape for k, v in probe(protected, [f"{n}__ecc_acc" for n in layers])(feeds).items()}
@@ -139,14 +149,14 @@ def test_a_gross_wrong_accumulator_in_every_output_vector_of_every_layer_is_corr
         assert d.flagged == vectors and d.uncorrectable == 0, (layer, d)
 
 
-def _aug_index(node: onnx.NodeProto, w: np.ndarray, idx: tuple) -> tuple:
-    """Where weight ``idx`` of ``node`` sits in the protected layer's W_aug."""
-    if node.op_type == "QLinearConv":  # rules/quantised.py: [K, M + P], taps (i, j, c)
+def _aug_index(node: onnx.NodeProto, w: np.ndarray, aug: np.ndarray, idx: tuple) -> tuple:
+    """Where weight ``idx`` of ``node`` sits in the protected layer's W_aug ``aug``."""
+    if w.ndim == 4 and aug.ndim == 2:  # convs channels last: [K, M + P], taps (i, j, c)
         m, c, i, j = idx
         return ((i * w.shape[3] + j) * w.shape[1] + c, m)
     if node.op_type == "QGemm" and next((a.i for a in node.attribute if a.name == "transB"), 0):
         return (idx[1], idx[0])
-    return idx  # QLinearMatMul / MatMulInteger [K, N + P], ConvInteger [M + P, C, kh, kw]
+    return idx  # QLinearMatMul / MatMulInteger [K, N + P], NCHW ConvInteger [M + P, C, kh, kw]
 
 
 @pytest.mark.parametrize("name,fmt", [("mnist_cnn", "u8s8"), ("mnist_cnn", "dynamic"), ("fashion_mlp", "s8s8_pc"),
@@ -158,6 +168,7 @@ def test_int8_weight_bit_flips_that_change_the_output_are_corrected(name, fmt):
     clean = _run(_fused(quantised), x)
     rng = np.random.default_rng(1)
     inits = {t.name: numpy_helper.to_array(t) for t in quantised.graph.initializer}
+    augs = {t.name: numpy_helper.to_array(t) for t in protected.graph.initializer if t.name.endswith("__ecc_w_aug")}
     layers = _layers(quantised)
     picks = 3
     if name == "bert_encoder":  # 36 layers: 3 of them (a query, a key and an FFN projection), 2 weights each
@@ -174,15 +185,18 @@ def test_int8_weight_bit_flips_that_change_the_output_are_corrected(name, fmt):
                 if np.array_equal(_run(_fused(_flip(quantised, w_name, index, bit)), x), clean):
                     continue
                 changed += 1
-                got = _run(_protected(_flip(protected, f"{layer}__ecc_w_aug", _aug_index(node, w, index), bit)), x)
+                aug = augs[f"{layer}__ecc_w_aug"]
+                got = _run(_protected(_flip(protected, f"{layer}__ecc_w_aug", _aug_index(node, w, aug, index), bit)), x)
                 np.testing.assert_array_equal(got, clean, err_msg=f"{layer} {index} bit {bit}")
     assert changed > tried // 4, (changed, tried)
 
 
-def _integer_model(op, w, w_zp, x_type):
-    """One MatMulInteger / ConvInteger with a constant weight and zero point, and a run-time input zero point."""
+def _integer_model(op, w, w_zp, x_type, same=False):
+    """One MatMulInteger / ConvInteger with a constant weight and zero point, and a run-time input zero point
+    (``same``: auto_pad SAME_UPPER, which keeps the ConvInteger NCHW)."""
     inputs = ["X", "W", "XZ"] + (["WZ"] if w_zp is not None else [])
-    attrs = dict(kernel_shape=list(w.shape[2:]), pads=[1, 1, 1, 1]) if op == "ConvInteger" else {}
+    attrs = {} if op != "ConvInteger" else (dict(kernel_shape=list(w.shape[2:]), auto_pad="SAME_UPPER") if same
+                                            else dict(kernel_shape=list(w.shape[2:]), pads=[1, 1, 1, 1]))
     node = helper.make_node(op, inputs, ["Y"], name="layer", **attrs)
     inits = [numpy_helper.from_array(w, "W")] + ([numpy_helper.from_array(w_zp, "WZ")] if w_zp is not None else [])
     g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", x_type, None),
@@ -194,7 +208,9 @@ def _integer_model(op, w, w_zp, x_type):
 @pytest.mark.parametrize("op,w_type,zp_kind", [("MatMulInteger", np.int8, "none"), ("MatMulInteger", np.uint8, "tensor"),
                                                ("MatMulInteger", np.int8, "column"), ("MatMulInteger", np.uint8, "column"),
                                                ("ConvInteger", np.uint8, "tensor"), ("ConvInteger", np.int8, "tensor"),
-                                               ("ConvInteger", np.uint8, "none")])
+                                               ("ConvInteger", np.uint8, "none"),
+                                               ("ConvInteger", np.int8, "tensor_nchw"),
+                                               ("ConvInteger", np.uint8, "none_nchw")])
 def test_zero_points_as_the_spec_defines_them(op, w_type, zp_kind):
     """Weight zero points per tensor or per column (uint8 or int8 weights) and a run-time input zero point:
     the protected layer's int32 output equals the original's, and a wrong accumulator is corrected."""
@@ -204,22 +220,27 @@ def test_zero_points_as_the_spec_defines_them(op, w_type, zp_kind):
     info = np.iinfo(w_type)
     m, k = 40, 24
     w = rng.integers(info.min, info.max + 1, (m, 3, 3, 3) if op == "ConvInteger" else (k, m)).astype(w_type)
+    nchw = zp_kind.endswith("_nchw")
+    zp_kind = zp_kind.replace("_nchw", "")
     w_zp = None if zp_kind == "none" else (
         rng.integers(info.min // 2, info.max // 2, m).astype(w_type) if zp_kind == "column" else np.array(7 if w_type == np.int8 else 131, w_type))
-    model = _integer_model(op, w, w_zp, TensorProto.UINT8)
+    model = _integer_model(op, w, w_zp, TensorProto.UINT8, same=nchw)
     protected = onnx_ecc.transform(model, verify=False)
     record = read_protection(protected)
-    if op == "ConvInteger" and w_type == np.uint8 and w_zp is None:  # zero point 0 of uint8 weights: the digits
-        assert "cannot share" in record["skipped"][0]["reason"]    # need a zero point of their own, which
-        return                                                      # onnxruntime's ConvInteger cannot take
+    if nchw and w_type == np.uint8 and w_zp is None:  # zero point 0 of uint8 weights: the digits need a zero
+        assert "cannot share" in record["skipped"][0]["reason"]  # point of their own, which onnxruntime's
+        return                                                    # ConvInteger cannot take
     assert [p["name"] for p in record["protected"]] == ["layer"], record["skipped"]
-    x = rng.integers(0, 256, (2, 3, 6, 6) if op == "ConvInteger" else (5, k)).astype(np.uint8)
+    ops_run = {n.op_type for n in protected.graph.node}
+    if op == "ConvInteger":  # channels last (Im2ColNhwc + MatMulInteger) unless auto_pad keeps it NCHW
+        assert ("ConvInteger" in ops_run) == nchw and ("Im2ColNhwc" in ops_run) != nchw, ops_run
+    x = rng.integers(0, 256, (2, 3, 6, 7) if op == "ConvInteger" else (5, k)).astype(np.uint8)
     feeds = {"X": x, "XZ": np.array(rng.integers(0, 256), np.uint8)}
     want = _fused(model).run(None, feeds)[0]
     np.testing.assert_array_equal(_protected(protected).run(None, feeds)[0], want)
     faulty = _protected(_with_accumulator_faults(protected, ["layer"]))
     acc_shape = probe(protected, ["layer__ecc_acc"])(feeds)["layer__ecc_acc"].shape
-    f = _gross_faults(acc_shape, 1 if op == "ConvInteger" else -1, rng)
+    f = _gross_faults(acc_shape, _decode_axes(protected)["layer"], rng)
     np.testing.assert_array_equal(faulty.run(None, dict(feeds, layer__fault=f))[0], want)
 
 
