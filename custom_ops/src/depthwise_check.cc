@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "onnx_ecc/depthwise.h"
+#include "depthwise_filter.h"
 #include "sweeps.h"
 
 namespace onnx_ecc {
@@ -259,16 +260,15 @@ ECC_INLINE void RowSums8(const float* v, int64_t rows, int64_t w, D8* t, D8* tab
   }
 }
 
-// Checks planes p .. p + 7 (all of stride_w 1 and small); returns a bit per plane whose check
-// failed somewhere (those are left to CheckChannel).
-ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, const float* x, int64_t h, int64_t w,
-                                 const float* y, const int64_t* taps, float* xt, float* yt, D8* a, D8* aabs, D8* rows,
-                                 D8* rows_abs, D8* actual) {
+// Checks planes p .. p + 7 (all of stride_w 1 and small), transposed into xt and yt
+// (TransposePlanes); returns a bit per plane whose check failed somewhere (those are left to
+// CheckChannel).
+ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, int64_t h, int64_t w, const int64_t* taps,
+                                 const float* xt, const float* yt, D8* a, D8* aabs, D8* rows, D8* rows_abs,
+                                 D8* actual) {
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
   const int64_t hp = h + cfg.pad_t + cfg.pad_b;
   const int64_t kh = cfg.kh, kw = cfg.kw;
-  TransposePlanes(x + p * h * w, h * w, xt);
-  TransposePlanes(y + p * hout * wout, hout * wout, yt);
   const D8 dz = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t i = 0; i < hp * kw; ++i) a[i] = aabs[i] = dz;
   RowSums8(xt, h, w, rows, rows_abs);
@@ -395,9 +395,20 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
     } else {
       std::memcpy(z + p0 * plane_out, y + p0 * plane_out, sizeof(float) * (p1 - p0 - (p1 - p0) % 8) * plane_out);
     }
+    // The float filter first (depthwise_filter.h); the double check only for the planes it leaves.
+    const dwfilter::Filter filter = dwfilter::MakeFilter(cfg, w);
+    thread_local std::vector<float> fs;
+    if (filter.on) fs.resize(static_cast<size_t>(8 * (2 * cfg.kw + 1) * hp));
+    float* xt = ft.data();
+    float* yt = ft.data() + 8 * plane_in;
     for (; pl + 8 <= p1; pl += 8) {
-      const unsigned bad = CheckPlanes8(cfg, pl, x, h, w, y, taps, ft.data(), ft.data() + 8 * plane_in, a8, aabs8,
-                                        rows8, rows_abs8, actual8);
+      TransposePlanes(x + pl * plane_in, plane_in, xt);
+      TransposePlanes(y + pl * plane_out, plane_out, yt);
+      const unsigned unsure =
+          filter.on ? dwfilter::FilterPlanes<8>(cfg, filter, pl, xt, yt, h, w, fs.data(), fs.data() + 8 * cfg.kw * hp,
+                                                fs.data() + 16 * cfg.kw * hp)
+                    : 0xffu;
+      const unsigned bad = unsure ? CheckPlanes8(cfg, pl, h, w, taps, xt, yt, a8, aabs8, rows8, rows_abs8, actual8) : 0u;
       for (int l = 0; l < 8; ++l) {
         const int64_t q = pl + l, c = q % cfg.channels;
         if (bad >> l & 1u)
