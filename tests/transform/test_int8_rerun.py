@@ -201,3 +201,27 @@ def test_int8_layers_in_onnxruntimes_operator_form_are_decoded_inline_on_the_fas
     assert record["protected"] and {p["fast_path"] for p in record["protected"]} == {"decode"}
     assert not any(n.op_type in ("IntSampleCheck", "If") for n in protected.graph.node)
     np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(model), x))
+
+
+@pytest.mark.parametrize("strategy", ["inline", "rerun"])
+def test_an_int8_conv_with_auto_pad_is_left_alone_with_the_reason(strategy):
+    """auto_pad convs (padding from the strides: a strided copy or Im2ColNhwc with explicit pads would
+    pad differently) are skipped, not protected wrongly; the model still computes the original."""
+    from onnx import numpy_helper
+
+    from onnx_ecc.zoo.quantised import quantize_qdq
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y0"], name="conv", auto_pad="SAME_UPPER", strides=[2, 2],
+                              kernel_shape=[3, 3]), helper.make_node("Relu", ["y0"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    qdq = quantize_qdq(model, rng.random((64, 3, 10, 10)).astype(np.float32))
+    protected = onnx_ecc.transform(qdq, strategy=strategy)
+    record = read_protection(protected)
+    assert not record["protected"] and "auto_pad" in record["skipped"][0]["reason"]
+    x = rng.random((4, 3, 10, 10)).astype(np.float32)
+    np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(qdq), x))

@@ -196,6 +196,8 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
             raise Skip("grouped / depthwise int8 convs are not protected yet")
         if wq.ndim != 4:
             raise Skip("only 2-D convolutions")
+        if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+            raise Skip("auto_pad: only explicit pads (Im2ColNhwc and the strided sample copies take pads)")
         m, c, kh, kw = wq.shape
         w2d = wq.transpose(0, 2, 3, 1).reshape(m, -1)       # taps (i, j, c): Im2ColNhwc's order
     elif node.op == "Gemm":

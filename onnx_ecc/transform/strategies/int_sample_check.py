@@ -70,7 +70,8 @@ def _int8_zero_point(node: gs.Node):
 
 def fused_qdq_layers(model: onnx.ModelProto) -> set[str]:
     """Names of the QDQ Conv / Gemm / MatMul layers this check keeps fused: input and weight (and bias)
-    from DequantizeLinear nodes, the weight and bias constant, the output through one QuantizeLinear.
+    from DequantizeLinear nodes, the weight and bias constant, the output through one QuantizeLinear,
+    explicit pads.
     Other int8 layers (onnxruntime's operator forms, MatMulInteger / ConvInteger) are decoded inline."""
     graph = gs.import_onnx(model)
     out = set()
@@ -79,6 +80,8 @@ def fused_qdq_layers(model: onnx.ModelProto) -> set[str]:
             continue
         consts = [t for t in node.inputs[1:] if t.name]
         y = node.outputs[0]
+        if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+            continue  # a strided copy would pad differently
         if (_quantised(node.inputs[0]) and all(_quantised(t) and constant_value(t.inputs[0].inputs[0]) is not None
                                                for t in consts)
                 and y not in graph.outputs and len(y.outputs) == 1 and y.outputs[0].op == "QuantizeLinear"):
@@ -97,7 +100,7 @@ def uint8_activations(graph: gs.Graph) -> int:
             continue
         for i, node in enumerate([q] + list(out.outputs)):
             zp = _int8_zero_point(node)
-            node.inputs[2] = gs.Constant(f"{out.name}__ecc_zp_u8_{i}",
+            node.inputs[2] = gs.Constant(f"{out.name}__ecc_fast_zp_u8_{i}",
                                         np.asarray(zp.astype(np.int16) + 128, np.uint8))
         out.dtype = np.uint8
         changed += 1
