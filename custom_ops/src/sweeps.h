@@ -317,7 +317,8 @@ template <int kOut>
 ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b,
                              const float* gain_f, const float* offset_f, float xscale) {
   const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  F8 lanes[8], mags[8];
+  F8 lanes[8];
+  I8 keys[4];  // per block: its scale's key in 8 lanes
   for (int m = 0; m < 4; ++m) {
     const float* x = yd + m * b;
     const float* g0 = gen + 2 * b * m;
@@ -333,7 +334,7 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
     }
     lanes[2 * m] = l0;
     lanes[2 * m + 1] = l1;
-    mags[2 * m] = mags[2 * m + 1] = KeyMags8(ml);
+    keys[m] = ml;
   }
   Transpose8(lanes);
   const F8 p = Load8(yp);
@@ -343,13 +344,19 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
   if (xscale >= 0) {
     scale = zero + xscale;
   } else {
-    Transpose8(mags);
-    scale = mags[0];
-    for (int l = 1; l < 8; ++l) scale = mags[l] > scale ? mags[l] : scale;
-    const F8 pa = KeyMags8(MaxKey8(kKeyZero8, MagKeys8(p)));  // |p| where finite, else 0
-    const F8 pair = ECC_SHUFFLE2(pa, pa, 1, 0, 3, 2, 5, 4, 7, 6);
-    scale = pa > scale ? pa : scale;
-    scale = pair > scale ? pair : scale;
+    // Each block's largest key in lanes 2m and 2m + 1 (a max is exact in any order): pairs of
+    // blocks interleaved and folded, then the halves, 7 shuffles instead of a transpose's 24.
+    const I8 k01 = MaxKey8(ECC_SHUFFLE2(keys[0], keys[1], 0, 8, 1, 9, 4, 12, 5, 13),
+                           ECC_SHUFFLE2(keys[0], keys[1], 2, 10, 3, 11, 6, 14, 7, 15));
+    const I8 k23 = MaxKey8(ECC_SHUFFLE2(keys[2], keys[3], 0, 8, 1, 9, 4, 12, 5, 13),
+                           ECC_SHUFFLE2(keys[2], keys[3], 2, 10, 3, 11, 6, 14, 7, 15));
+    I8 k = MaxKey8(ECC_SHUFFLE2(k01, k23, 0, 1, 8, 9, 4, 5, 12, 13), ECC_SHUFFLE2(k01, k23, 2, 3, 10, 11, 6, 7, 14, 15));
+    k = MaxKey8(k, ECC_SHUFFLE2(k, k, 4, 5, 6, 7, 0, 1, 2, 3));  // blocks 0..3 in lanes 0..3 and 4..7
+    k = ECC_SHUFFLE2(k, k, 0, 0, 1, 1, 2, 2, 3, 3);
+    const I8 pk = MagKeys8(p);  // and both checks of the block
+    k = MaxKey8(k, pk);
+    k = MaxKey8(k, ECC_SHUFFLE2(pk, pk, 1, 0, 3, 2, 5, 4, 7, 6));
+    scale = KeyMags8(k);
   }
   const F8 thr = Load8(gain_f) * scale + Load8(offset_f);
   const F8 ac = reinterpret_cast<F8>(reinterpret_cast<I8>(c) & 0x7fffffff);
