@@ -12,6 +12,7 @@
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
 #include "cpu_work.h"
+#include "sweeps.h"  // ECC_CLONES: AVX-512 / AVX2 / baseline clones (integer maths: the same results in each)
 
 namespace onnx_ecc {
 
@@ -25,6 +26,7 @@ constexpr int64_t kSpan = 64;  // positions whose syndromes are summed together 
 
 // Checks and corrects positions [p0, p0 + len) of one outer index: y and z point at its [C, inner]
 // and [M, inner] planes (inner = 1: one channels-last row), element (channel, p) at channel * inner + p.
+ECC_CLONES
 void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p0, int64_t len,
                 DecodeCounts& counts) {
   const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
@@ -80,6 +82,7 @@ void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t 
 }
 
 // One channels-last row: y [C], z [M] (the syndromes as IntDecode's, over contiguous channels).
+ECC_CLONES
 void DecodeRow(const IntDecodeConfig& c, const int32_t* y, int32_t* z, DecodeCounts& counts) {
   const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
   const int R = static_cast<int>(c.parity);

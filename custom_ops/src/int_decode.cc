@@ -10,6 +10,7 @@
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
 #include "cpu_work.h"
+#include "sweeps.h"  // ECC_CLONES: AVX-512 / AVX2 / baseline clones (integer maths and -ffp-contract=off: the same bits)
 
 namespace onnx_ecc {
 
@@ -126,6 +127,7 @@ void CheckIntBias(IntDecodeConfig& cfg, std::mutex& mu, DecodeCounts& counts) {
 namespace {
 
 // Checks, corrects and requantises rows [r0, r1) of Y = [rows, C] into Z = [rows, data_channels].
+ECC_CLONES
 void DecodeRows(const IntDecodeConfig& c, const int32_t* y, uint8_t* z, int64_t r0, int64_t r1, DecodeCounts& counts) {
   const int64_t M = c.data_channels, C = c.channels(), B = c.block, nb = c.blocks();
   const int R = static_cast<int>(c.parity);
