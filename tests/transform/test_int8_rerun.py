@@ -225,3 +225,27 @@ def test_an_int8_conv_with_auto_pad_is_left_alone_with_the_reason(strategy):
     assert not record["protected"] and "auto_pad" in record["skipped"][0]["reason"]
     x = rng.random((4, 3, 10, 10)).astype(np.float32)
     np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(qdq), x))
+
+
+def test_detect_mode_flags_a_sampled_error_without_decoding_and_fail_stop_raises():
+    from onnx_ecc.transform.calibration import probe
+
+    qdq, _, x = _rerun("mnist_cnn", "u8s8")
+    x = x[:8]
+    layer = next(n.name for n in qdq.graph.node if n.op_type == "Conv")
+    for fail_stop in (False, True):
+        protected = onnx_ecc.transform(qdq, strategy="rerun", mode="detect", fail_stop=fail_stop)
+        tensor = _quantised_output(protected, layer)
+        stride = next(p["sample_stride"] for p in read_protection(protected)["protected"] if p["name"] == layer)
+        sess = _protected(_with_added_fault(protected, tensor))
+        fault = np.zeros(probe(protected, [tensor])({qdq.graph.input[0].name: x})[tensor].shape, np.uint8)
+        fault[_position(fault.shape, stride, True)] = 64
+        feeds = {qdq.graph.input[0].name: x, f"{tensor}__fault": fault}
+        if fail_stop:
+            with pytest.raises(Exception, match="failed the exact sample check"):
+                sess.run(None, feeds)
+            continue
+        got, counts = _deltas(read_protection(protected)["model_id"], lambda: sess.run(None, feeds)[0])
+        assert counts[f"{layer} (sample check)"].flagged > 0
+        # detect mode does not repair: the outputs are the fused original's with the same error
+        np.testing.assert_array_equal(got, _fused(_with_added_fault(qdq, tensor)).run(None, feeds)[0])
