@@ -27,7 +27,7 @@
 // errors of M, B and R as computed here and t times the bound's errors) plus one u; tiny =
 // 2^-120 covers underflow (each float operation errs by at most 2^-150 absolute). Every term is
 // non-negative, and t' leaves 64 u for the float evaluation of the test itself. A NaN or an
-// infinity anywhere in a row's sums fails the float test (or makes B infinite, which fails too).
+// infinity anywhere in a row's sums fails the float test (an infinite B through B - B = NaN).
 #pragma once
 
 #include <algorithm>
@@ -41,8 +41,8 @@
 namespace onnx_ecc {
 namespace dwfilter {
 
-// The filter's vectors: one lane per plane (8: CheckPlanes8's transposed layout; 16 lanes measured
-// slower in the AVX-512F clone), each lane computing exactly what a scalar loop would for its plane.
+// The filter's vectors: one lane per plane, 8 or 16 planes at a time (16: one AVX-512 register,
+// two AVX2 ones), each lane computing exactly what a scalar loop would for its plane.
 template <int kLanes>
 struct Lanes {
   typedef float F __attribute__((vector_size(4 * kLanes)));
@@ -144,7 +144,6 @@ template <int kLanes>
 ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, int64_t p, const float* xt,
                                  const float* yt, int64_t h, int64_t w, float* a, float* aabs, float* tabs) {
   typedef typename Lanes<kLanes>::F FV;
-  typedef typename Lanes<kLanes>::I IV;
   constexpr int64_t L = kLanes;
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
   const int64_t hp = h + cfg.pad_t + cfg.pad_b;
@@ -187,8 +186,7 @@ ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, in
   // Weights, their magnitudes and their rows' sums of magnitudes (for R; a float sum of kw
   // values, whose relative error the doubled kR covers) per lane.
   FV wv[64], wa[64], wrow[64], bias = z;
-  for (int l = 0; l < kLanes; ++l) {
-    const int64_t c = (p + l) % cfg.channels;
+  for (int64_t l = 0, c = p % cfg.channels; l < kLanes; ++l, c = c + 1 < cfg.channels ? c + 1 : 0) {
     const float* wt = cfg.weights.data() + c * kh * kw;
     for (int64_t t = 0; t < kh * kw; ++t) wv[t][l] = wt[t];
     bias[l] = cfg.bias[c];
@@ -204,7 +202,7 @@ ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, in
   const float fw = static_cast<float>(wout);
   const FV e0 = bias * fw, b0 = Abs(bias) * fw;
   const int64_t sh = cfg.stride_h, dh = cfg.dil_h;
-  IV fail = {};
+  FV fail = z;  // per lane: rows that do not pass
   for (int64_t oh = 0; oh < hout; ++oh) {
     FV actual, mag;
     ChainSums<FV, L>(yt + oh * wout * L, 0, wout, &actual, &mag);
@@ -218,10 +216,13 @@ ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, in
       whole += wrow[i] * Load<FV>(tabs + at * L);
     }
     const FV lhs = Abs(actual - expected) + f.km * mag + f.kb * bound + f.kr * whole + f.tiny;
-    fail |= ~((lhs <= f.t * bound) & (bound <= FLT_MAX));
+    // bound - bound is NaN when the bound is infinite (0 otherwise), which then fails too: one
+    // compare and select per row (two compares ANDed move masks around in the AVX-512F clone).
+    const FV held = lhs + (bound - bound);
+    fail += held <= f.t * bound ? z : z + 1.f;
   }
   unsigned mask = 0;
-  for (int l = 0; l < kLanes; ++l) mask |= static_cast<unsigned>(fail[l] != 0) << l;
+  for (int l = 0; l < kLanes; ++l) mask |= static_cast<unsigned>(fail[l] != 0.f) << l;
   return mask;
 }
 

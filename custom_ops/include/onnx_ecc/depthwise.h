@@ -30,8 +30,8 @@ struct DepthwiseConfig : DepthwiseShape {  // kh, kw, strides, pads, dilations; 
 };
 
 // Planes per thread-pool work item for `planes` planes of H x W: about 16K values per item, at
-// least 64 items when there are enough planes, and a multiple of 8 where DepthwiseCheckPlanes
-// checks eight small planes at once.
+// least 64 items when there are enough planes, and a multiple of 16 where DepthwiseCheckPlanes
+// checks small planes eight or sixteen at once.
 int64_t DepthwisePlanesPerItem(const DepthwiseConfig& cfg, int64_t h, int64_t w, int64_t planes);
 
 // Checks (and repairs) planes [p0, p1) of an [N, C, H, W] input x, output y and result z (plane p:
