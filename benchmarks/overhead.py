@@ -10,7 +10,9 @@ interleaved repeats and medians, at onnxruntime's default optimisation level unl
 to float16 first (onnxconverter-common, inputs and outputs kept in float32). ``--format int8``
 quantises it with quantize_static (QDQ, uint8 activations, int8 weights, calibrated on the random
 inputs): the original is then the fused QDQ model (QLinearConv / QGemm), the protected models use
-the exact integer checks (IntDecode), and the float32 column is the float model before quantisation.
+the exact integer checks (IntDecode; under the rerun strategy the fused layers with exact sample
+checks, IntSampleCheck, decoding only a flagged run), and the float32 column is the float model
+before quantisation.
 
 ``--format int8-qoperator`` quantises it in onnxruntime's operator format (quantize_static with
 QuantFormat.QOperator: QLinearConv, com.microsoft:QGemm, QLinearMatMul, the same calibration) and
@@ -125,14 +127,16 @@ def measure(model_name: str, batch: int, repeats: int, level: str, threads: int,
 
 
 def _measure_int8(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict) -> dict:
-    """int8: the fused QDQ original, the protected model in both modes, the float32 model."""
+    """int8: the fused QDQ original, the protected model in both modes and under the rerun strategy
+    (fused layers, exact sample checks), the float32 model."""
     from onnx_ecc.zoo.quantised import quantize_qdq
 
     float_model = getattr(zoo, model_name)()
     calibration = np.concatenate([_feeds(float_model, 32, seed=s)[float_model.graph.input[0].name] for s in (1, 2)])
     model = quantize_qdq(float_model, calibration)
     variants = {"original": model, "correct": onnx_ecc.transform(model, mode="correct", **extra),
-                "detect": onnx_ecc.transform(model, mode="detect", **extra), "float32": float_model}
+                "detect": onnx_ecc.transform(model, mode="detect", **extra),
+                "rerun": onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra), "float32": float_model}
     sessions = {k: _session(m, level, threads) for k, m in variants.items()}
     med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
     return {"model": model_name, "batch": batch, "level": level, "format": "int8",
