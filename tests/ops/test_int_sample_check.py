@@ -108,3 +108,20 @@ def test_bad_attributes_are_refused_when_the_session_starts():
         _model(TensorProto.UINT8, False, False, data_channels=4, row_stride=0)
     with pytest.raises(Exception, match="weight_axis must be 0 or 1"):
         _model(TensorProto.UINT8, True, False, data_channels=4, weight_axis=2, filter_sums=[0] * 4)
+
+
+def test_large_weights_are_summed_in_parallel_tasks_and_any_flipped_bit_fails():
+    """Weights of 2^19 values: the channels are summed in parallel tasks (of about 64 KB); a flipped
+    bit in the first, a middle or the last channel, at the start or in a row's tail, is seen."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, (64, 8195)).astype(np.int8)
+    attrs = dict(data_channels=64, filter_sums=_sums(w, None, 0))
+    sess = _model(TensorProto.UINT8, True, False, **attrs)
+    a = np.zeros((2, 64, 1, 1), np.uint8)
+    feeds = {"A": a, "Y": a, "W": w, "Flag": np.array([False])}
+    assert not sess.run(None, feeds)[0][0]
+    for idx in [(0, 0), (31, 4000), (63, 8194), (63, 8180)]:
+        bad = w.copy()
+        bad.view(np.uint8)[idx] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        assert sess.run(None, dict(feeds, W=bad))[0][0], idx
+        assert int_sample_check(a, a, bad, **attrs)[0]

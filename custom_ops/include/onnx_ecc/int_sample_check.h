@@ -27,9 +27,9 @@ struct IntSampleCheckConfig {
 int64_t SampleRowMismatches(const uint8_t* a, const uint8_t* y, int64_t outer, int64_t a_rows, int64_t y_rows,
                             int64_t row, int64_t stride);
 
-// The output channels whose weights (W of `rows` x `cols` values, output channels on c.weight_axis)
-// plus bias (may be nullptr) do not sum to c.filter_sums.
+// The output channels in [begin, end) whose weights (W of `rows` x `cols` values, output channels on
+// c.weight_axis) plus bias (may be nullptr) do not sum to c.filter_sums.
 int64_t IntFilterMismatches(const IntSampleCheckConfig& c, const int8_t* w, int64_t rows, int64_t cols,
-                            const int32_t* bias);
+                            const int32_t* bias, int64_t begin, int64_t end);
 
 }  // namespace onnx_ecc
