@@ -59,7 +59,7 @@ def main() -> None:
         original = quantize_qdq(float_model, calibration)
         protected = onnx_ecc.transform(original, strategy=args.strategy)
         feeds = _feeds(original, args.batch)
-        rows = {"original": by_op_type(original, feeds, args.runs), "protected": by_op_type(protected, feeds, args.runs)}
+        rows = {k: by_op_type(m, feeds, args.runs) for k, m in (("original", original), ("protected", protected))}
         walls = {k: wall_ms(m, feeds, args.runs) for k, m in (("original", original), ("protected", protected))}
         print(f"{name} batch {args.batch}, {args.strategy} strategy: kernel ms per run by op type")
         for op in sorted(set(rows["original"]) | set(rows["protected"]), key=lambda o: -rows["protected"][o]):

@@ -90,13 +90,18 @@ def test_fault_free_outputs_are_the_fused_originals_bit_for_bit_on_the_fast_path
         assert layer not in counts or counts[layer].runs == 0, (layer, counts.get(layer))
 
 
+def _zero_point_type(model, tensor: str) -> int:
+    """The element type of the quantised ``tensor``: its QuantizeLinear's zero point's."""
+    q = next(n for n in model.graph.node if tensor in n.output)
+    return next(t.data_type for t in model.graph.initializer if t.name == q.input[2])
+
+
 def _with_added_fault(model, tensor: str):
     """``model`` whose readers of the quantised ``tensor`` (in the main graph, not the rerun branch)
     read tensor + ``<tensor>__fault`` (a graph input of its type, wrapping) instead."""
     out = _copy(model)
     g = out.graph
-    q = next(n for n in g.node if tensor in n.output)
-    elem = next(t.data_type for t in g.initializer if t.name == q.input[2])
+    elem = _zero_point_type(model, tensor)
     faulty = f"{tensor}__faulty"
     for node in g.node:
         node.input[:] = [faulty if t == tensor else t for t in node.input]
@@ -132,7 +137,8 @@ def test_a_wrong_output_value_at_a_sampled_position_is_caught_and_the_run_correc
     from onnx_ecc.transform.calibration import probe
 
     outputs = {layer: _quantised_output(protected, layer) for layer in _layers(protected)}
-    shapes = {k: v.shape for k, v in probe(protected, list(outputs.values()))({protected.graph.input[0].name: x}).items()}
+    values = probe(protected, list(outputs.values()))({protected.graph.input[0].name: x})
+    shapes = {k: v.shape for k, v in values.items()}
     unseen_changes = 0
     for p in record["protected"]:
         layer, tensor = p["name"], outputs[p["name"]]
@@ -147,9 +153,10 @@ def test_a_wrong_output_value_at_a_sampled_position_is_caught_and_the_run_correc
         # the same error where the copy does not sample is not seen on the fast path
         fault[...] = 0
         fault[_position(fault.shape, p["sample_stride"], False)] = 64
-        int8 = next(t.data_type for t in qdq.graph.initializer
-                    if t.name == next(n for n in qdq.graph.node if tensor in n.output).input[2]) == TensorProto.INT8
-        wrong = _fused(_with_added_fault(qdq, tensor)).run(None, dict(feeds, **{f"{tensor}__fault": fault.view(np.int8)} if int8 else feeds))[0]
+        # the same fault in the original (int8 activations: the same bits, +64 wrapping either way)
+        original_feeds = dict(feeds, **{f"{tensor}__fault": fault.view(np.int8)}) \
+            if _zero_point_type(qdq, tensor) == TensorProto.INT8 else feeds
+        wrong = _fused(_with_added_fault(qdq, tensor)).run(None, original_feeds)[0]
         got, counts = _deltas(record["model_id"], lambda: faulty.run(None, feeds)[0])
         assert counts[f"{layer} (sample check)"].flagged == 0, layer
         np.testing.assert_array_equal(got, wrong, err_msg=layer)

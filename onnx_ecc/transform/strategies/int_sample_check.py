@@ -11,11 +11,13 @@ is deterministic, so one IntSampleCheck compares the original's quantised output
 copy's bit for bit, row by row: no threshold and no false alarm by construction. A conv's output is
 sampled by a 1x1 MaxPool, which onnxruntime runs channels last as NhwcMaxPool, and both sides are
 compared channels last (a Transpose that cancels onnxruntime's own), so no Transpose is left around
-the fused convs; a Gemm / MatMul's check reads its whole output and compares every s-th row. The same op sums each output channel's
-int8 weights plus its int32 bias in int64 against the sums stored at transform time, which sees a
-corrupted stored weight wherever its inputs are (zero, or unsampled). A flag routes the run through
-the inline-decoded int8 graph (rerun.py), which reads its own copy of the weights (W_aug, weights and
-parity digits) and corrects one wrong accumulator per block and output vector.
+the fused convs; a Gemm / MatMul's check reads its whole output and compares every s-th row. The
+same op sums each output channel's int8 weights plus its int32 bias in int64 against the sums stored
+at transform time, which sees a corrupted stored weight wherever its inputs are (zero, or
+unsampled). A flag routes the run through the inline-decoded int8 graph (rerun.py), which reads its
+own copy of the weights (W_aug, weights and parity digits) and corrects one wrong accumulator per
+block and output vector. Only QDQ layers with explicit pads are kept fused (fused_qdq_layers); the
+other int8 layers (operator forms, MatMulInteger / ConvInteger) are decoded inline on the fast path.
 
 Why not a parity check of the whole output: the fused kernels give out only the requantised values
 (rounded, clamped to 0..255), not the int32 accumulators a parity sums exactly; a parity of the
