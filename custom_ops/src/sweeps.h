@@ -313,9 +313,10 @@ ECC_INLINE void Transpose8(F8* r) {
 // same float operations per block as RowBlock (lane sums -p_q + lane 0 + ... + lane 7, the scale
 // as an exact max), but the eight lane sums and scales are formed as vectors after a transpose
 // instead of one lane at a time. Returns the failing blocks as bits 0..3.
-template <int kOut>
-ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b,
+template <int kOut, int kB = 0>
+ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, float* zd, const float* gen, int b_,
                              const float* gain_f, const float* offset_f, float xscale) {
+  const int b = kB ? kB : b_;  // kB: the block size when known at compile time (loops unrolled)
   const F8 zero = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   F8 lanes[8];
   I8 keys[4];  // per block: its scale's key in 8 lanes
