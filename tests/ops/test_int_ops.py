@@ -85,10 +85,11 @@ def test_int_decode_repairs_a_corrupted_bias():
 @pytest.mark.parametrize("kernel,strides,pads,dil", [((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
                                                      ((3, 2), (2, 1), (0, 1, 2, 0), (1, 2)),
                                                      ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1))])
-def test_im2col_nhwc_matches_its_oracle(dtype, kernel, strides, pads, dil):
+@pytest.mark.parametrize("channels", [5, 1])
+def test_im2col_nhwc_matches_its_oracle(dtype, kernel, strides, pads, dil, channels):
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype)
-    x = rng.integers(info.min, info.max + 1, (2, 7, 9, 5)).astype(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, 7, 9, channels)).astype(dtype)
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), dilations=list(dil), pad_value=131)
     x_type = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
     got = _run(_model(ops.IM2COL_NHWC, x_type, TensorProto.UINT8, attrs), x)

@@ -99,6 +99,13 @@ inline void Im2ColRow(const uint8_t* x, int64_t H, int64_t W, int64_t C, int64_t
         continue;
       }
       const uint8_t* row = x + ih * W * C;
+      if (C == 1) {  // one channel (the first conv of grayscale images): byte stores, not 1-byte memcpy calls
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          const int64_t iw = ow * st[1] + off;
+          o[ow * KC] = iw < 0 || iw >= W ? pad : static_cast<uint8_t>(row[iw] ^ flip);
+        }
+        continue;
+      }
       for (int64_t ow = 0; ow < Wo; ++ow) {
         const int64_t iw = ow * st[1] + off;
         uint8_t* dst = o + ow * KC;
