@@ -256,3 +256,51 @@ def test_detect_mode_flags_a_sampled_error_without_decoding_and_fail_stop_raises
         assert counts[f"{layer} (sample check)"].flagged > 0
         # detect mode does not repair: the outputs are the fused original's with the same error
         np.testing.assert_array_equal(got, _fused(_with_added_fault(qdq, tensor)).run(None, feeds)[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _int8_encoder():
+    """(the zoo's BERT-style encoder quantised QDQ, its rerun protection, inputs): random weights and
+    inputs, as the encoder has no data of its own."""
+    from onnx_ecc import zoo
+    from onnx_ecc.zoo.quantised import quantize_qdq
+
+    model = zoo.transformer_encoder()
+    rng = np.random.default_rng(0)
+    shape = tuple(zoo.input_shape(model))[1:]
+    qdq = quantize_qdq(model, rng.standard_normal((64,) + shape).astype(np.float32))
+    return qdq, onnx_ecc.transform(qdq, strategy="rerun"), rng.standard_normal((4,) + shape).astype(np.float32)
+
+
+def test_qdq_attention_products_keep_their_fused_kernels_with_exact_sample_checks(tmp_path):
+    """The products of two int8 activations (attention's QK^T and AV, QLinearMatMul in the original)
+    are sampled by rows like a MatMul with weights (no stored weights to sum): the fast path keeps
+    every fused kernel, and a sampled error in a product is flagged and the run decoded."""
+    qdq, protected, x = _int8_encoder()
+    record = read_protection(protected)
+    products = [p["name"] for p in record["protected"] if p["kind"] != "int-code"]
+    assert len(products) == 4 and all(p["sample_check_tolerance"] == 0.0 for p in record["protected"])
+    original = collections.Counter(_optimized_ops(qdq, tmp_path / "original.onnx"))
+    fast = collections.Counter(_optimized_ops(protected, tmp_path / "protected.onnx"))
+    assert fast["QLinearMatMul"] == 2 * original["QLinearMatMul"] == 2 * len(record["protected"]), (original, fast)
+    assert "MatMul" not in fast and fast["Transpose"] == original["Transpose"], fast
+    got, counts = _deltas(record["model_id"], lambda: _run(_protected(protected), x))
+    np.testing.assert_array_equal(got, _run(_fused(qdq), x))
+    assert all(c.flagged == 0 for k, c in counts.items() if k.endswith("(sample check)"))
+    decoded = _run(_protected(onnx_ecc.transform(qdq)), x)  # what the rerun computes: the inline-decoded graph
+    layer = products[0]
+    tensor = _quantised_output(protected, layer)
+    fault = np.zeros(_probe_shape(protected, tensor, x), np.uint8)
+    fault[(0,) * (fault.ndim - 2) + (8, 3)] = 64  # row 8 of the first sample and head: sampled at stride 8
+    faulty = _protected(_with_added_fault(protected, tensor))
+    feeds = {protected.graph.input[0].name: x, f"{tensor}__fault": fault}
+    got, counts = _deltas(record["model_id"], lambda: faulty.run(None, feeds)[0])
+    assert counts[f"{layer} (sample check)"].flagged > 0 and counts[layer].runs == 1
+    np.testing.assert_array_equal(got, decoded)
+
+
+def _probe_shape(model, tensor: str, x) -> tuple[int, ...]:
+    """The shape ``tensor`` has in a run of ``model`` on ``x``."""
+    from onnx_ecc.transform.calibration import probe
+
+    return probe(model, [tensor])({model.graph.input[0].name: x})[tensor].shape

@@ -72,8 +72,8 @@ def _int8_zero_point(node: gs.Node):
 
 def fused_qdq_layers(model: onnx.ModelProto) -> set[str]:
     """Names of the QDQ Conv / Gemm / MatMul layers this check keeps fused: input and weight (and bias)
-    from DequantizeLinear nodes, the weight and bias constant, the output through one QuantizeLinear,
-    explicit pads.
+    from DequantizeLinear nodes, the weight and bias constant (or, for a MatMul, a second activation:
+    a product), the output through one QuantizeLinear, explicit pads.
     Other int8 layers (onnxruntime's operator forms, MatMulInteger / ConvInteger) are decoded inline."""
     graph = gs.import_onnx(model)
     out = set()
@@ -84,11 +84,17 @@ def fused_qdq_layers(model: onnx.ModelProto) -> set[str]:
         y = node.outputs[0]
         if node.op == "Conv" and node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
             continue  # a strided copy would pad differently
-        if (_quantised(node.inputs[0]) and all(_quantised(t) and constant_value(t.inputs[0].inputs[0]) is not None
-                                               for t in consts)
+        if (_quantised(node.inputs[0]) and all(_quantised(t) for t in consts)
+                and (is_product(node) or all(constant_value(t.inputs[0].inputs[0]) is not None for t in consts))
                 and y not in graph.outputs and len(y.outputs) == 1 and y.outputs[0].op == "QuantizeLinear"):
             out.add(node.name)
     return out
+
+
+def is_product(node: gs.Node) -> bool:
+    """A QDQ MatMul of two activations (attention's products): its second input is not a constant."""
+    return (node.op == "MatMul" and _quantised(node.inputs[1])
+            and constant_value(node.inputs[1].inputs[0].inputs[0]) is None)
 
 
 def uint8_activations(graph: gs.Graph) -> int:
@@ -183,14 +189,20 @@ def add_int_sample_check(graph: gs.Graph, node: gs.Node, options, model_id: str,
         sampled, copy_q = (_channels_last(graph, t) for t in (sampled, copy_q))
     else:  # the whole output, of whose rows the check compares every s-th
         sampled = yq
-    w, bias, axis, sums = _filter_sums(node)
+    if is_product(node):  # no stored weights: its second input is checked where it is computed
+        shape = node.outputs[0].shape
+        channels = shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else 1
+        w = bias = None
+        weights = dict(data_channels=int(channels))
+    else:
+        w, bias, axis, sums = _filter_sums(node)
+        weights = dict(data_channels=len(sums), weight_axis=axis, filter_sums=sums)
     raised = gs.Variable(f"{name}__ecc_sample_raised", dtype=np.bool_, shape=[1])
     emit_node(graph, ops.INT_SAMPLE_CHECK,
-              [sampled, copy_q, w, bias if bias is not None else gs.Variable.empty(),
-               flag if flag is not None else gs.Variable.empty()],
+              [sampled, copy_q] + [t if t is not None else gs.Variable.empty() for t in (w, bias, flag)],
               [raised], f"{name}__ecc_sample_check",
-              dict(data_channels=len(sums), row_stride=1 if conv else s[0], weight_axis=axis, filter_sums=sums,
-                   fail_stop=int(options.fail_stop and options.mode == "detect"), layer=name, model_id=model_id))
+              dict(weights, row_stride=1 if conv else s[0], fail_stop=int(options.fail_stop and options.mode == "detect"),
+                   layer=name, model_id=model_id))
     return PlacedIntSampleCheck(name, f"{name}__ecc_sample_check", tuple(int(v) for v in s)), raised
 
 

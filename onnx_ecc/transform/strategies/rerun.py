@@ -67,12 +67,14 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     full = merge_parity_products(full)
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     fused = fused_qdq_layers(model)
-    int8 = [p["name"] for p in checked if p["kind"] == INT_KIND and p["name"] in fused]  # int_sample_check.py
-    # the other int8 layers (operator forms, MatMulInteger / ConvInteger) are decoded inline on the fast path
+    # QDQ layers (int8 weights, and products of two int8 activations) keep their fused kernels with
+    # exact sample checks (int_sample_check.py); the other int8 layers (operator forms, MatMulInteger /
+    # ConvInteger) are decoded inline on the fast path
+    int8 = [p["name"] for p in checked if p["name"] in fused]
     inline8 = tuple((p["name"], "decode") for p in checked if p["kind"] == INT_KIND and p["name"] not in fused)
     if inline8:
         options = dataclasses.replace(options, layer_modes=options.layer_modes + inline8)
-    checked = [p for p in checked if p["kind"] != INT_KIND]
+    checked = [p for p in checked if p["kind"] != INT_KIND and p["name"] not in fused]
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
     try:  # shapes let fused_chain see a residual Add before the activation
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
