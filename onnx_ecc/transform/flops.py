@@ -55,6 +55,10 @@ def layer_macs(model: onnx.ModelProto) -> dict[str, int]:
             w, out = shapes[node.input[3]], shapes[node.output[0]]
             per = int(np.prod(w[1:])) if node.op_type == "QLinearConv" else int(w[0])
             macs[name] = int(np.prod(out)) * per
+        if node.op_type == "QGemm" and shapes.get(node.input[0]) is not None and shapes.get(node.input[3]) is not None:
+            a, b = shapes[node.input[0]], shapes[node.input[3]]  # com.microsoft: no inferred output shape
+            trans_b = next((x.i for x in node.attribute if x.name == "transB"), 0)
+            macs[name] = int(np.prod(a)) * int(b[0] if trans_b else b[1])  # rows x K x N (transA = 0)
     return macs
 
 

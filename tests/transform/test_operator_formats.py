@@ -105,6 +105,10 @@ def test_inspect_shows_the_operator_format_layers_as_covered():
         for op in {n.op_type for n in _layers(quantised).values()}:
             assert f"not covered: {op}" not in report, report
         assert "int8 R=2 per 32, exact" in report
+        if name == "mnist_cnn":  # every linear layer, their multiply-adds counted (QGemm's too)
+            n = len(_layers(quantised))
+            assert f"coverage: {n} of {n} linear layer(s) protected, 100.0% of the linear layers' multiply-adds" \
+                in report, report
 
 
 def _decode_axes(protected) -> dict[str, int]:
