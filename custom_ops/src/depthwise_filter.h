@@ -112,7 +112,8 @@ inline Filter MakeFilter(const DepthwiseConfig& cfg, int64_t w) {
   f.tiny = std::ldexp(1.f, -120);
   // Worth running only when a fault-free row (|d| a few u * B) can pass: when the rows' and
   // windows' magnitudes are alike (M ~ B ~ R) the coefficients must leave a quarter of t.
-  f.on = cfg.kh * cfg.kw <= 64 && km + kb + kr <= 0.75 * t;
+  // t < 1/2 keeps t' * B finite for every finite B (a huge tolerance could overflow it and pass anything).
+  f.on = cfg.kh * cfg.kw <= 64 && t < 0.5 && km + kb + kr <= 0.75 * t;
   return f;
 }
 
