@@ -274,3 +274,18 @@ def test_what_cannot_be_expressed_is_left_as_it_was_with_the_reason():
              "WV": rng.integers(-128, 128, (4, 4, 1, 1)).astype(np.int8)}
     for a, b in zip(_fused(model).run(None, feeds), _protected(protected).run(None, feeds)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", ["u8s8", "s8s8_pc"])
+def test_a_layer_left_alone_is_put_back_in_its_operator_form(fmt):
+    """The middle conv left unprotected (layer mode 'none'): it runs as the original QLinearConv again, next to
+    protected neighbours that moved its int8 input to uint8 (s8s8), and the outputs stay bit-identical."""
+    quantised, _, x = _case("mnist_cnn", fmt)
+    convs = [n.name for n in quantised.graph.node if n.op_type == "QLinearConv"]
+    protected = onnx_ecc.transform(quantised, layer_modes=((convs[1], "none"),))
+    record = read_protection(protected)
+    assert [s["name"] for s in record["skipped"]] == [convs[1]] and record["skipped"][0]["op"] == "QLinearConv"
+    assert len(record["protected"]) == len(_layers(quantised)) - 1
+    kept = [n for n in protected.graph.node if n.name == convs[1]]
+    assert [n.op_type for n in kept] == ["QLinearConv"]
+    np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(quantised), x))

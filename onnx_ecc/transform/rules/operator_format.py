@@ -8,9 +8,10 @@ scale x_scale * w_scale)) -> QuantizeLinear(y_scale, y_zero_point), the layer un
 node's name; a MaxPool reading such a node's quantised output becomes DequantizeLinear -> MaxPool ->
 QuantizeLinear with that output's parameters (exact: max commutes with the monotone dequantisation,
 and quantising a dequantised value gives it back), so the convs stay channels last through it.
-What the QDQ rule then leaves alone is put back as it was (``restore``), reading the tensors its
-QDQ form read by then (an int8 input the rule moved to uint8 comes with the shifted zero point:
-the same integer differences, so the same output bit for bit).
+What the QDQ rule then leaves alone is put back as it was (``restore``), reading the tensor its QDQ
+form read by then; an int8 input that the rule moved to uint8 (a protected neighbour's output) is
+moved back to int8 first (exact), since onnxruntime's QLinear kernels take inputs and outputs of
+one type.
 """
 
 from __future__ import annotations
@@ -175,9 +176,29 @@ def restore(graph: gs.Graph, forms: dict[str, QdqForm]) -> None:
         form.q.outputs.clear()
         form.layer.outputs.clear()
         node = form.original
+        if len(x_now) == 3 and _zero_point_type(x_now[2]) != _zero_point_type(form.inputs[2]):
+            x_now = [_as_int8(graph, x_now[0], node.name)] + form.inputs[1:3]
         node.inputs.extend(x_now + form.inputs[len(x_now):])
         node.outputs.append(y)
         graph.nodes.append(node)
+
+
+def _zero_point_type(t):
+    v = constant_value(t) if t is not None and t.name else None
+    return None if v is None else v.dtype
+
+
+def _as_int8(graph: gs.Graph, x_u8: gs.Variable, name: str) -> gs.Variable:
+    """The int8 values of a tensor the QDQ rule moved to uint8 (x + 128): DequantizeLinear(scale 1, zero point
+    128) -> QuantizeLinear(scale 1, int8 zero point 0), exact."""
+    one = gs.Constant(f"{name}__ecc_one", np.array(1.0, np.float32))
+    f = gs.Variable(f"{name}__ecc_x_centred", dtype=np.float32)
+    x = gs.Variable(f"{name}__ecc_x_s8", dtype=np.int8)
+    graph.nodes.append(gs.Node("DequantizeLinear", f"{name}__ecc_from_u8", {},
+                               [x_u8, one, gs.Constant(f"{name}__ecc_128", np.array(128, np.uint8))], [f]))
+    graph.nodes.append(gs.Node("QuantizeLinear", f"{name}__ecc_to_s8", {},
+                               [f, one, gs.Constant(f"{name}__ecc_0", np.array(0, np.int8))], [x]))
+    return x
 
 
 def layer_op(name: str, forms: dict[str, QdqForm], op: str) -> str:
