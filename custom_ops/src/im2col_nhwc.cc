@@ -1,4 +1,5 @@
-// Im2ColNhwc: its parser and onnxruntime CPU kernel (the row copy is int_decode_math.h).
+// Im2ColNhwc: its parser, input validation (shared with the CUDA kernel) and onnxruntime CPU kernel
+// (the row copy is int_decode_math.h).
 #include <string>
 #include <vector>
 
@@ -30,6 +31,36 @@ OrtStatusPtr ParseIm2ColAttrs(const Ort::ConstKernelInfo& info, Im2ColAttrs* a) 
   return nullptr;
 }
 
+OrtStatusPtr ReadIm2ColInputs(const Im2ColAttrs& a, Ort::KernelContext& ctx, Im2ColShape* q, const uint8_t** xp) {
+  auto x = ctx.GetInput(0);
+  auto xi = x.GetTensorTypeAndShapeInfo();
+  const auto type = xi.GetElementType();
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8)
+    return Error(ORT_INVALID_ARGUMENT, a.name, "X must be uint8 or int8");
+  const auto s = xi.GetShape();
+  if (s.size() != 4) return Error(ORT_INVALID_ARGUMENT, a.name, "X must be 4-D (N, H, W, C)");
+  if (s[1] + a.pads[0] + a.pads[2] < a.dl[0] * (a.k[0] - 1) + 1 || s[2] + a.pads[1] + a.pads[3] < a.dl[1] * (a.k[1] - 1) + 1)
+    return Error(ORT_INVALID_ARGUMENT, a.name, "the kernel is larger than the padded input");
+  q->n = s[0]; q->h = s[1]; q->w = s[2]; q->c = s[3];
+  q->ho = (q->h + a.pads[0] + a.pads[2] - a.dl[0] * (a.k[0] - 1) - 1) / a.st[0] + 1;
+  q->wo = (q->w + a.pads[1] + a.pads[3] - a.dl[1] * (a.k[1] - 1) - 1) / a.st[1] + 1;
+  for (int i = 0; i < 2; ++i) { q->k[i] = a.k[i]; q->st[i] = a.st[i]; q->dl[i] = a.dl[i]; }
+  for (int i = 0; i < 4; ++i) q->pads[i] = a.pads[i];
+  q->pad = static_cast<uint8_t>(a.pad_value);
+  if (ctx.GetInputCount() > 1) {  // PadValue: the run-time zero point (DynamicQuantizeLinear's) overrides pad_value
+    auto p = ctx.GetInput(1);
+    if (static_cast<const OrtValue*>(p) != nullptr) {
+      auto pi = p.GetTensorTypeAndShapeInfo();
+      if (pi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || pi.GetElementCount() != 1)
+        return Error(ORT_INVALID_ARGUMENT, a.name, "PadValue must be one uint8");
+      q->pad = *p.GetTensorData<uint8_t>();  // host memory on either provider (the op table's host port)
+    }
+  }
+  q->flip = static_cast<uint8_t>(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 0x80 : 0);
+  *xp = static_cast<const uint8_t*>(x.GetTensorRawData());
+  return nullptr;
+}
+
 struct Im2ColKernel : Im2ColAttrs {
   struct Job {
     const Im2ColKernel* k;
@@ -50,36 +81,13 @@ struct Im2ColKernel : Im2ColAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto x = ctx.GetInput(0);
-      auto xi = x.GetTensorTypeAndShapeInfo();
-      const auto type = xi.GetElementType();
-      if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8)
-        return Error(ORT_INVALID_ARGUMENT, name, "X must be uint8 or int8");
-      const auto s = xi.GetShape();
-      if (s.size() != 4) return Error(ORT_INVALID_ARGUMENT, name, "X must be 4-D (N, H, W, C)");
-      const int64_t N = s[0], H = s[1], W = s[2], C = s[3];
-      const int64_t Ho = (H + pads[0] + pads[2] - dl[0] * (k[0] - 1) - 1) / st[0] + 1;
-      const int64_t Wo = (W + pads[1] + pads[3] - dl[1] * (k[1] - 1) - 1) / st[1] + 1;
-      if (H + pads[0] + pads[2] < dl[0] * (k[0] - 1) + 1 || W + pads[1] + pads[3] < dl[1] * (k[1] - 1) + 1)
-        return Error(ORT_INVALID_ARGUMENT, name, "the kernel is larger than the padded input");
-      uint8_t pad = static_cast<uint8_t>(pad_value);
-      if (ctx.GetInputCount() > 1) {  // PadValue: the run-time zero point (DynamicQuantizeLinear's) overrides pad_value
-        auto p = ctx.GetInput(1);
-        if (static_cast<const OrtValue*>(p) != nullptr) {
-          auto pi = p.GetTensorTypeAndShapeInfo();
-          if (pi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || pi.GetElementCount() != 1)
-            return Error(ORT_INVALID_ARGUMENT, name, "PadValue must be one uint8");
-          pad = *p.GetTensorData<uint8_t>();
-        }
-      }
-      auto y = ctx.GetOutput(0, std::vector<int64_t>{N, Ho, Wo, k[0] * k[1] * C});
-      if (N * Ho * Wo * C == 0) return nullptr;
-      const uint8_t* xp = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
-                              ? x.GetTensorData<uint8_t>()
-                              : reinterpret_cast<const uint8_t*>(x.GetTensorData<int8_t>());
-      Job job{this, xp, y.GetTensorMutableData<uint8_t>(), H, W, C, Ho, Wo,
-              static_cast<uint8_t>(type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 ? 0x80 : 0), pad};
-      ctx.ParallelFor(&Run, static_cast<size_t>(N * Ho), 0, &job);
+      Im2ColShape q;
+      const uint8_t* x = nullptr;
+      if (OrtStatusPtr st = ReadIm2ColInputs(*this, ctx, &q, &x)) return st;
+      auto y = ctx.GetOutput(0, std::vector<int64_t>{q.n, q.ho, q.wo, q.Row()});
+      if (q.n * q.ho * q.wo * q.c == 0) return nullptr;
+      Job job{this, x, y.GetTensorMutableData<uint8_t>(), q.h, q.w, q.c, q.ho, q.wo, q.flip, q.pad};
+      ctx.ParallelFor(&Run, static_cast<size_t>(q.n * q.ho), 0, &job);
       return nullptr;
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());

@@ -32,6 +32,7 @@ void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t 
   const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
   const int R = static_cast<int>(c.parity);
   const int32_t* bias = c.bias.data();
+  const IntCode code = c.View();
   for (int64_t m = 0; m < M; ++m) {
     const int32_t* ym = y + m * inner + p0;
     int32_t* zm = z + m * inner + p0;
@@ -64,54 +65,18 @@ void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t 
       if (!any) continue;
       int where = -1;
       int64_t e = 0;
-      ++counts.flagged;
-      switch (IntLocate(v, R, c.generator.data(), B, b, c.correct, &where, &e)) {
-        case kIntParityWrong: ++counts.corrected_blocks; break;
-        case kIntFixed: {
-          const int64_t ch = c0 + where;
-          const int32_t fixed = static_cast<int32_t>(static_cast<int64_t>(y[ch * inner + p0 + j]) - e);
-          z[ch * inner + p0 + j] = AddWrapped(fixed, bias[ch]);
-          ++counts.corrected_blocks;
-          ++counts.corrected_values;
-          break;
-        }
-        default: ++counts.uncorrectable;
+      if (IntDecide(code, v, b, &where, &e, counts) == kIntFixed) {  // the shared maths' verdict and fix
+        const int64_t ch = c0 + where;
+        z[ch * inner + p0 + j] = AddWrapped(IntFixed(y[ch * inner + p0 + j], e), bias[ch]);
       }
     }
   }
 }
 
-// One channels-last row: y [C], z [M] (the syndromes as IntDecode's, over contiguous channels).
+// One channels-last row: y [C], z [M], block by block (Int32DecodeBlock, the CUDA kernel's item).
 ECC_CLONES
-void DecodeRow(const IntDecodeConfig& c, const int32_t* y, int32_t* z, DecodeCounts& counts) {
-  const int64_t M = c.data_channels, B = c.block, nb = c.blocks();
-  const int R = static_cast<int>(c.parity);
-  const int32_t* bias = c.bias.data();
-  for (int64_t m = 0; m < M; ++m) z[m] = AddWrapped(y[m], bias[m]);
-  int64_t s[kIntMaxParity];
-  for (int64_t kb = 0; kb < nb; ++kb) {
-    const int64_t c0 = kb * B;
-    const int b = static_cast<int>(std::min(B, M - c0));
-    IntSyndromes(y + c0, b, y + M, c.planes.data() + kb * R, c.offsets.data() + kb * R, c.generator.data(), B, R,
-                 c.base, s);
-    int64_t any = 0;
-    for (int r = 0; r < R; ++r) any |= s[r];
-    if (!any) continue;
-    int where = -1;
-    int64_t e = 0;
-    ++counts.flagged;
-    switch (IntLocate(s, R, c.generator.data(), B, b, c.correct, &where, &e)) {
-      case kIntParityWrong: ++counts.corrected_blocks; break;
-      case kIntFixed: {
-        const int64_t ch = c0 + where;
-        z[ch] = AddWrapped(static_cast<int32_t>(static_cast<int64_t>(y[ch]) - e), bias[ch]);
-        ++counts.corrected_blocks;
-        ++counts.corrected_values;
-        break;
-      }
-      default: ++counts.uncorrectable;
-    }
-  }
+void DecodeRow(const IntCode& c, const int32_t* y, int32_t* z, DecodeCounts& counts) {
+  for (int64_t kb = 0; kb < c.blocks(); ++kb) Int32DecodeBlock(c, y, z, 1, 0, kb, counts);
 }
 
 }  // namespace
@@ -132,7 +97,8 @@ struct Int32DecodeKernel : IntDecodeAttrs {
     DecodeCounts counts;
     if (j->inner == 1) {  // channels last: a range of rows
       const int64_t r0 = static_cast<int64_t>(item) * j->rows_per_item, r1 = std::min(j->outer, r0 + j->rows_per_item);
-      for (int64_t r = r0; r < r1; ++r) DecodeRow(c, j->y + r * C, j->z + r * M, counts);
+      const IntCode code = c.View();
+      for (int64_t r = r0; r < r1; ++r) DecodeRow(code, j->y + r * C, j->z + r * M, counts);
     } else {
       const int64_t n = static_cast<int64_t>(item) / j->spans, p0 = (static_cast<int64_t>(item) % j->spans) * kSpan;
       DecodeSpan(c, j->y + n * C * j->inner, j->z + n * M * j->inner, j->inner, p0, std::min(kSpan, j->inner - p0),
@@ -144,26 +110,15 @@ struct Int32DecodeKernel : IntDecodeAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto y = ctx.GetInput(0);
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return Error(ORT_INVALID_ARGUMENT, name, "Y must be int32");
-      auto shape = yi.GetShape();
-      const int64_t rank = static_cast<int64_t>(shape.size());
-      const int64_t ax = axis < 0 ? axis + rank : axis;
-      if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, name, "axis is outside Y's rank");
-      if (shape[ax] != cfg.channels())
-        return Error(ORT_INVALID_ARGUMENT, name, "Y has " + std::to_string(shape[ax]) + " channels, the code expects " +
-                                                     std::to_string(cfg.channels()) + " (data and digit channels)");
+      IntDecodeInputs in;
+      if (OrtStatusPtr st = ReadIntDecodeInputs(*this, ctx, false, &in)) return st;
       DecodeCounts bias_counts;
       CheckIntBias(cfg, bias_mu, bias_counts);
-      int64_t outer = 1, inner = 1;
-      for (int64_t i = 0; i < ax; ++i) outer *= shape[i];
-      for (int64_t i = ax + 1; i < rank; ++i) inner *= shape[i];
-      shape[ax] = cfg.data_channels;
-      auto z = ctx.GetOutput(0, shape);
+      const int64_t outer = in.outer, inner = in.inner;
+      auto z = ctx.GetOutput(0, in.out_shape);
       SharedCounts counts;
       if (outer > 0 && inner > 0) {
-        Job job{&cfg, y.GetTensorData<int32_t>(), z.GetTensorMutableData<int32_t>(), outer, inner,
+        Job job{&cfg, in.y, z.GetTensorMutableData<int32_t>(), outer, inner,
                 (inner + kSpan - 1) / kSpan, std::max<int64_t>(1, 16384 / std::max<int64_t>(cfg.channels(), 1)), &counts};
         const int64_t items = inner == 1 ? (outer + job.rows_per_item - 1) / job.rows_per_item : outer * job.spans;
         if (items == 1) Run(&job, 0);

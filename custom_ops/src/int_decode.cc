@@ -88,82 +88,54 @@ OrtStatusPtr ParseIntDecodeAttrs(const Ort::ConstKernelInfo& info, IntDecodeAttr
   return ParseIntCodeAttrs(info, "IntDecode", true, k);
 }
 
+IntCode IntDecodeConfig::View() const {
+  IntCode c;
+  c.data_channels = data_channels; c.block = block; c.parity = parity; c.base = base; c.correct = correct ? 1 : 0;
+  c.generator = generator.data(); c.planes = planes.data(); c.offsets = offsets.data(); c.bias = bias.data();
+  c.scale = requantise ? scale.data() : nullptr; c.zero_point = zero_point;
+  return c;
+}
+
 void CheckIntBias(IntDecodeConfig& cfg, std::mutex& mu, DecodeCounts& counts) {
   if (cfg.bias_parity.empty()) return;
   std::lock_guard<std::mutex> lock(mu);
-  const int64_t B = cfg.block, M = cfg.data_channels;
-  const int R = static_cast<int>(cfg.parity);
-  for (int64_t kb = 0; kb < cfg.blocks(); ++kb) {
-    const int64_t c0 = kb * B;
-    const int b = static_cast<int>(std::min(B, M - c0));
-    int64_t s[kIntMaxParity];
-    for (int r = 0; r < R; ++r) {
-      int64_t v = -cfg.bias_parity[kb * R + r];
-      for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
-      s[r] = v;
-    }
-    int where = -1;
-    int64_t e = 0;
-    const int verdict = IntLocate(s, R, cfg.generator.data(), B, b, cfg.correct, &where, &e);
-    if (verdict == kIntClean) continue;
-    ++counts.flagged;
-    if (verdict == kIntFixed) {
-      cfg.bias[c0 + where] = static_cast<int32_t>(static_cast<int64_t>(cfg.bias[c0 + where]) - e);
-      ++counts.corrected_blocks;
-      ++counts.corrected_values;
-    } else if (verdict == kIntParityWrong) {
-      for (int r = 0; r < R; ++r) {
-        int64_t v = 0;
-        for (int i = 0; i < b; ++i) v += cfg.generator[r * B + i] * static_cast<int64_t>(cfg.bias[c0 + i]);
-        cfg.bias_parity[kb * R + r] = v;
-      }
-      ++counts.corrected_blocks;
-    } else {
-      ++counts.uncorrectable;
-    }
-  }
+  const IntCode c = cfg.View();
+  for (int64_t kb = 0; kb < cfg.blocks(); ++kb) IntBiasBlock(c, cfg.bias.data(), cfg.bias_parity.data(), kb, counts);
+}
+
+OrtStatusPtr ReadIntDecodeInputs(const IntDecodeAttrs& k, Ort::KernelContext& ctx, bool channels_last,
+                                 IntDecodeInputs* in) {
+  auto y = ctx.GetInput(0);
+  auto yi = y.GetTensorTypeAndShapeInfo();
+  if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return Error(ORT_INVALID_ARGUMENT, k.name, "Y must be int32");
+  auto shape = yi.GetShape();
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t ax = k.axis < 0 ? k.axis + rank : k.axis;
+  if (channels_last && (rank < 1 || ax != rank - 1))
+    return Error(ORT_INVALID_ARGUMENT, k.name, "axis must be Y's last axis (channels last)");
+  if (rank < 1 || ax < 0 || ax >= rank) return Error(ORT_INVALID_ARGUMENT, k.name, "axis is outside Y's rank");
+  if (shape[ax] != k.cfg.channels())
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Y has " + std::to_string(shape[ax]) + " channels, the code expects " +
+                                                   std::to_string(k.cfg.channels()) + " (data and digit channels)");
+  in->outer = 1;
+  in->inner = 1;
+  for (int64_t i = 0; i < ax; ++i) in->outer *= shape[i];
+  for (int64_t i = ax + 1; i < rank; ++i) in->inner *= shape[i];
+  shape[ax] = k.cfg.data_channels;
+  in->out_shape = shape;
+  in->y = y.GetTensorData<int32_t>();
+  return nullptr;
 }
 
 namespace {
 
 // Checks, corrects and requantises rows [r0, r1) of Y = [rows, C] into Z = [rows, data_channels].
 ECC_CLONES
-void DecodeRows(const IntDecodeConfig& c, const int32_t* y, uint8_t* z, int64_t r0, int64_t r1, DecodeCounts& counts) {
-  const int64_t M = c.data_channels, C = c.channels(), B = c.block, nb = c.blocks();
-  const int R = static_cast<int>(c.parity);
-  const float* sc = c.scale.data();
-  const int32_t* bias = c.bias.data();
-  const int32_t zp = c.zero_point;
-  int64_t s[kIntMaxParity];
-  for (int64_t row = r0; row < r1; ++row) {
-    const int32_t* yr = y + row * C;
-    uint8_t* zr = z + row * M;
-    for (int64_t m = 0; m < M; ++m) zr[m] = RequantizeU8(yr[m], bias[m], sc[m], zp);
-    for (int64_t kb = 0; kb < nb; ++kb) {
-      const int64_t c0 = kb * B;
-      const int b = static_cast<int>(std::min(B, M - c0));
-      IntSyndromes(yr + c0, b, yr + M, c.planes.data() + kb * R, c.offsets.data() + kb * R, c.generator.data(), B, R,
-                   c.base, s);
-      int64_t any = 0;
-      for (int r = 0; r < R; ++r) any |= s[r];
-      if (!any) continue;
-      int where = -1;
-      int64_t e = 0;
-      ++counts.flagged;
-      switch (IntLocate(s, R, c.generator.data(), B, b, c.correct, &where, &e)) {
-        case kIntParityWrong: ++counts.corrected_blocks; break;
-        case kIntFixed: {
-          const int64_t ch = c0 + where;
-          const int32_t fixed = static_cast<int32_t>(static_cast<int64_t>(yr[ch]) - e);
-          zr[ch] = RequantizeU8(fixed, bias[ch], sc[ch], zp);
-          ++counts.corrected_blocks;
-          ++counts.corrected_values;
-          break;
-        }
-        default: ++counts.uncorrectable;
-      }
-    }
-  }
+void DecodeRows(const IntDecodeConfig& cfg, const int32_t* y, uint8_t* z, int64_t r0, int64_t r1, DecodeCounts& counts) {
+  const IntCode c = cfg.View();
+  const int64_t M = c.data_channels, C = cfg.channels(), nb = c.blocks();
+  for (int64_t row = r0; row < r1; ++row)
+    for (int64_t kb = 0; kb < nb; ++kb) IntDecodeRowBlock(c, y + row * C, z + row * M, kb, counts);
 }
 
 }  // namespace
@@ -188,26 +160,16 @@ struct IntDecodeKernel : IntDecodeAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto y = ctx.GetInput(0);
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return Error(ORT_INVALID_ARGUMENT, name, "Y must be int32");
-      auto shape = yi.GetShape();
-      const int64_t rank = static_cast<int64_t>(shape.size());
-      const int64_t ax = axis < 0 ? axis + rank : axis;
-      if (rank < 1 || ax != rank - 1) return Error(ORT_INVALID_ARGUMENT, name, "axis must be Y's last axis (channels last)");
-      if (shape[ax] != cfg.channels())
-        return Error(ORT_INVALID_ARGUMENT, name, "Y has " + std::to_string(shape[ax]) + " channels, the code expects " +
-                                                     std::to_string(cfg.channels()) + " (data and digit columns)");
+      IntDecodeInputs in;
+      if (OrtStatusPtr st = ReadIntDecodeInputs(*this, ctx, true, &in)) return st;
       DecodeCounts bias_counts;
       CheckIntBias(cfg, bias_mu, bias_counts);
-      int64_t rows = 1;
-      for (int64_t i = 0; i < ax; ++i) rows *= shape[i];
-      shape[ax] = cfg.data_channels;
-      auto z = ctx.GetOutput(0, shape);
+      const int64_t rows = in.outer;
+      auto z = ctx.GetOutput(0, in.out_shape);
       SharedCounts counts;
       if (rows > 0) {
         const int64_t chunk = std::max<int64_t>(1, 16384 / std::max<int64_t>(cfg.channels(), 1));
-        Job job{&cfg, y.GetTensorData<int32_t>(), z.GetTensorMutableData<uint8_t>(), rows, chunk, &counts};
+        Job job{&cfg, in.y, z.GetTensorMutableData<uint8_t>(), rows, chunk, &counts};
         const int64_t items = (rows + chunk - 1) / chunk;
         if (items == 1) Run(&job, 0);
         else ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);

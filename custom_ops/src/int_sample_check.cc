@@ -1,4 +1,5 @@
-// IntSampleCheck: the maths (int_sample_check.h), its parser and onnxruntime CPU kernel.
+// IntSampleCheck: the maths (int_sample_check.h; per item int_sample_check_math.h, shared with the
+// CUDA kernels), its parser, input validation (shared with the CUDA kernel) and onnxruntime CPU kernel.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -6,6 +7,7 @@
 
 #include "onnxruntime_cxx_api.h"
 #include "onnx_ecc/int_sample_check.h"
+#include "onnx_ecc/int_sample_check_math.h"
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
 #include "sweeps.h"
@@ -69,7 +71,7 @@ int64_t IntFilterMismatches(const IntSampleCheckConfig& c, const int8_t* w, int6
   int64_t bad = 0;
   if (c.weight_axis == 0) {  // [C, ...]: one row per channel
     for (int64_t ch = begin; ch < end; ++ch)
-      bad += RowSum(w + ch * cols, cols) + (bias ? bias[ch] : 0) != c.filter_sums[ch];
+      bad += !IntFilterHolds(RowSum(w + ch * cols, cols), bias, ch, c.filter_sums[ch]);
     return bad;
   }
   std::vector<int64_t> sums(static_cast<size_t>(c.channels), 0);
@@ -82,7 +84,7 @@ int64_t IntFilterMismatches(const IntSampleCheckConfig& c, const int8_t* w, int6
       for (int64_t ch = 0; ch < c.channels; ++ch) sums[ch] += part[ch];
     }
   }
-  for (int64_t ch = begin; ch < end; ++ch) bad += sums[ch] + (bias ? bias[ch] : 0) != c.filter_sums[ch];
+  for (int64_t ch = begin; ch < end; ++ch) bad += !IntFilterHolds(sums[ch], bias, ch, c.filter_sums[ch]);
   return bad;
 }
 
@@ -107,43 +109,71 @@ bool IsQuantised(ONNXTensorElementDataType t) {
 
 }  // namespace
 
-struct IntSampleCheckKernel : IntSampleCheckAttrs {
-  // The output channels whose stored weights fail their sums (0 without W); an error status on bad W / Bias.
-  OrtStatusPtr BadFilters(Ort::KernelContext& ctx, int64_t* bad) const {
-    *bad = 0;
-    const size_t count = ctx.GetInputCount();
-    auto given = [&](size_t i) { return i < count && static_cast<const OrtValue*>(ctx.GetInput(i)) != nullptr; };
-    if (given(3) && !given(2)) return Error(ORT_INVALID_ARGUMENT, name, "Bias needs W");
-    if (!given(2)) return nullptr;
-    auto w = ctx.GetInput(2);
-    auto wi = w.GetTensorTypeAndShapeInfo();
-    const auto ws = wi.GetShape();
-    const bool by_columns = cfg.weight_axis == 1;
-    if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 || ws.empty() || (by_columns && ws.size() != 2) ||
-        ws[by_columns ? 1 : 0] != cfg.channels)
-      return Error(ORT_INVALID_ARGUMENT, name, "W must be int8 with " + std::to_string(cfg.channels) +
+OrtStatusPtr ReadIntSampleInputs(const IntSampleCheckAttrs& k, Ort::KernelContext& ctx, IntSampleInputs* in) {
+  const auto& cfg = k.cfg;
+  auto a = ctx.GetInput(0);
+  auto y = ctx.GetInput(1);
+  auto ai = a.GetTensorTypeAndShapeInfo();
+  auto yi = y.GetTensorTypeAndShapeInfo();
+  if (!IsQuantised(ai.GetElementType()) || ai.GetElementType() != yi.GetElementType())
+    return Error(ORT_INVALID_ARGUMENT, k.name, "A and Y must both be uint8 or both int8");
+  const auto as = ai.GetShape();
+  const auto ys = yi.GetShape();
+  const int64_t s = cfg.row_stride;
+  bool fits = as.size() >= 2 && ys.size() == as.size() && ys.back() == as.back();
+  for (size_t i = 0; fits && i + 2 < as.size(); ++i) fits = ys[i] == as[i];
+  if (!fits || ys[as.size() - 2] != (as[as.size() - 2] + s - 1) / s)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Y must have A's shape but every row_stride-th row on axis -2 (" +
+                                                   std::to_string(s) + ")");
+  if (OrtStatusPtr st = FlagInput(ctx, 4, k.name, &in->flag)) return st;
+  in->row = as.back();
+  in->a_rows = as[as.size() - 2];
+  in->y_rows = ys[ys.size() - 2];
+  in->outer = 1;
+  for (size_t i = 0; i + 2 < as.size(); ++i) in->outer *= as[i];
+  in->a = static_cast<const uint8_t*>(a.GetTensorRawData());
+  in->y = static_cast<const uint8_t*>(y.GetTensorRawData());
+  const size_t count = ctx.GetInputCount();
+  auto given = [&](size_t i) { return i < count && static_cast<const OrtValue*>(ctx.GetInput(i)) != nullptr; };
+  if (given(3) && !given(2)) return Error(ORT_INVALID_ARGUMENT, k.name, "Bias needs W");
+  if (!given(2)) return nullptr;
+  auto w = ctx.GetInput(2);
+  auto wi = w.GetTensorTypeAndShapeInfo();
+  const auto ws = wi.GetShape();
+  const bool by_columns = cfg.weight_axis == 1;
+  if (wi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 || ws.empty() || (by_columns && ws.size() != 2) ||
+      ws[by_columns ? 1 : 0] != cfg.channels)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "W must be int8 with " + std::to_string(cfg.channels) +
                                                    " output channels on weight_axis");
-    if (cfg.filter_sums.empty()) return Error(ORT_INVALID_ARGUMENT, name, "W needs filter_sums");
-    const int32_t* bias = nullptr;
-    if (given(3)) {
-      auto bi = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
-      if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 ||
-          bi.GetElementCount() != static_cast<size_t>(cfg.channels))
-        return Error(ORT_INVALID_ARGUMENT, name, "Bias must be int32 with one value per output channel");
-      bias = ctx.GetInput(3).GetTensorData<int32_t>();
-    }
-    const int64_t total = static_cast<int64_t>(wi.GetElementCount());
-    const int64_t rows = by_columns ? ws[0] : cfg.channels, cols = total / rows;
-    FilterJob job{&cfg, w.GetTensorData<int8_t>(), bias, rows, cols, 0, {}};
-    if (by_columns || total < (1 << 18)) {  // small, or column sums: one pass
-      *bad = IntFilterMismatches(cfg, job.w, rows, cols, bias, 0, cfg.channels);
-      return nullptr;
-    }
-    job.per_item = std::max<int64_t>(1, (int64_t{1} << 16) / cols);  // channels of about 64 KB a task
+  if (cfg.filter_sums.empty()) return Error(ORT_INVALID_ARGUMENT, k.name, "W needs filter_sums");
+  if (given(3)) {
+    auto bi = ctx.GetInput(3).GetTensorTypeAndShapeInfo();
+    if (bi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 ||
+        bi.GetElementCount() != static_cast<size_t>(cfg.channels))
+      return Error(ORT_INVALID_ARGUMENT, k.name, "Bias must be int32 with one value per output channel");
+    in->bias = ctx.GetInput(3).GetTensorData<int32_t>();
+  }
+  const int64_t total = static_cast<int64_t>(wi.GetElementCount());
+  in->w_rows = by_columns ? ws[0] : cfg.channels;
+  in->w_cols = in->w_rows > 0 ? total / in->w_rows : 0;
+  in->w = w.GetTensorData<int8_t>();
+  return nullptr;
+}
+
+struct IntSampleCheckKernel : IntSampleCheckAttrs {
+  // The output channels whose stored weights fail their sums (0 without W).
+  int64_t BadFilters(Ort::KernelContext& ctx, const IntSampleInputs& in) const {
+    if (!in.w) return 0;
+    const int64_t total = in.w_rows * in.w_cols;
+    FilterJob job{&cfg, in.w, in.bias, in.w_rows, in.w_cols, 0, {}};
+    if (cfg.weight_axis == 1 || total < (1 << 18))  // small, or column sums: one pass
+      return IntFilterMismatches(cfg, in.w, in.w_rows, in.w_cols, in.bias, 0, cfg.channels);
+    job.per_item = std::max<int64_t>(1, (int64_t{1} << 16) / in.w_cols);  // channels of about 64 KB a task
     job.bad.resize(static_cast<size_t>((cfg.channels + job.per_item - 1) / job.per_item));
     ctx.ParallelFor(&RunFilters, job.bad.size(), 0, &job);
-    for (int64_t v : job.bad) *bad += v;
-    return nullptr;
+    int64_t bad = 0;
+    for (int64_t v : job.bad) bad += v;
+    return bad;
   }
 
   struct FilterJob {
@@ -163,35 +193,16 @@ struct IntSampleCheckKernel : IntSampleCheckAttrs {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
     try {
       Ort::KernelContext ctx(context);
-      auto a = ctx.GetInput(0);
-      auto y = ctx.GetInput(1);
-      auto ai = a.GetTensorTypeAndShapeInfo();
-      auto yi = y.GetTensorTypeAndShapeInfo();
-      if (!IsQuantised(ai.GetElementType()) || ai.GetElementType() != yi.GetElementType())
-        return Error(ORT_INVALID_ARGUMENT, name, "A and Y must both be uint8 or both int8");
-      const auto as = ai.GetShape();
-      const auto ys = yi.GetShape();
-      const int64_t s = cfg.row_stride;
-      bool fits = as.size() >= 2 && ys.size() == as.size() && ys.back() == as.back();
-      for (size_t i = 0; fits && i + 2 < as.size(); ++i) fits = ys[i] == as[i];
-      if (!fits || ys[as.size() - 2] != (as[as.size() - 2] + s - 1) / s)
-        return Error(ORT_INVALID_ARGUMENT, name, "Y must have A's shape but every row_stride-th row on axis -2 (" +
-                                                     std::to_string(s) + ")");
-      const bool* flag = nullptr;
-      if (OrtStatusPtr st = FlagInput(ctx, 4, name, &flag)) return st;
-      int64_t bad_filters = 0;
-      if (OrtStatusPtr st = BadFilters(ctx, &bad_filters)) return st;
-      const int64_t row = as.back(), a_rows = as[as.size() - 2], y_rows = ys[ys.size() - 2];
-      int64_t outer = 1;
-      for (size_t i = 0; i + 2 < as.size(); ++i) outer *= as[i];
+      IntSampleInputs in;
+      if (OrtStatusPtr st = ReadIntSampleInputs(*this, ctx, &in)) return st;
+      const int64_t bad_filters = BadFilters(ctx, in);
       DecodeCounts c;
-      c.vectors = outer * y_rows;
+      c.vectors = in.outer * in.y_rows;
       c.flagged = bad_filters > 0 ? c.vectors  // a corrupted weight makes every row wrong
-                                  : SampleRowMismatches(static_cast<const uint8_t*>(a.GetTensorRawData()),
-                                                        static_cast<const uint8_t*>(y.GetTensorRawData()), outer,
-                                                        a_rows, y_rows, row, s);
+                                  : SampleRowMismatches(in.a, in.y, in.outer, in.a_rows, in.y_rows, in.row,
+                                                        cfg.row_stride);
       counters->Add(c);
-      WriteRaised(ctx, (flag && flag[0]) || c.flagged > 0);
+      WriteRaised(ctx, (in.flag && in.flag[0]) || c.flagged > 0);
       if (fail_stop && c.flagged > 0)
         return Error(ORT_FAIL, name, "error detected: " + std::to_string(c.flagged) +
                                          " row(s) failed the exact sample check");

@@ -1,7 +1,7 @@
 // IntDecode, Int32Decode and Im2ColNhwc, the ops of protected int8 layers: their configurations
 // (validated attributes) and parsers, shared with the registration (op_table.h, ort_glue.h). The
 // maths is int_decode_math.h; the CPU kernels are src/int_decode.cc, src/int32_decode.cc and
-// src/im2col_nhwc.cc (no CUDA kernel).
+// src/im2col_nhwc.cc, the CUDA kernels custom_ops/cuda/ (both validate their inputs with Read*Inputs).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,7 @@ struct IntDecodeConfig {
   int64_t channels() const { return data_channels + total_planes; }
   std::string Validate() const;
   void Prepare();
+  IntCode View() const;  // the maths' view of this config (host pointers)
 };
 
 struct IntDecodeAttrs {
@@ -52,11 +53,24 @@ struct DecodeCounts;
 // Checks the bias against its own parity (when bias_parity is given) and repairs it in place (under mu).
 void CheckIntBias(IntDecodeConfig& cfg, std::mutex& mu, DecodeCounts& counts);
 
+// The validated input of IntDecode / Int32Decode: Y as [outer, channels, inner] (inner = 1 when the
+// channels are Y's last axis, always so for IntDecode) and the shape of Z.
+struct IntDecodeInputs {
+  const int32_t* y = nullptr;
+  int64_t outer = 0, inner = 0;
+  std::vector<int64_t> out_shape;
+};
+// channels_last: only Y's last axis may hold the channels (IntDecode).
+OrtStatusPtr ReadIntDecodeInputs(const IntDecodeAttrs& k, Ort::KernelContext& ctx, bool channels_last,
+                                 IntDecodeInputs* in);
+
 struct Im2ColAttrs {
   int64_t k[2] = {1, 1}, st[2] = {1, 1}, pads[4] = {0, 0, 0, 0}, dl[2] = {1, 1};
   int64_t pad_value = 0;
   std::string name;
 };
 OrtStatusPtr ParseIm2ColAttrs(const Ort::ConstKernelInfo& info, Im2ColAttrs* out);
+// Validates X (and reads the optional PadValue, a host input) into the geometry q; *x: X's bytes.
+OrtStatusPtr ReadIm2ColInputs(const Im2ColAttrs& a, Ort::KernelContext& ctx, Im2ColShape* q, const uint8_t** x);
 
 }  // namespace onnx_ecc

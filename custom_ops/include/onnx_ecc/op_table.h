@@ -92,7 +92,7 @@ inline constexpr Port kInt32DecodeOutputs[] = {{"Z", kI32, false, false}};
 inline constexpr FloatDefault kInt32DecodeDefaults[] = {{nullptr, 0.f}};
 inline constexpr IntDefault kInt32DecodeIntDefaults[] = {{nullptr, 0}};
 
-inline constexpr Port kIm2ColNhwcInputs[] = {{"X", kU8S8, false, false}, {"PadValue", kU8, true, false}};
+inline constexpr Port kIm2ColNhwcInputs[] = {{"X", kU8S8, false, false}, {"PadValue", kU8, true, true}};
 inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
 inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
 inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};

@@ -134,9 +134,22 @@ struct SampleInputs {
 };
 OrtStatusPtr ReadSampleInputs(const SampleCheckAttrs& k, Ort::KernelContext& ctx, SampleInputs* in);
 
-// IntSampleCheck (int_sample_check.cc): exact, no float attributes; its inputs are read by the kernel.
+// IntSampleCheck (int_sample_check.cc): exact, no float attributes.
 using IntSampleCheckAttrs = CheckAttrs<IntSampleCheckConfig>;
 OrtStatusPtr ParseIntSampleCheckAttrs(const Ort::ConstKernelInfo& info, IntSampleCheckAttrs* out);
+
+// IntSampleCheck's inputs, checked (A and Y both uint8 or int8, Y every row_stride-th row of A on
+// axis -2; W int8 with the output channels on weight_axis, with filter_sums; Bias int32 [C] only
+// with W; Flag one bool, which may live on the device) as A [outer, a_rows, row], Y [outer,
+// y_rows, row] bytes and W [w_rows, w_cols].
+struct IntSampleInputs {
+  const uint8_t *a = nullptr, *y = nullptr;
+  const int8_t* w = nullptr;
+  const int32_t* bias = nullptr;
+  const bool* flag = nullptr;
+  int64_t outer = 1, a_rows = 0, y_rows = 0, row = 0, w_rows = 0, w_cols = 0;
+};
+OrtStatusPtr ReadIntSampleInputs(const IntSampleCheckAttrs& k, Ort::KernelContext& ctx, IntSampleInputs* in);
 
 // CreateKernelV2 of every op (TableOp, ort_glue.h): makes a Kernel and parses its attributes with
 // ``parse``; failures and exceptions become an ORT status.
