@@ -351,7 +351,8 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
                            ECC_SHUFFLE2(keys[0], keys[1], 2, 10, 3, 11, 6, 14, 7, 15));
     const I8 k23 = MaxKey8(ECC_SHUFFLE2(keys[2], keys[3], 0, 8, 1, 9, 4, 12, 5, 13),
                            ECC_SHUFFLE2(keys[2], keys[3], 2, 10, 3, 11, 6, 14, 7, 15));
-    I8 k = MaxKey8(ECC_SHUFFLE2(k01, k23, 0, 1, 8, 9, 4, 5, 12, 13), ECC_SHUFFLE2(k01, k23, 2, 3, 10, 11, 6, 7, 14, 15));
+    I8 k = MaxKey8(ECC_SHUFFLE2(k01, k23, 0, 1, 8, 9, 4, 5, 12, 13),
+                   ECC_SHUFFLE2(k01, k23, 2, 3, 10, 11, 6, 7, 14, 15));
     k = MaxKey8(k, ECC_SHUFFLE2(k, k, 4, 5, 6, 7, 0, 1, 2, 3));  // blocks 0..3 in lanes 0..3 and 4..7
     k = ECC_SHUFFLE2(k, k, 0, 0, 1, 1, 2, 2, 3, 3);
     const I8 pk = MagKeys8(p);  // and both checks of the block

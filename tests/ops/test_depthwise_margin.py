@@ -19,8 +19,8 @@ from onnx_ecc.ops.oracles import EPS32, depthwise_check
 
 
 def _model(nodes, inputs, outputs, initializers=()):
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs], list(initializers))
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs + outputs]
+    g = helper.make_graph(nodes, "g", info[:len(inputs)], info[len(inputs):], list(initializers))
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
                              ir_version=9)
 
