@@ -64,7 +64,7 @@ def _conv_check(layer: dict) -> str:
         return ""
     if "sample_check_tolerance" in layer:
         stride = layer.get("sample_stride", "?")
-        exact = "exact " if layer.get("kind") == "int-code" else ""  # int8 layers: bit for bit
+        exact = "exact " if layer.get("kind") in ("int-code", "int-recompute") else ""  # int8 layers: bit for bit
         if isinstance(stride, list) and len(stride) == 1:  # a Gemm / MatMul: rows only
             return f"{exact}sample check every {stride[0]} rows"
         return f"{exact}sample check every {stride} rows/columns"
@@ -131,6 +131,8 @@ def format_report(model: onnx.ModelProto) -> str:
             code = f"R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "")
         elif p["kind"] == "int-code":  # int8 layers (rules/quantised.py): exact integer checks
             code = f"int8 R={p['parity']} per {p['block']}, exact"
+        elif p["kind"] == "int-recompute":  # grouped / depthwise int8 convs (strategies/int_recompute.py)
+            code = f"int8 x{p['groups']} groups: rerun from a weight copy"
         else:
             code = "row sums + recompute"
         tol = p.get("tolerance")

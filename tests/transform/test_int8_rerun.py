@@ -3,7 +3,7 @@ onnxruntime's fused integer kernels, its exact sample checks raise no alarm on r
 outputs are the fused original's bit for bit; a wrong output value at a sampled position and int8
 weight bit flips are caught and the run corrected by the inline-decoded rerun; a wrong value at an
 unsampled position is not seen (what the module says the fast path does not see); int8 layers in
-onnxruntime's operator form are decoded inline on the fast path.
+onnxruntime's operator form keep their fused kernels on the fast path too.
 
 The models are test_int8.py's: the pretrained MNIST CNN and the Fashion-MNIST MLP, quantised U8S8
 and S8S8 per-channel, calibrated on 128 real images, with 200 real test images."""
@@ -195,19 +195,34 @@ def test_int8_weight_bit_flips_that_change_the_output_are_caught_and_corrected(n
     assert changed > 0
 
 
-def test_int8_layers_in_onnxruntimes_operator_form_are_decoded_inline_on_the_fast_path():
-    """QLinearConv / QGemm models (quantize_static QOperator) have no QDQ layer to keep fused and
-    sample: under the rerun strategy their layers are decoded inline, as under the inline strategy."""
+@pytest.mark.parametrize("variant", ["u8s8", "s8s8_pc"])
+def test_int8_layers_in_onnxruntimes_operator_form_keep_their_fused_kernels_on_the_fast_path(variant, tmp_path):
+    """QLinearConv / QGemm models (quantize_static QOperator) are expressed as QDQ before the fast path picks
+    its layers: onnxruntime fuses that form back into the same kernels, so every QLinearConv, QGemm and uint8
+    MaxPool of the original is there with its sampled copy, no layer is decoded inline, and the outputs on
+    200 real test images are the original's bit for bit with every check clean."""
     from onnx_ecc import datasets, zoo
     from onnx_ecc.zoo.quantised import quantize_operator
 
     _, _, x = _case("mnist_cnn", "u8s8")
-    model = quantize_operator(zoo.mnist_cnn(), datasets.load("mnist").x_train[:128].reshape((-1,) + x.shape[1:]))
+    model = quantize_operator(zoo.mnist_cnn(), datasets.load("mnist").x_train[:128].reshape((-1,) + x.shape[1:]),
+                              variant)
     protected = onnx_ecc.transform(model, strategy="rerun")
     record = read_protection(protected)
-    assert record["protected"] and {p["fast_path"] for p in record["protected"]} == {"decode"}
-    assert not any(n.op_type in ("IntSampleCheck", "If") for n in protected.graph.node)
-    np.testing.assert_array_equal(_run(_protected(protected), x), _run(_fused(model), x))
+    assert record["protected"] and {p["fast_path"] for p in record["protected"]} == {"check"}
+    assert {p["op"] for p in record["protected"]} == {"QLinearConv", "QGemm"}
+    original = collections.Counter(_optimized_ops(model, tmp_path / "original.onnx"))
+    fast = collections.Counter(_optimized_ops(protected, tmp_path / "protected.onnx"))
+    assert original["QLinearConv"] == 3 and original["QGemm"] >= 1, original
+    assert fast["IntSampleCheck"] == len(record["protected"]) and not {"MatMulInteger", "IntDecode"} & set(fast), fast
+    if variant == "u8s8":  # S8S8: the int8 MaxPool -> Flatten before the first Gemm stays float (README, int8 models)
+        assert fast["QLinearConv"] == 2 * original["QLinearConv"] and fast["QGemm"] == 2 * original["QGemm"], fast
+        assert fast["NhwcMaxPool"] >= original["NhwcMaxPool"] > 0, (original, fast)
+        assert not {"Conv", "Gemm", "MatMul", "MaxPool"} & set(fast), fast
+        assert fast["Transpose"] == original["Transpose"], fast
+    got, counts = _deltas(record["model_id"], lambda: _run(_protected(protected), x))
+    np.testing.assert_array_equal(got, _run(_fused(model), x))
+    assert all(counts[f"{p['name']} (sample check)"].flagged == 0 for p in record["protected"])
 
 
 @pytest.mark.parametrize("strategy", ["inline", "rerun"])

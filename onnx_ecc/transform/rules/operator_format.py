@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_ecc.transform.common import Skip, constant_value
@@ -204,3 +205,18 @@ def _as_int8(graph: gs.Graph, x_u8: gs.Variable, name: str) -> gs.Variable:
 def layer_op(name: str, forms: dict[str, QdqForm], op: str) -> str:
     """The op a protected layer had in the user's model (its operator form where it had one)."""
     return forms[name].original.op if name in forms else op
+
+
+def as_qdq_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``model`` with every operator-format layer that can be expressed as QDQ so expressed, nothing put back
+    (onnxruntime fuses the QDQ form into the same kernel: the rerun strategy's fast path keeps it fused),
+    and each such layer's op in the user's model by name; ``model`` itself where it has none."""
+    graph = gs.import_onnx(model)
+    forms, _ = express_as_qdq(graph)
+    if not forms:
+        return model, {}
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    out.metadata_props.extend(model.metadata_props)
+    return out, {name: form.original.op for name, form in forms.items()}

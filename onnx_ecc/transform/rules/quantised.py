@@ -193,7 +193,7 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     conv = node.op == "Conv"
     if conv:
         if int(attrs.get("group", 1)) != 1:
-            raise Skip("grouped / depthwise int8 convs are not protected yet")
+            raise Skip("grouped / depthwise int8 conv: checked under --strategy rerun only (strategies/int_recompute.py)")
         if wq.ndim != 4:
             raise Skip("only 2-D convolutions")
         if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):

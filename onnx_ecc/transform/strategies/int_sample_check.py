@@ -17,7 +17,9 @@ at transform time, which sees a corrupted stored weight wherever its inputs are 
 unsampled). A flag routes the run through the inline-decoded int8 graph (rerun.py), which reads its
 own copy of the weights (W_aug, weights and parity digits) and corrects one wrong accumulator per
 block and output vector. Only QDQ layers with explicit pads are kept fused (fused_qdq_layers); the
-other int8 layers (operator forms, MatMulInteger / ConvInteger) are decoded inline on the fast path.
+other int8 layers (MatMulInteger / ConvInteger) are decoded inline on the fast path; operator forms
+(QLinearConv, QGemm, QLinearMatMul) are expressed as QDQ before (rerun.py), and grouped / depthwise convs
+are recomputed from a weight copy of their own (int_recompute.py).
 
 Why not a parity check of the whole output: the fused kernels give out only the requantised values
 (rounded, clamped to 0..255), not the int32 accumulators a parity sums exactly; a parity of the

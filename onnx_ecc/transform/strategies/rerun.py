@@ -52,29 +52,43 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
 
     Layers in mode 'check' (the default) run as in the original on the fast path: convolutions
     with a sum check, Gemm / MatMul with a separate parity product and a ParityCheck, int8 QDQ
-    layers fused as in the original with an exact sample check (IntSampleCheck); layers in
+    layers (and operator forms, as QDQ) fused as in the original with an exact sample check
+    (IntSampleCheck; grouped / depthwise ones recomputed from a weight copy: int_recompute.py); layers in
     mode 'decode' are decoded inline on the fast path too; every protected layer is decoded in
     the recomputation.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
     from onnx_ecc.transform.strategies.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
+    from onnx_ecc.transform.rules import operator_format
     from onnx_ecc.transform.rules.quantised import KIND as INT_KIND
+    from onnx_ecc.transform.strategies.int_recompute import KIND as RECOMPUTE_KIND
     from onnx_ecc.transform.strategies.int_sample_check import add_int_sample_checks, fused_qdq_layers
     from onnx_ecc.transform.strategies.sample_check import add_sample_checks, calibrate_sample_checks, needs_sampling, samplable
+    from onnx_ecc.transform.flops import layer_macs
 
+    from onnx_ecc.transform.strategies.int_recompute import grouped_int8_convs, recompute_from_own_weights
+
+    # operator forms (QLinearConv, QGemm, QLinearMatMul) as QDQ, which onnxruntime fuses back into the
+    # same kernels: their layers then keep the fused kernel on the fast path like QDQ ones
+    model, user_ops = operator_format.as_qdq_model(model)
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
-    checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     fused = fused_qdq_layers(model)
-    # QDQ layers (int8 weights, and products of two int8 activations) keep their fused kernels with
-    # exact sample checks (int_sample_check.py); the other int8 layers (operator forms, MatMulInteger /
-    # ConvInteger) are decoded inline on the fast path
+    full = recompute_from_own_weights(full, [c for c in grouped_int8_convs(model, fused)
+                                             if options.mode_of(c) != "none"], record)  # int_recompute.py
+    checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
+    # QDQ layers (int8 weights, products of two int8 activations, operator forms expressed as QDQ above,
+    # grouped / depthwise convs) keep their fused kernels with exact sample checks (int_sample_check.py);
+    # MatMulInteger / ConvInteger layers are decoded inline on the fast path
     int8 = [p["name"] for p in checked if p["name"] in fused]
     inline8 = tuple((p["name"], "decode") for p in checked if p["kind"] == INT_KIND and p["name"] not in fused)
     if inline8:
         options = dataclasses.replace(options, layer_modes=options.layer_modes + inline8)
     checked = [p for p in checked if p["kind"] != INT_KIND and p["name"] not in fused]
+    regrouped = {p["name"] for p in record["protected"] if p["kind"] == RECOMPUTE_KIND}
+    if any(options.mode_of(c) == "decode" for c in regrouped):
+        raise ValueError("grouped / depthwise int8 convs have no inline decoding: layer mode 'decode' is not possible")
     convs = [p["name"] for p in checked if p["op"] == "Conv"]
     try:  # shapes let fused_chain see a residual Add before the activation
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
@@ -110,7 +124,10 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     order_checks_last(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
+    macs = layer_macs(model)
     for p in record["protected"]:
+        p["op"] = user_ops.get(p["name"], p["op"])  # the op in the user's model (its operator form)
+        p["vectors_per_sample"] = p.get("vectors_per_sample") or macs.get(p["name"], 0) // max(p["macs_per_vector"], 1)
         p["fast_path"] = options.mode_of(p["name"])
         for check in checks:
             if p["name"] in check.layers:
