@@ -1,7 +1,7 @@
 // The CUDA kernels' items: which code vector, row or element thread u works on, the exact step's
 // scratch slots and the counters' atomics. The maths of each item is the CPU kernels' own, in
 // custom_ops/include/onnx_ecc/ (decode_math.h, depthwise_math.h, parity_check_math.h,
-// sample_check_math.h, inject_math.h), so kernels.cu only maps threads to these items, and
+// sample_check_math.h, inject_math.h, int_decode_math.h, int_sample_check_math.h), so kernels.cu only maps threads to these items, and
 // host_emulation.cc runs them in host loops, so that a test without a GPU
 // (tests/custom_ops/test_cuda_maths_on_host.py) compares them with the CPU kernels bit for bit.
 // Plain C++ when not compiled by nvcc.
@@ -15,6 +15,8 @@
 #include "kernel_params.h"
 #include "onnx_ecc/decode_math.h"
 #include "onnx_ecc/depthwise_math.h"
+#include "onnx_ecc/int_decode_math.h"
+#include "onnx_ecc/int_sample_check_math.h"
 #include "onnx_ecc/parity_check_math.h"
 #include "onnx_ecc/sample_check_math.h"
 
@@ -251,6 +253,31 @@ ECC_HD inline bool SampleParityHolds(const SampleCheckParams& p, const float* y,
 // Whether output channel c's filter and bias still sum to the stored filter sum.
 ECC_HD inline bool SampleFilterHolds(const SampleCheckParams& p, const float* w, const float* bias, int64_t c) {
   return FilterRowHolds(w + c * p.row, p.row, bias ? bias + c : nullptr, p.filter_sums[c], p.filter_tolerance);
+}
+
+// ---- IntDecode / Int32Decode: item u = (outer, block, inner position), inner fastest -----------
+
+// Checks, corrects and writes code block u of Y into Z: IntDecodeRowBlock (uint8, requantised) or
+// Int32DecodeBlock (int32, + bias), the CPU kernels' own maths.
+ECC_HD inline void IntDecodeItem(const IntDecodeParams& p, const int32_t* y, void* z, int64_t u, DecodeCounts& c) {
+  const int64_t nb = p.code.blocks();
+  const int64_t i = u % p.inner, t = u / p.inner;
+  const int64_t kb = t % nb, o = t / nb;
+  const int32_t* yo = y + o * p.channels * p.inner;
+  if (p.requantise)
+    IntDecodeRowBlock(p.code, yo, static_cast<uint8_t*>(z) + o * p.code.data_channels, kb, c);
+  else
+    Int32DecodeBlock(p.code, yo, static_cast<int32_t*>(z) + o * p.code.data_channels * p.inner, p.inner, i, kb, c);
+}
+
+// ---- IntSampleCheck: row i of Y; output channel ch of W ----------------------------------------
+
+ECC_HD inline bool IntSampleRowFails(const IntSampleParams& p, const uint8_t* a, const uint8_t* y, int64_t i) {
+  return IntSampleRowDiffers(a, y, p.a_rows, p.y_rows, p.row, p.stride, i);
+}
+
+ECC_HD inline bool IntSampleFilterFails(const IntSampleParams& p, const int8_t* w, const int32_t* bias, int64_t ch) {
+  return !IntFilterHolds(IntFilterSum(w, p.w_rows, p.w_cols, p.by_columns != 0, ch), bias, ch, p.filter_sums[ch]);
 }
 
 }  // namespace device

@@ -118,3 +118,52 @@ ECC_HOST_API int64_t OnnxEccHost_SampleCheck(const int64_t* dims, int act, float
   for (int64_t n = 0; n < p.samples; ++n) count += bad > 0 || failed[n] > 0;
   return count;
 }
+
+// IntDecode (requantise 1: z uint8 [outer, data_channels], inner 1) and Int32Decode (requantise 0:
+// z int32 [outer, data_channels, inner]). dims: outer, inner, data_channels, block, parity, base,
+// correct. bias is the code's (repaired in place when bias_parity, per block and check, is not
+// null: IntBiasKernel's items, then IntDecodeKernel's). totals as the kernels'.
+ECC_HOST_API void OnnxEccHost_IntDecode(const int64_t* dims, int requantise, const int64_t* generator,
+                                        const int64_t* planes, const int64_t* offsets, int32_t* bias,
+                                        int64_t* bias_parity, const float* scale, int zero_point, const int32_t* y,
+                                        void* z, unsigned long long* totals) {
+  IntDecodeParams p;
+  p.outer = dims[0]; p.inner = dims[1];
+  p.code.data_channels = dims[2]; p.code.block = dims[3]; p.code.parity = dims[4]; p.code.base = dims[5];
+  p.code.correct = static_cast<int>(dims[6]);
+  p.code.generator = generator; p.code.planes = planes; p.code.offsets = offsets; p.code.bias = bias;
+  p.code.scale = scale; p.code.zero_point = zero_point; p.requantise = requantise;
+  p.channels = p.code.data_channels;
+  for (int64_t a = 0; a < p.code.blocks() * p.code.parity; ++a) p.channels += planes[a];
+  DecodeCounts c;
+  if (bias_parity)
+    for (int64_t kb = 0; kb < p.code.blocks(); ++kb) IntBiasBlock(p.code, bias, bias_parity, kb, c);
+  for (int64_t u = 0; u < IntDecodeVectors(p); ++u) IntDecodeItem(p, y, z, u, c);
+  AddCounts(c, totals, nullptr);
+}
+
+// dims: n, h, w, c, ho, wo, kh, kw, stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, dil_h, dil_w.
+ECC_HOST_API void OnnxEccHost_Im2Col(const int64_t* dims, int pad, int flip, const uint8_t* x, uint8_t* y) {
+  Im2ColShape q;
+  q.n = dims[0]; q.h = dims[1]; q.w = dims[2]; q.c = dims[3]; q.ho = dims[4]; q.wo = dims[5];
+  q.k[0] = dims[6]; q.k[1] = dims[7]; q.st[0] = dims[8]; q.st[1] = dims[9];
+  for (int i = 0; i < 4; ++i) q.pads[i] = dims[10 + i];
+  q.dl[0] = dims[14]; q.dl[1] = dims[15];
+  q.pad = static_cast<uint8_t>(pad); q.flip = static_cast<uint8_t>(flip);
+  for (int64_t u = 0; u < q.Elements(); ++u) y[u] = Im2ColByte(q, x, u);  // Im2ColKernel
+}
+
+// dims: outer, a_rows, y_rows, row, stride, channels, w_rows, w_cols, by_columns. w (with
+// filter_sums) and bias may be null. Returns the rows counted as failed, as LaunchIntSampleCheck.
+ECC_HOST_API int64_t OnnxEccHost_IntSampleCheck(const int64_t* dims, const int64_t* filter_sums, const uint8_t* a,
+                                                const uint8_t* y, const int8_t* w, const int32_t* bias) {
+  IntSampleParams p;
+  p.outer = dims[0]; p.a_rows = dims[1]; p.y_rows = dims[2]; p.row = dims[3]; p.stride = dims[4];
+  p.channels = dims[5]; p.w_rows = dims[6]; p.w_cols = dims[7]; p.by_columns = static_cast<int>(dims[8]);
+  p.filter_sums = filter_sums;
+  int64_t failed = 0, bad = 0;
+  for (int64_t i = 0; i < p.outer * p.y_rows; ++i) failed += IntSampleRowFails(p, a, y, i);  // IntSampleRowsKernel
+  if (w)
+    for (int64_t ch = 0; ch < p.channels; ++ch) bad += IntSampleFilterFails(p, w, bias, ch);  // IntSampleFilterKernel
+  return bad > 0 ? p.outer * p.y_rows : failed;  // IntSampleRaisedKernel
+}

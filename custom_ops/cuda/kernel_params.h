@@ -7,6 +7,7 @@
 #include "onnx_ecc/defaults.h"
 #include "onnx_ecc/depthwise_math.h"
 #include "onnx_ecc/inject_math.h"
+#include "onnx_ecc/int_decode_math.h"
 
 namespace onnx_ecc {
 namespace cuda {
@@ -73,6 +74,28 @@ struct SampleCheckParams {
   const float* filter_sums = nullptr;  // device [channels]
 };
 
+// IntDecode (requantise: uint8 out, channels last, inner 1) and Int32Decode (int32 out): Y is
+// [outer, code.channels, inner], Z [outer, code.data_channels, inner]; code's pointers are device
+// copies (code.bias the one the bias check repairs).
+struct IntDecodeParams {
+  IntCode code;
+  int64_t outer = 0, inner = 1, channels = 0;  // channels: data and digit columns of Y
+  int requantise = 1;
+};
+
+// Item counts: code blocks of Y (IntDecode / Int32Decode).
+inline int64_t IntDecodeVectors(const IntDecodeParams& p) { return p.outer * p.inner * p.code.blocks(); }
+
+// IntSampleCheck: A [outer, a_rows, row], Y [outer, y_rows, row] bytes; W [w_rows, w_cols] int8 with
+// the output channels on axis 0 (by_columns 0) or 1; filter_sums device [channels].
+struct IntSampleParams {
+  int64_t outer = 0, a_rows = 0, y_rows = 0, row = 0, stride = 1;
+  int64_t channels = 0, w_rows = 0, w_cols = 0;
+  int by_columns = 0;
+  const int64_t* filter_sums = nullptr;
+};
+
+using onnx_ecc::Im2ColShape;
 using onnx_ecc::InjectParams;
 using onnx_ecc::kMaxInjectBits;
 

@@ -180,6 +180,65 @@ __global__ void SampleRaisedKernel(SampleCheckParams p, const unsigned long long
   raised[0] = (flag != nullptr && flag[0]) || count > 0;
 }
 
+// ---- IntDecode / Int32Decode ------------------------------------------------------------------
+
+// One thread per block of the layer's bias (few): checks and repairs the device copy in place.
+__global__ void IntBiasKernel(IntDecodeParams p, int32_t* bias, int64_t* bias_parity, unsigned long long* totals,
+                              unsigned long long* run_unc) {
+  DecodeCounts c;
+  for (int64_t kb = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; kb < p.code.blocks();
+       kb += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    IntBiasBlock(p.code, bias, bias_parity, kb, c);
+  AddCounts(c, totals, run_unc);
+}
+
+// One thread per code block of Y, inner position fastest (NCHW Int32Decode reads coalesced).
+__global__ void IntDecodeKernel(IntDecodeParams p, const int32_t* y, void* z, int64_t units,
+                                unsigned long long* totals, unsigned long long* run_unc) {
+  DecodeCounts c;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    IntDecodeItem(p, y, z, u, c);
+  AddCounts(c, totals, run_unc);
+}
+
+// ---- Im2ColNhwc ---------------------------------------------------------------------------------
+
+__global__ void Im2ColKernel(Im2ColShape q, const uint8_t* x, uint8_t* y, int64_t units) {
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[u] = Im2ColByte(q, x, u);
+}
+
+// ---- IntSampleCheck -----------------------------------------------------------------------------
+
+__global__ void IntSampleRowsKernel(IntSampleParams p, const uint8_t* a, const uint8_t* y, int64_t units,
+                                    unsigned long long* failed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < units;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    if (IntSampleRowFails(p, a, y, i)) AtomicAdd64(failed, 1);
+}
+
+// One thread per output channel (by columns: a warp reads consecutive channels of a row).
+__global__ void IntSampleFilterKernel(IntSampleParams p, const int8_t* w, const int32_t* bias,
+                                      unsigned long long* bad) {
+  for (int64_t ch = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; ch < p.channels;
+       ch += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    if (IntSampleFilterFails(p, w, bias, ch)) AtomicAdd64(bad, 1);
+}
+
+// One thread: the rows failed (every row after a corrupted filter), counted; Raised.
+__global__ void IntSampleRaisedKernel(int64_t rows, const unsigned long long* failed, const unsigned long long* bad,
+                                      const bool* flag, bool* raised, unsigned long long* totals,
+                                      unsigned long long* run_failed) {
+  const unsigned long long count = *bad > 0 ? static_cast<unsigned long long>(rows) : *failed;
+  if (count) {
+    AtomicAdd64(totals + kFlagged, count);
+    AtomicAdd64(run_failed, count);
+  }
+  raised[0] = (flag != nullptr && flag[0]) || count > 0;
+}
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -317,6 +376,53 @@ cudaError_t LaunchSampleCheck(const SampleCheckParams& p, const float* a, const 
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   SampleRaisedKernel<<<1, 1, 0, stream>>>(p, failed, bad, flag, raised, totals, run_failed);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchIntDecode(const IntDecodeParams& p, const int32_t* y, void* z, int32_t* bias, int64_t* bias_parity,
+                            unsigned long long* totals, unsigned long long* run_uncorrectable, cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
+  if (bias_parity) {
+    IntBiasKernel<<<static_cast<unsigned>(Blocks(p.code.blocks(), kThreads)), kThreads, 0, stream>>>(
+        p, bias, bias_parity, totals, run_uncorrectable);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  const int64_t units = IntDecodeVectors(p);
+  if (units == 0) return cudaSuccess;
+  IntDecodeKernel<<<static_cast<unsigned>(Blocks(units, kThreads, 65536)), kThreads, 0, stream>>>(
+      p, y, z, units, totals, run_uncorrectable);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchIm2Col(const Im2ColShape& q, const uint8_t* x, uint8_t* y, cudaStream_t stream) {
+  const int64_t units = q.Elements();
+  if (units == 0) return cudaSuccess;
+  Im2ColKernel<<<static_cast<unsigned>(Blocks(units, kThreads, 65536)), kThreads, 0, stream>>>(q, x, y, units);
+  return cudaGetLastError();
+}
+
+size_t IntSampleWorkspaceBytes() { return 2 * sizeof(unsigned long long); }
+
+cudaError_t LaunchIntSampleCheck(const IntSampleParams& p, const uint8_t* a, const uint8_t* y, const int8_t* w,
+                                 const int32_t* bias, const bool* flag, bool* raised, void* workspace,
+                                 unsigned long long* totals, unsigned long long* run_failed, cudaStream_t stream) {
+  cudaError_t e = cudaMemsetAsync(workspace, 0, IntSampleWorkspaceBytes(), stream);
+  if (e != cudaSuccess || (e = cudaMemsetAsync(run_failed, 0, sizeof(unsigned long long), stream)) != cudaSuccess)
+    return e;
+  auto* failed = static_cast<unsigned long long*>(workspace);
+  auto* bad = failed + 1;
+  const int64_t rows = p.outer * p.y_rows;
+  if (rows > 0 && p.row > 0) {
+    IntSampleRowsKernel<<<static_cast<unsigned>(Blocks(rows, kThreads, 65536)), kThreads, 0, stream>>>(p, a, y, rows,
+                                                                                                      failed);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (w && p.channels > 0) {
+    IntSampleFilterKernel<<<static_cast<unsigned>(Blocks(p.channels, kThreads)), kThreads, 0, stream>>>(p, w, bias,
+                                                                                                      bad);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  IntSampleRaisedKernel<<<1, 1, 0, stream>>>(rows, failed, bad, flag, raised, totals, run_failed);
   return cudaGetLastError();
 }
 

@@ -72,5 +72,31 @@ cudaError_t LaunchSampleCheck(const SampleCheckParams& p, const float* a, const 
 cudaError_t LaunchInject(const InjectParams& p, const float* x, float* y, int64_t n, uint64_t seed, double rate,
                          float* range_ws, unsigned long long* totals, cudaStream_t stream);
 
+// ---- IntDecode / Int32Decode ----------------------------------------------------------------
+
+// With bias_parity (device, per block and check; or null): first checks the device bias
+// (p.code.bias, = bias) against it and repairs it in place (IntBiasBlock, one thread per block),
+// then checks, corrects and writes every code block of y into z (uint8 with p.requantise, else
+// int32), one thread per (outer, block, inner position). Counts go to totals (and the run's
+// uncorrectable to run_uncorrectable when not null).
+cudaError_t LaunchIntDecode(const IntDecodeParams& p, const int32_t* y, void* z, int32_t* bias, int64_t* bias_parity,
+                            unsigned long long* totals, unsigned long long* run_uncorrectable, cudaStream_t stream);
+
+// ---- Im2ColNhwc ------------------------------------------------------------------------------
+
+// y[N, Ho, Wo, kh*kw*C] from x[N, H, W, C] (Im2ColByte), one thread per output byte.
+cudaError_t LaunchIm2Col(const Im2ColShape& q, const uint8_t* x, uint8_t* y, cudaStream_t stream);
+
+// ---- IntSampleCheck --------------------------------------------------------------------------
+
+// Rows of y that differ from their row of a (IntSampleRowDiffers) and, with w (device; bias device
+// or null), the channels whose filter sums fail; the rows failed (all of them after a failed
+// filter sum) are added to totals[kFlagged] and to run_failed (zeroed here); raised[0] = flag[0]
+// (device bool, or null) || any failed. workspace: IntSampleWorkspaceBytes() bytes.
+size_t IntSampleWorkspaceBytes();
+cudaError_t LaunchIntSampleCheck(const IntSampleParams& p, const uint8_t* a, const uint8_t* y, const int8_t* w,
+                                 const int32_t* bias, const bool* flag, bool* raised, void* workspace,
+                                 unsigned long long* totals, unsigned long long* run_failed, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace onnx_ecc

@@ -492,6 +492,130 @@ struct InjectCudaKernel : InjectAttrs, GpuKernelBase {
   }
 };
 
+// ---- IntDecode and Int32Decode ------------------------------------------------------------
+
+// The two integer decoders share their code, its device copies and the launch; they differ in
+// the output (uint8 requantised, channels last / int32 accumulators + bias, any channel axis).
+struct IntCodeCudaKernel : IntDecodeAttrs, GpuKernelBase {
+  DeviceBuffer generator, planes, offsets, bias, bias_parity, scale;
+  bool uploaded = false;
+
+  OrtStatusPtr Run(OrtKernelContext* context, bool requantise) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      IntDecodeInputs in;
+      if (OrtStatusPtr st = ReadIntDecodeInputs(*this, ctx, requantise, &in)) return st;
+      auto z = ctx.GetOutput(0, in.out_shape);
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream, counters));
+      if (!uploaded) {  // the device copy of the bias is the one checked and repaired from now on
+        ECC_CUDA_TRY(Upload(generator, cfg.generator, stream));
+        ECC_CUDA_TRY(Upload(planes, cfg.planes, stream));
+        ECC_CUDA_TRY(Upload(offsets, cfg.offsets, stream));
+        ECC_CUDA_TRY(Upload(bias, cfg.bias, stream));
+        ECC_CUDA_TRY(Upload(bias_parity, cfg.bias_parity, stream));
+        if (requantise) ECC_CUDA_TRY(Upload(scale, cfg.scale, stream));
+        uploaded = true;
+      }
+      cuda::IntDecodeParams p;
+      p.code = cfg.View();  // sizes and flags; the pointers are the device copies
+      p.code.generator = generator.as<int64_t>(); p.code.planes = planes.as<int64_t>();
+      p.code.offsets = offsets.as<int64_t>(); p.code.bias = bias.as<int32_t>();
+      p.code.scale = requantise ? scale.as<float>() : nullptr;
+      p.outer = in.outer; p.inner = in.inner; p.channels = cfg.channels(); p.requantise = requantise ? 1 : 0;
+      if (fail_stop) ECC_CUDA_TRY(cudaMemsetAsync(run_uncorrectable(), 0, sizeof(unsigned long long), stream));
+      void* out = requantise ? static_cast<void*>(z.GetTensorMutableData<uint8_t>())
+                             : static_cast<void*>(z.GetTensorMutableData<int32_t>());
+      ECC_CUDA_TRY(cuda::LaunchIntDecode(p, in.y, out, bias.as<int32_t>(),
+                                         cfg.bias_parity.empty() ? nullptr : bias_parity.as<int64_t>(), totals(),
+                                         fail_stop ? run_uncorrectable() : nullptr, stream));
+      DecodeCounts host;
+      host.vectors = cuda::IntDecodeVectors(p);
+      counters->Add(host);  // runs and vectors; the rest arrives from the device
+      unsigned long long unc = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &unc));
+      if (fail_stop && unc > 0) return UncorrectableError(name, unc, "block(s)");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+struct IntDecodeCudaKernel : IntCodeCudaKernel {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept { return Run(context, true); }
+};
+
+struct Int32DecodeCudaKernel : IntCodeCudaKernel {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept { return Run(context, false); }
+};
+
+// ---- Im2ColNhwc ----------------------------------------------------------------------------
+
+// A copy, no checks and no counters: nothing to order or fold (PadValue is a host input).
+struct Im2ColCudaKernel : Im2ColAttrs {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      cuda::Im2ColShape q;
+      const uint8_t* x = nullptr;
+      if (OrtStatusPtr st = ReadIm2ColInputs(*this, ctx, &q, &x)) return st;
+      auto y = ctx.GetOutput(0, std::vector<int64_t>{q.n, q.ho, q.wo, q.Row()});
+      if (q.Elements() == 0) return nullptr;
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+      ECC_CUDA_TRY(cuda::LaunchIm2Col(q, x, y.GetTensorMutableData<uint8_t>(), stream));
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
+// ---- IntSampleCheck ------------------------------------------------------------------------
+
+struct IntSampleCheckCudaKernel : IntSampleCheckAttrs, GpuKernelBase {
+  DeviceBuffer sums, workspace;
+  bool uploaded = false;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept {
+    try {
+      Ort::KernelContext ctx(context);
+      IntSampleInputs in;
+      if (OrtStatusPtr st = ReadIntSampleInputs(*this, ctx, &in)) return st;
+      auto out = ctx.GetOutput(0, std::vector<int64_t>{1});
+      auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+      cuda::IntSampleParams p;
+      p.outer = in.outer; p.a_rows = in.a_rows; p.y_rows = in.y_rows; p.row = in.row; p.stride = cfg.row_stride;
+      p.channels = cfg.channels; p.w_rows = in.w_rows; p.w_cols = in.w_cols; p.by_columns = cfg.weight_axis == 1;
+
+      std::lock_guard<std::mutex> lock(mu);
+      ECC_CUDA_TRY(Begin(stream, counters));
+      if (!uploaded) {
+        if (!cfg.filter_sums.empty()) ECC_CUDA_TRY(Upload(sums, cfg.filter_sums, stream));
+        uploaded = true;
+      }
+      p.filter_sums = sums.as<int64_t>();
+      ECC_CUDA_TRY(workspace.Reserve(cuda::IntSampleWorkspaceBytes(), stream));
+      ECC_CUDA_TRY(cuda::LaunchIntSampleCheck(p, in.a, in.y, in.w, in.bias, in.flag, out.GetTensorMutableData<bool>(),
+                                              workspace.ptr, totals(), run_uncorrectable(), stream));
+      DecodeCounts host;
+      host.vectors = in.outer * in.y_rows;
+      counters->Add(host);  // runs and vectors; the failures arrive from the device
+      unsigned long long failed = 0;
+      ECC_CUDA_TRY(End(stream, fail_stop, &failed));
+      if (fail_stop && failed > 0)
+        return Error(ORT_FAIL, name, "error detected: " + std::to_string(failed) +
+                                         " row(s) failed the exact sample check");
+      return nullptr;
+    } catch (const std::exception& e) {
+      return Error(ORT_FAIL, name, e.what());
+    }
+  }
+};
+
 namespace {
 
 template <OpId kId>

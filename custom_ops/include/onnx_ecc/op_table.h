@@ -114,10 +114,10 @@ inline constexpr IntDefault kIntSampleCheckIntDefaults[] = {{nullptr, 0}};
   X(SumCheck, ParseSumCheckAttrs, SumCheckKernel, NoKernel)                         \
   X(ParityCheck, ParseParityCheckAttrs, ParityCheckKernel, ParityCheckCudaKernel)   \
   X(SampleCheck, ParseSampleCheckAttrs, SampleCheckKernel, SampleCheckCudaKernel)   \
-  X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, NoKernel)                      \
-  X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, NoKernel)                \
-  X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, NoKernel)                    \
-  X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, NoKernel)
+  X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, IntDecodeCudaKernel)           \
+  X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, Int32DecodeCudaKernel)   \
+  X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, Im2ColCudaKernel)                   \
+  X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, IntSampleCheckCudaKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
 // parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).
