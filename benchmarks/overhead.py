@@ -149,7 +149,8 @@ OPERATOR_FORMATS = ("int8-qoperator", "int8-dynamic")
 
 def _measure_operator_format(model_name: str, batch: int, repeats: int, level: str, threads: int, extra: dict,
                              fmt: str) -> dict:
-    """int8 in an operator format: the quantised original, the protected model in both modes, the float32 model."""
+    """int8 in an operator format: the quantised original, the protected model in both modes (and, for
+    QOperator, under the rerun strategy), the float32 model."""
     from onnx_ecc.zoo.quantised import quantize_dynamic_int8, quantize_operator
 
     float_model = getattr(zoo, model_name)()
@@ -160,6 +161,8 @@ def _measure_operator_format(model_name: str, batch: int, repeats: int, level: s
         model = quantize_operator(float_model, calibration)
     variants = {"original": model, "correct": onnx_ecc.transform(model, mode="correct", **extra),
                 "detect": onnx_ecc.transform(model, mode="detect", **extra), "float32": float_model}
+    if fmt == "int8-qoperator":  # operator forms keep their fused kernels on the rerun fast path
+        variants["rerun"] = onnx_ecc.transform(model, mode="correct", strategy="rerun", **extra)
     sessions = {k: _session(m, level, threads) for k, m in variants.items()}
     med = time_interleaved(sessions, _feeds(model, batch), repeats, duplicate="original")
     return {"model": model_name, "batch": batch, "level": level, "format": fmt, "original_ms": 1e3 * med["original"],

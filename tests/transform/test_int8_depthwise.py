@@ -1,6 +1,6 @@
 """Depthwise int8 convs under the rerun strategy (strategies/int_recompute.py), and operator-format models
 on the fused fast path: a depthwise-separable CNN trained on Fashion-MNIST (zoo.pretrained.fashion_depthwise_cnn),
-quantised by quantize_static as QDQ (U8S8, S8S8 per channel) and QOperator (U8S8), calibrated on 128 real
+quantised by quantize_static as QDQ and QOperator (U8S8, S8S8 per channel), calibrated on 128 real
 images, run on 200 real test images. The fused original (onnxruntime's QLinearConv / QGemm) is the oracle."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import onnx_ecc
 from onnx_ecc.transform.record import read_protection
 from onnx_ecc.transform.strategies.int_recompute import KIND
 
-CASES = [("qdq", "u8s8"), ("qdq", "s8s8_pc"), ("qoperator", "u8s8")]
+CASES = [("qdq", "u8s8"), ("qdq", "s8s8_pc"), ("qoperator", "u8s8"), ("qoperator", "s8s8_pc")]
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,8 +139,11 @@ def test_depthwise_int8_weight_bit_flips_that_change_the_output_are_flagged_and_
     assert changed >= 8
 
 
-def test_the_inline_strategy_leaves_depthwise_int8_convs_alone_with_the_reason():
-    q, _, x = _case("qdq", "u8s8")
+@pytest.mark.parametrize("fmt,variant", CASES)
+def test_the_inline_strategy_leaves_depthwise_int8_convs_alone_with_the_reason(fmt, variant):
+    """The other six layers are decoded inline, the last conv's int8 output (S8S8) through a
+    QLinearGlobalAveragePool with shifted zero points in the QOperator model, bit-identical."""
+    q, _, x = _case(fmt, variant)
     protected = onnx_ecc.transform(q)
     record = read_protection(protected)
     skipped = {s["name"]: s["reason"] for s in record["skipped"]}

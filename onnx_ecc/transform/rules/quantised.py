@@ -71,17 +71,59 @@ def _const(name: str, value) -> gs.Constant:
     return gs.Constant(name, np.asarray(value))
 
 
-def _u8_target(graph: gs.Graph, t: gs.Variable) -> gs.Variable | None:
-    """A uint8 tensor to replace the int8 tensor ``t`` (values + 128): its DequantizeLinear consumers
-    take the shifted zero point; None where ``t`` is a graph output or read by anything else."""
-    if t in graph.outputs or any(c.op != "DequantizeLinear" or len(c.inputs) < 3 or constant_value(c.inputs[2]) is None
-                                 for c in t.outputs):
+# ops that move or select quantised values without arithmetic: on x + 128 they give their output + 128
+# (MaxPool: the shift is monotone), so an int8 tensor may reach its DequantizeLinear through them
+_VALUE_PRESERVING = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool")
+# com.microsoft ops of one quantised input (x, x_scale, x_zp, y_scale, y_zp) that compute on x - x_zp and add y_zp
+# before saturating: shifting both zero points by 128 shifts their output by 128 (operator-format models)
+_SHIFTABLE = ("QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearLeakyRelu", "QLinearSigmoid")
+
+
+def dequantised_through(graph: gs.Graph, t: gs.Variable):
+    """(the (node, input index) of each int8 zero point that reads ``t``: DequantizeLinear nodes, directly or
+    through value-preserving and shiftable ops, and the tensors on the way), or None where anything else (or a
+    graph output) reads one of them."""
+    if t in graph.outputs or not t.outputs:
         return None
+    zero_points, tensors = [], [t]
+    for c in t.outputs:
+        if c.op == "DequantizeLinear" and c.inputs[0] is t and int8_zero_point_at(c, 2) is not None:
+            zero_points.append((c, 2))
+            continue
+        shiftable = (c.op in _SHIFTABLE and c.domain == "com.microsoft" and len(c.inputs) == 5
+                     and all(int8_zero_point_at(c, i) is not None for i in (2, 4)))
+        if c.inputs[0] is not t or len(c.outputs) != 1 or not (c.op in _VALUE_PRESERVING or shiftable):
+            return None
+        below = dequantised_through(graph, c.outputs[0])
+        if below is None:
+            return None
+        zero_points += ([(c, 2), (c, 4)] if shiftable else []) + below[0]
+        tensors += below[1]
+    return zero_points, tensors
+
+
+def int8_zero_point_at(node: gs.Node, i: int):
+    """The per-tensor int8 zero point at input ``i`` of a node, or None."""
+    zp = constant_value(node.inputs[i]) if len(node.inputs) > i and node.inputs[i].name else None
+    return zp if zp is not None and zp.dtype == np.int8 and zp.size == 1 else None
+
+
+def _u8_target(graph: gs.Graph, t: gs.Variable) -> gs.Variable | None:
+    """A uint8 tensor to replace the int8 tensor ``t`` (values + 128): the int8 zero points that read it
+    (dequantised_through) are shifted, the tensors on the way made uint8; None where ``t`` is a graph output
+    or read by anything else."""
+    found = dequantised_through(graph, t)
+    if found is None:
+        return None
+    zero_points, tensors = found
     target = gs.Variable(f"{t.name}__ecc_u8", dtype=np.uint8)
-    for i, consumer in enumerate(list(t.outputs)):
+    for consumer in list(t.outputs):
         consumer.inputs[0] = target
-        zp = constant_value(consumer.inputs[2])
-        consumer.inputs[2] = _const(f"{t.name}__ecc_zp_u8_{i}", (zp.astype(np.int16) + 128).astype(np.uint8))
+    for i, (node, k) in enumerate(zero_points):
+        zp = int8_zero_point_at(node, k)
+        node.inputs[k] = _const(f"{t.name}__ecc_zp_u8_{i}", (zp.astype(np.int16) + 128).astype(np.uint8))
+    for x in tensors[1:]:
+        x.dtype = np.uint8
     return target
 
 
@@ -186,9 +228,8 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     if sy.size != 1 or zy.size != 1 or zy.dtype not in (np.uint8, np.int8):
         raise Skip("output must be quantised per tensor to uint8 or int8")
     yq = q.outputs[0]
-    if zy.dtype == np.int8 and (yq in graph.outputs or any(c.op != "DequantizeLinear" or constant_value(c.inputs[2]) is None
-                                                            for c in yq.outputs)):
-        raise Skip("int8 output read by other ops than DequantizeLinear")
+    if zy.dtype == np.int8 and dequantised_through(graph, yq) is None:
+        raise Skip("int8 output read by other ops than DequantizeLinear (directly or through value-preserving ops)")
     attrs = node.attrs
     conv = node.op == "Conv"
     if conv:

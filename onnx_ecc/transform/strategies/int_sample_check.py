@@ -48,6 +48,7 @@ import onnx_graphsurgeon as gs
 
 from onnx_ecc import ops
 from onnx_ecc.transform.common import constant_value, emit_node
+from onnx_ecc.transform.rules.quantised import dequantised_through, int8_zero_point_at
 from onnx_ecc.transform.strategies.sample_check import sample_strides
 
 ROW_AXIS = -2  # the rows of a Gemm / MatMul input that the copy samples
@@ -100,19 +101,23 @@ def is_product(node: gs.Node) -> bool:
 
 
 def uint8_activations(graph: gs.Graph) -> int:
-    """Make int8 activations uint8 where a tensor is only dequantised (zero points + 128, exact);
+    """Make int8 activations uint8 where a tensor is only dequantised, directly or through value-preserving
+    and shiftable ops (an operator-format model's int8 MaxPool -> Flatten, or QLinearGlobalAveragePool, before
+    a Gemm): zero points + 128, exact;
     returns how many tensors changed."""
     changed = 0
     for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
         out = q.outputs[0]
-        if (_int8_zero_point(q) is None or out in graph.outputs or not out.outputs
-                or any(c.op != "DequantizeLinear" or _int8_zero_point(c) is None for c in out.outputs)):
+        found = dequantised_through(graph, out) if _int8_zero_point(q) is not None else None
+        if found is None:
             continue
-        for i, node in enumerate([q] + list(out.outputs)):
-            zp = _int8_zero_point(node)
-            node.inputs[2] = gs.Constant(f"{out.name}__ecc_fast_zp_u8_{i}",
+        zero_points, tensors = found
+        for i, (node, k) in enumerate([(q, 2)] + zero_points):
+            zp = int8_zero_point_at(node, k)
+            node.inputs[k] = gs.Constant(f"{out.name}__ecc_fast_zp_u8_{i}",
                                         np.asarray(zp.astype(np.int16) + 128, np.uint8))
-        out.dtype = np.uint8
+        for t in tensors:
+            t.dtype = np.uint8
         changed += 1
     return changed
 
