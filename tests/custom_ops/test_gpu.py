@@ -424,3 +424,218 @@ def test_rerun_strategy_runs_on_the_gpu_and_recomputes_a_corrupted_run(filter_ch
     assert report.checks_failed > 0 and report.uncorrectable == 0
     _close(got, want)
     _close(cpu_out, want)
+
+
+# ---- the int8 ops (IntDecode, Int32Decode, Im2ColNhwc, IntSampleCheck) on the GPU ----------------
+
+def _int_op_session(decl, inputs: dict, out_type, attrs, gpu: bool):
+    """A one-node model of an int8 op (inputs: name -> type, "" for an absent optional input, in
+    order); on the GPU with no CPU fallback, so the node must run there."""
+    names = [n if t is not None else "" for n, t in inputs.items()]
+    node = decl.make_node(names, ["Z"], "op", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in inputs.items()
+                                        if t is not None], [helper.make_tensor_value_info("Z", out_type, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
+                          ir_version=9)
+    so = onnx_ecc.session_options(_strict_options() if gpu else ort.SessionOptions())
+    return ort.InferenceSession(m.SerializeToString(), so, providers=[CUDA] if gpu else ["CPUExecutionProvider"])
+
+
+def _int_counts(model_id: str, layer: str):
+    c = onnx_ecc.read_counters(model_id).get(layer)
+    return (c.vectors, c.flagged, c.corrected_blocks, c.corrected_values, c.uncorrectable) if c else None
+
+
+def _int_layer(seed: int, m: int, block: int, parity: int, rows: int, faults: int, requantise: bool = True):
+    """Accumulators [rows, M + digit columns] of a random int8 layer with wrong values anywhere, a
+    flipped stored bias bit, and the decoder's attributes."""
+    from onnx_ecc.codes import integer
+
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (m, 60)).astype(np.int8)
+    digits, planes, g = integer.parity_rows(w, block, parity)
+    x = rng.integers(-128, 128, (rows, 60)).astype(np.int64)
+    y = (x @ np.concatenate([w, digits]).astype(np.int64).T).astype(np.int32)
+    for _ in range(faults):
+        y[rng.integers(rows), rng.integers(y.shape[1])] += int(rng.integers(-10**6, 10**6))
+    bias = rng.integers(-5000, 5000, m)
+    attrs = dict(data_channels=m, block=block, parity=parity, generator=[int(v) for v in g.ravel()], planes=planes,
+                 bias_parity=integer.bias_parity(bias, block, parity), layer="int-layer")
+    bias[m // 2] ^= 1 << 11  # repaired by the bias check on either provider
+    attrs["bias"] = [int(v) for v in bias]
+    if requantise:
+        attrs.update(scale=[float(v) for v in rng.uniform(1e-4, 3e-3, m).astype(np.float32)],
+                     zero_point=int(rng.integers(0, 256)))
+    return y, attrs
+
+
+@pytest.mark.parametrize("m,block,parity,faults", [(40, 32, 2, 0), (64, 16, 2, 30), (10, 4, 3, 200), (33, 8, 1, 50),
+                                                    (96, 24, 4, 400)])
+@pytest.mark.parametrize("mode", ["correct", "detect"])
+def test_int_decode_op_identical_on_cpu_and_gpu(m, block, parity, faults, mode):
+    y, attrs = _int_layer(m + faults, m, block, parity, rows=3 * 97, faults=faults)
+    y = y.reshape(3, 97, -1)  # [N, T, C]: channels last
+    outs = []
+    for gpu in (False, True):
+        model_id = f"gpu-int-decode-{uuid.uuid4().hex}"
+        sess = _int_op_session(ops.INT_DECODE, {"Y": TensorProto.INT32}, TensorProto.UINT8,
+                               dict(attrs, mode=mode, model_id=model_id), gpu)
+        outs.append((sess.run(None, {"Y": y})[0], _int_counts(model_id, "int-layer")))
+    (cpu, cpu_counts), (got, gpu_counts) = outs
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, cpu)
+    assert gpu_counts == cpu_counts and cpu_counts[1] > 0  # at least the bias block is flagged
+
+
+@pytest.mark.parametrize("layout", ["rows", "nchw"])
+@pytest.mark.parametrize("faults", [0, 40])
+def test_int32_decode_op_identical_on_cpu_and_gpu(layout, faults):
+    y, attrs = _int_layer(7 + faults, 40, 16, 2, rows=2 * 77, faults=faults, requantise=False)
+    if layout == "nchw":  # [N, C, H, W], axis 1: the kernel's strided item
+        y = np.ascontiguousarray(y.reshape(2, 7, 11, -1).transpose(0, 3, 1, 2))
+        attrs["axis"] = 1
+    outs = []
+    for gpu in (False, True):
+        model_id = f"gpu-int32-decode-{uuid.uuid4().hex}"
+        sess = _int_op_session(ops.INT32_DECODE, {"Y": TensorProto.INT32}, TensorProto.INT32,
+                               dict(attrs, model_id=model_id), gpu)
+        outs.append((sess.run(None, {"Y": y})[0], _int_counts(model_id, "int-layer")))
+    (cpu, cpu_counts), (got, gpu_counts) = outs
+    np.testing.assert_array_equal(got, cpu)
+    assert gpu_counts == cpu_counts
+
+
+def test_int_decode_fail_stop_raises_on_the_gpu_as_on_the_cpu():
+    y, attrs = _int_layer(3, 32, 16, 2, rows=8, faults=0)
+    y[2, 1] += 1000
+    y[2, 5] += 77  # two wrong values in one block: uncorrectable
+    for gpu in (False, True):
+        sess = _int_op_session(ops.INT_DECODE, {"Y": TensorProto.INT32}, TensorProto.UINT8,
+                               dict(attrs, fail_stop=1, model_id=f"gpu-int-fs-{gpu}"), gpu)
+        with pytest.raises(Exception, match="uncorrectable"):
+            sess.run(None, {"Y": y})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("shape,kernel,strides,pads,dil", [((2, 28, 28, 1), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+                                                           ((4, 14, 14, 32), (3, 3), (2, 2), (1, 0, 1, 1), (1, 1)),
+                                                           ((1, 9, 13, 3), (3, 2), (1, 3), (2, 0, 2, 1), (2, 1))])
+@pytest.mark.parametrize("pad_input", [False, True])
+def test_im2col_op_identical_on_cpu_and_gpu(dtype, shape, kernel, strides, pads, dil, pad_input):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max + 1, shape).astype(dtype)
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), dilations=list(dil), pad_value=17)
+    inputs = {"X": TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8}
+    feeds = {"X": x}
+    if pad_input:  # the run-time zero point (a host input on the GPU)
+        inputs["PadValue"] = TensorProto.UINT8
+        feeds["PadValue"] = np.array([201], np.uint8)
+    cpu = _int_op_session(ops.IM2COL_NHWC, inputs, TensorProto.UINT8, attrs, False).run(None, feeds)[0]
+    got = _int_op_session(ops.IM2COL_NHWC, inputs, TensorProto.UINT8, attrs, True).run(None, feeds)[0]
+    np.testing.assert_array_equal(got, cpu)
+
+
+@pytest.mark.parametrize("weight_axis", [None, 0, 1])
+@pytest.mark.parametrize("fault", ["none", "row", "weight", "flag"])
+def test_int_sample_check_op_identical_on_cpu_and_gpu(weight_axis, fault):
+    """Raised and the counts alike; W, Bias and Flag arrive as device tensors on the GPU."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (4, 3, 10, 16)).astype(np.uint8)
+    y = a[..., ::3, :].copy()
+    attrs = dict(data_channels=16, row_stride=3, layer="isc")
+    with_w = weight_axis is not None
+    inputs = {"A": TensorProto.UINT8, "Y": TensorProto.UINT8, "W": TensorProto.INT8 if with_w else None,
+              "Bias": TensorProto.INT32 if with_w else None, "Flag": TensorProto.BOOL}
+    feeds = {"A": a, "Y": y, "Flag": np.array([fault == "flag"])}
+    if with_w:
+        w = rng.integers(-128, 128, (16, 8, 3, 3) if weight_axis == 0 else (72, 16)).astype(np.int8)
+        bias = rng.integers(-1000, 1000, 16).astype(np.int32)
+        s = (w.astype(np.int64) if weight_axis == 0 else w.astype(np.int64).T).reshape(16, -1).sum(1) + bias
+        attrs.update(weight_axis=weight_axis, filter_sums=[int(v) for v in s])
+        if fault == "weight":
+            w.reshape(-1)[101] ^= np.int8(4)
+        feeds.update(W=w, Bias=bias)
+    if fault == "row":
+        y[1, 2, 3, 4] ^= np.uint8(1)
+    results = []
+    for gpu in (False, True):
+        model_id = f"gpu-int-sample-{uuid.uuid4().hex}"
+        sess = _int_op_session(ops.INT_SAMPLE_CHECK, inputs, TensorProto.BOOL, dict(attrs, model_id=model_id), gpu)
+        results.append((bool(sess.run(None, feeds)[0][0]), _int_counts(model_id, "isc (sample check)")))
+    assert results[0] == results[1]
+    assert results[0][0] == (fault != "none" and not (fault == "weight" and not with_w))
+
+
+def _quantised_mnist(fmt: str):
+    """The pretrained MNIST CNN quantised as tests/transform/test_int8.py and test_operator_formats.py
+    do (u8s8 QDQ, s8s8_pc QDQ, or quantize_dynamic), and 64 real test images."""
+    pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("torch")
+    from onnx_ecc import datasets, zoo
+    from onnx_ecc.zoo.quantised import quantize_dynamic_int8, quantize_qdq
+
+    try:
+        model, data = zoo.mnist_cnn(), datasets.load("mnist")
+    except Exception as e:  # package or data missing: say which
+        pytest.skip(f"mnist_cnn or its data unavailable: {e}")
+    x = data.x_test[:64].reshape(-1, 1, 28, 28).astype(np.float32)
+    if fmt == "dynamic":
+        return quantize_dynamic_int8(model), x
+    return quantize_qdq(model, data.x_train[:128].reshape(-1, 1, 28, 28), fmt), x
+
+
+def _placements(sess: ort.InferenceSession) -> dict[str, set[str]]:
+    """Op type -> the providers its nodes ran on, from the session's profile."""
+    import json
+
+    path = sess.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    out: dict[str, set[str]] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") == "Node" and "provider" in args:
+            out.setdefault(args.get("op_name", ""), set()).add(args["provider"])
+    return out
+
+
+@pytest.mark.parametrize("fmt,strategy,our_ops", [
+    ("u8s8", "duplication", {"IntDecode", "Im2ColNhwc"}),
+    ("s8s8_pc", "duplication", {"IntDecode", "Im2ColNhwc"}),
+    ("dynamic", "duplication", {"Int32Decode", "Im2ColNhwc"}),
+    ("u8s8", "rerun", {"IntSampleCheck"}),
+])
+def test_quantised_mnist_cnn_on_the_gpu_is_bit_identical_to_the_cpu(fmt, strategy, our_ops, tmp_path):
+    """The protected int8 model under the CUDA provider (CPU fallback allowed for the integer
+    matmuls and NHWC pools onnxruntime has no CUDA kernel for): every one of our int8 nodes placed
+    on the CUDA provider, no check failed on real digits, and the outputs bit for bit the CPU
+    session's (duplication: integer products, exact on either provider) or, for the rerun
+    strategy, whose fast path is the original layers, the original model's on the GPU."""
+    from onnx_ecc.runtime.counters import read_counters
+    from onnx_ecc.transform.record import read_protection
+
+    qdq, x = _quantised_mnist(fmt)
+    protected = onnx_ecc.transform(qdq, strategy=strategy) if strategy != "duplication" else onnx_ecc.transform(qdq)
+    assert our_ops <= {n.op_type for n in protected.graph.node}
+    model_id = read_protection(protected)["model_id"]
+
+    def run(model, gpu: bool, profile: str | None = None):
+        so = onnx_ecc.session_options()
+        if profile:
+            so.enable_profiling = True
+            so.profile_file_prefix = str(tmp_path / profile)
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=[CUDA, "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        return out, (_placements(sess) if profile else None)
+
+    before = {k: v.flagged for k, v in read_counters(model_id).items()}
+    got, placed = run(protected, True, f"int8_{fmt}_{strategy}")
+    for op in our_ops:
+        assert placed.get(op) == {"CUDAExecutionProvider"}, (op, placed.get(op))
+    flagged = {k: v.flagged - before.get(k, 0) for k, v in read_counters(model_id).items()}
+    assert sum(flagged.values()) == 0, f"checks failed on the GPU on clean inputs: {flagged}"
+    if strategy == "rerun":
+        np.testing.assert_array_equal(got, run(qdq, True)[0])
+    else:
+        np.testing.assert_array_equal(got, run(protected, False)[0])
