@@ -366,7 +366,7 @@ struct DecodeKernel : DecodeAttrs {
       const RunErasures er = learner.View(erased.get(), run);
       Job job{this, in.y, residual, z.GetTensorMutableData<float>(), xmax.empty() ? nullptr : xmax.data(), outer, inner,
               SplitWork(outer, inner, blocks, L.total_channels + L.data_channels), &counts, &er};
-      ctx.ParallelFor(&Run, static_cast<size_t>(job.split.items), 0, &job);
+      RunItems(ctx, &Run, static_cast<size_t>(job.split.items), &job, outer * inner * (L.total_channels + L.data_channels));
       const DecodeCounts total = counts.Total(outer * inner * blocks);
       learner.EndRun(run, total.flagged > 0);
       counters->Add(total);
@@ -424,7 +424,9 @@ struct DepthwiseKernel : DepthwiseAttrs {
       SharedCounts counts;
       Job job{this, x.GetTensorData<float>(), y.GetTensorData<float>(), z.GetTensorMutableData<float>(), planes,
               per_item, xs[2], xs[3], verified, &counts};
-      if (planes > 0) ctx.ParallelFor(&Run, static_cast<size_t>((planes + per_item - 1) / per_item), 0, &job);
+      if (planes > 0)
+        RunItems(ctx, &Run, static_cast<size_t>((planes + per_item - 1) / per_item), &job,
+                 planes * (xs[2] * xs[3] + 2 * ys[2] * ys[3]));
       const DecodeCounts total = counts.Total(planes * ys[2]);
       counters->Add(total);
       if (fail_stop && total.uncorrectable > 0)

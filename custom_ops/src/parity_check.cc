@@ -259,7 +259,8 @@ struct ParityCheckKernel : ParityCheckAttrs {
       if (in.outer * in.inner > 0) {
         Job job{this, in.y, in.p, in.outer, in.inner, in.y_row_stride,
                 SplitWork(in.outer, in.inner, blocks, L.data_channels + L.parity * blocks), &counts};
-        ctx.ParallelFor(&Run, static_cast<size_t>(job.split.items), 0, &job);
+        RunItems(ctx, &Run, static_cast<size_t>(job.split.items), &job,
+                 in.outer * in.inner * (L.data_channels + L.parity * blocks));
       }
       const DecodeCounts total = counts.Total(in.outer * in.inner * blocks);
       counters->Add(total);

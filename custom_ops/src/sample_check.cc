@@ -9,6 +9,7 @@
 #include "onnx_ecc/ort_attrs.h"
 #include "onnx_ecc/ort_glue.h"
 #include "onnx_ecc/sample_check.h"
+#include "cpu_work.h"
 #include "sweeps.h"
 
 namespace onnx_ecc {
@@ -244,10 +245,8 @@ struct SampleCheckKernel : SampleCheckAttrs {
         Job job{this, in.a, in.y, in.r, in.hw, &failed};
         if (BadFilters(ctx, in) > 0) {  // a corrupted filter makes every sample wrong
           std::fill(failed.begin(), failed.end(), 1);
-        } else if (in.samples * cfg.channels * in.hw < (1 << 15)) {  // small: not worth waking the thread pool
-          for (size_t i = 0; i < failed.size(); ++i) Run(&job, i);
         } else {
-          ctx.ParallelFor(&Run, failed.size(), 0, &job);
+          RunItems(ctx, &Run, failed.size(), &job, in.samples * cfg.channels * in.hw);
         }
         c.vectors = in.samples;
         for (unsigned char f : failed) c.flagged += f;
