@@ -150,3 +150,35 @@ def test_the_inline_strategy_leaves_depthwise_int8_convs_alone_with_the_reason(f
     assert len(skipped) == 4 and all("--strategy rerun only" in r for r in skipped.values()), skipped
     assert len(record["protected"]) == 6
     np.testing.assert_array_equal(_run(_protected(protected), x[:64]), _run(_fused(q), x[:64]))
+
+
+def test_a_grouped_int8_conv_is_covered_under_the_rerun_strategy_and_a_sampled_error_corrected():
+    """The zoo's CNN with a groups=4 conv (random weights; calibrated and run on real Fashion-MNIST images):
+    the grouped conv has the same fused check and rerun as the depthwise ones, bit-identical when clean."""
+    pytest.importorskip("torch")
+    from onnx_ecc import datasets, zoo
+    from onnx_ecc.transform.calibration import probe
+    from onnx_ecc.zoo.pretrained import fashion_rgb32
+    from onnx_ecc.zoo.quantised import quantize_qdq
+
+    data = datasets.load("fashion-mnist")
+    q = quantize_qdq(zoo.grouped_cnn(), fashion_rgb32(data.x_train[:128]))
+    protected = onnx_ecc.transform(q, strategy="rerun")
+    record = read_protection(protected)
+    grouped = _depthwise(protected)
+    assert [p["groups"] for p in grouped] == [4] and not record["skipped"] and len(record["protected"]) == 4
+    x = fashion_rgb32(data.x_test[:200])
+    sess = _protected(protected)
+    got, counts = _deltas(record["model_id"], lambda: _run(sess, x))
+    clean = _run(_fused(q), x)
+    np.testing.assert_array_equal(got, clean)
+    assert all(c.flagged == 0 for k, c in counts.items() if k.endswith("(sample check)"))
+    layer = grouped[0]["name"]
+    tensor = _quantised_output(protected, layer)
+    shape = probe(protected, [tensor])({protected.graph.input[0].name: x[:16]})[tensor].shape
+    fault = np.zeros(shape, np.uint8)
+    fault[_position(shape, grouped[0]["sample_stride"], True)] = 64
+    feeds = {protected.graph.input[0].name: x[:16], f"{tensor}__fault": fault}
+    got, counts = _deltas(record["model_id"], lambda: _protected(_with_added_fault(protected, tensor)).run(None, feeds)[0])
+    assert counts[f"{layer} (sample check)"].flagged > 0
+    np.testing.assert_array_equal(got, clean[:16])
