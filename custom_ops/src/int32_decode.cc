@@ -73,10 +73,11 @@ void DecodeSpan(const IntDecodeConfig& c, const int32_t* y, int32_t* z, int64_t 
   }
 }
 
-// One channels-last row: y [C], z [M], block by block (Int32DecodeBlock, the CUDA kernel's item).
+// One channels-last row: y [C], z [M] (+ bias in one loop, then each block's check, the CUDA item's).
 ECC_CLONES
 void DecodeRow(const IntCode& c, const int32_t* y, int32_t* z, DecodeCounts& counts) {
-  for (int64_t kb = 0; kb < c.blocks(); ++kb) Int32DecodeBlock(c, y, z, 1, 0, kb, counts);
+  for (int64_t m = 0; m < c.data_channels; ++m) z[m] = AddWrapped(y[m], c.bias[m]);
+  for (int64_t kb = 0; kb < c.blocks(); ++kb) Int32DecodeCheck(c, y, z, 1, 0, kb, counts);
 }
 
 }  // namespace

@@ -134,8 +134,14 @@ ECC_CLONES
 void DecodeRows(const IntDecodeConfig& cfg, const int32_t* y, uint8_t* z, int64_t r0, int64_t r1, DecodeCounts& counts) {
   const IntCode c = cfg.View();
   const int64_t M = c.data_channels, C = cfg.channels(), nb = c.blocks();
-  for (int64_t row = r0; row < r1; ++row)
-    for (int64_t kb = 0; kb < nb; ++kb) IntDecodeRowBlock(c, y + row * C, z + row * M, kb, counts);
+  const float* sc = c.scale;
+  const int32_t* bias = c.bias;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int32_t* yr = y + row * C;
+    uint8_t* zr = z + row * M;
+    for (int64_t m = 0; m < M; ++m) zr[m] = RequantizeU8(yr[m], bias[m], sc[m], c.zero_point);  // one loop a row
+    for (int64_t kb = 0; kb < nb; ++kb) IntDecodeRowCheck(c, yr, zr, kb, counts);  // the CUDA item's check
+  }
 }
 
 }  // namespace

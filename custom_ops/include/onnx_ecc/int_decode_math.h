@@ -119,12 +119,12 @@ ECC_HD inline uint8_t RequantizeU8(int32_t acc, int32_t bias, float scale, int32
   return static_cast<uint8_t>(static_cast<int32_t>(FloatBits(f)) - 0x4B400000 + zp);
 }
 
-// IntDecode's item: block kb of one channels-last row y [data channels, digit columns] into its
-// row z [data channels] of uint8: requantised, the one wrong accumulator of the block corrected first.
-ECC_HD inline void IntDecodeRowBlock(const IntCode& c, const int32_t* y, uint8_t* z, int64_t kb, DecodeCounts& n) {
+// IntDecode's check of block kb of one channels-last row y [data channels, digit columns], once
+// its row z [data channels] holds the requantised values: the one wrong accumulator of the block
+// corrected and requantised again.
+ECC_HD inline void IntDecodeRowCheck(const IntCode& c, const int32_t* y, uint8_t* z, int64_t kb, DecodeCounts& n) {
   const int64_t c0 = kb * c.block;
   const int b = c.BlockSize(kb), R = static_cast<int>(c.parity);
-  for (int i = 0; i < b; ++i) z[c0 + i] = RequantizeU8(y[c0 + i], c.bias[c0 + i], c.scale[c0 + i], c.zero_point);
   int64_t s[kIntMaxParity];
   IntSyndromes(y + c0, b, y + c.data_channels, c.planes + kb * R, c.offsets + kb * R, c.generator, c.block, R, c.base,
                s);
@@ -139,13 +139,22 @@ ECC_HD inline void IntDecodeRowBlock(const IntCode& c, const int32_t* y, uint8_t
   }
 }
 
-// Int32Decode's item: block kb at position p of one outer index, y [C, inner] and z [M, inner]
-// (inner = 1: a channels-last row): z = corrected accumulators + bias, wrapping as int32.
-ECC_HD inline void Int32DecodeBlock(const IntCode& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p,
+// IntDecode's item (the CUDA kernel's): block kb of a row requantised, then checked. The CPU
+// requantises whole rows in one loop, then checks each block.
+ECC_HD inline void IntDecodeRowBlock(const IntCode& c, const int32_t* y, uint8_t* z, int64_t kb, DecodeCounts& n) {
+  const int64_t c0 = kb * c.block;
+  const int b = c.BlockSize(kb);
+  for (int i = 0; i < b; ++i) z[c0 + i] = RequantizeU8(y[c0 + i], c.bias[c0 + i], c.scale[c0 + i], c.zero_point);
+  IntDecodeRowCheck(c, y, z, kb, n);
+}
+
+// Int32Decode's check of block kb at position p of one outer index, y [C, inner] and z [M, inner]
+// (inner = 1: a channels-last row), once z holds accumulators + bias: the one wrong accumulator
+// corrected (+ bias, wrapping as int32).
+ECC_HD inline void Int32DecodeCheck(const IntCode& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p,
                                     int64_t kb, DecodeCounts& n) {
   const int64_t c0 = kb * c.block;
   const int b = c.BlockSize(kb), R = static_cast<int>(c.parity);
-  for (int i = 0; i < b; ++i) z[(c0 + i) * inner + p] = AddWrapped(y[(c0 + i) * inner + p], c.bias[c0 + i]);
   int64_t s[kIntMaxParity];
   IntSyndromes(y + c0 * inner + p, b, y + c.data_channels * inner + p, c.planes + kb * R, c.offsets + kb * R,
                c.generator, c.block, R, c.base, s, inner);
@@ -158,6 +167,15 @@ ECC_HD inline void Int32DecodeBlock(const IntCode& c, const int32_t* y, int32_t*
     const int64_t ch = c0 + where;
     z[ch * inner + p] = AddWrapped(IntFixed(y[ch * inner + p], e), c.bias[ch]);
   }
+}
+
+// Int32Decode's item (the CUDA kernel's): block kb at position p written (+ bias), then checked.
+ECC_HD inline void Int32DecodeBlock(const IntCode& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p,
+                                    int64_t kb, DecodeCounts& n) {
+  const int64_t c0 = kb * c.block;
+  const int b = c.BlockSize(kb);
+  for (int i = 0; i < b; ++i) z[(c0 + i) * inner + p] = AddWrapped(y[(c0 + i) * inner + p], c.bias[c0 + i]);
+  Int32DecodeCheck(c, y, z, inner, p, kb, n);
 }
 
 // The bias check of block kb (IntDecode and Int32Decode, when bias_parity is given): the bias's
