@@ -39,7 +39,8 @@ OrtStatusPtr ReadIm2ColInputs(const Im2ColAttrs& a, Ort::KernelContext& ctx, Im2
     return Error(ORT_INVALID_ARGUMENT, a.name, "X must be uint8 or int8");
   const auto s = xi.GetShape();
   if (s.size() != 4) return Error(ORT_INVALID_ARGUMENT, a.name, "X must be 4-D (N, H, W, C)");
-  if (s[1] + a.pads[0] + a.pads[2] < a.dl[0] * (a.k[0] - 1) + 1 || s[2] + a.pads[1] + a.pads[3] < a.dl[1] * (a.k[1] - 1) + 1)
+  if (s[1] + a.pads[0] + a.pads[2] < a.dl[0] * (a.k[0] - 1) + 1 ||
+      s[2] + a.pads[1] + a.pads[3] < a.dl[1] * (a.k[1] - 1) + 1)
     return Error(ORT_INVALID_ARGUMENT, a.name, "the kernel is larger than the padded input");
   q->n = s[0]; q->h = s[1]; q->w = s[2]; q->c = s[3];
   q->ho = (q->h + a.pads[0] + a.pads[2] - a.dl[0] * (a.k[0] - 1) - 1) / a.st[0] + 1;

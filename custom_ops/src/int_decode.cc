@@ -107,7 +107,8 @@ OrtStatusPtr ReadIntDecodeInputs(const IntDecodeAttrs& k, Ort::KernelContext& ct
                                  IntDecodeInputs* in) {
   auto y = ctx.GetInput(0);
   auto yi = y.GetTensorTypeAndShapeInfo();
-  if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) return Error(ORT_INVALID_ARGUMENT, k.name, "Y must be int32");
+  if (yi.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32)
+    return Error(ORT_INVALID_ARGUMENT, k.name, "Y must be int32");
   auto shape = yi.GetShape();
   const int64_t rank = static_cast<int64_t>(shape.size());
   const int64_t ax = k.axis < 0 ? k.axis + rank : k.axis;

@@ -65,7 +65,8 @@ def _run_cpu(decl, feeds: dict, types: dict, out_type, attrs, inputs=None):
                           [helper.make_tensor_value_info("Z", out_type, None)])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.DOMAIN, 1)],
                               ir_version=9)
-    sess = ort.InferenceSession(model.SerializeToString(), onnx_ecc.session_options(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), onnx_ecc.session_options(),
+                                providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)[0]
 
 
@@ -274,7 +275,8 @@ def test_int_sample_check_on_the_host_fails_the_rows_the_cpu_kernel_fails(host, 
     dims = np.array([outer, rows, y.shape[1], c, stride, c, w_rows, w_cols, int(weight_axis == 1)], np.int64)
     sums64 = np.asarray(sums, np.int64) if sums is not None else None
     failed = host.OnnxEccHost_IntSampleCheck(_ptr(dims, ctypes.c_int64), _ptr(sums64, ctypes.c_int64),
-                                             _ptr(a.view(np.uint8), ctypes.c_uint8), _ptr(y.view(np.uint8), ctypes.c_uint8),
+                                             _ptr(a.view(np.uint8), ctypes.c_uint8),
+                                             _ptr(y.view(np.uint8), ctypes.c_uint8),
                                              _ptr(w, ctypes.c_int8), _ptr(bias, ctypes.c_int32))
     assert failed == want_failed == _counts(f"isc{seed} (sample check)")[0]
     assert raised == want_raised == (failed > 0)
