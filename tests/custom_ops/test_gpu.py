@@ -516,6 +516,30 @@ def test_int_decode_fail_stop_raises_on_the_gpu_as_on_the_cpu():
             sess.run(None, {"Y": y})
 
 
+@pytest.mark.parametrize("case", ["channels", "axis", "pad_value"])
+def test_int8_ops_refuse_bad_inputs_like_the_cpu(case):
+    """The validation is shared (Read*Inputs): the same one-line error status on either provider."""
+    y, attrs = _int_layer(1, 16, 8, 2, rows=4, faults=0)
+    attrs["model_id"] = "gpu-int-bad"
+    if case == "channels":
+        decl, inputs, feeds, out = ops.INT_DECODE, {"Y": TensorProto.INT32}, {"Y": y[:, :-1].copy()}, TensorProto.UINT8
+    elif case == "axis":
+        decl, inputs, feeds, out = ops.INT_DECODE, {"Y": TensorProto.INT32}, {"Y": y}, TensorProto.UINT8
+        attrs["axis"] = 0
+    else:
+        decl, out = ops.IM2COL_NHWC, TensorProto.UINT8
+        inputs = {"X": TensorProto.UINT8, "PadValue": TensorProto.UINT8}
+        feeds = {"X": np.zeros((1, 4, 4, 2), np.uint8), "PadValue": np.array([1, 2], np.uint8)}
+        attrs = dict(kernel_shape=[3, 3])
+    messages = []
+    for gpu in (False, True):
+        sess = _int_op_session(decl, inputs, out, attrs, gpu)
+        with pytest.raises(Exception) as e:
+            sess.run(None, feeds)
+        messages.append(str(e.value).split("onnx-ecc", 1)[-1])
+    assert messages[0] == messages[1]
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("shape,kernel,strides,pads,dil", [((2, 28, 28, 1), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
                                                            ((4, 14, 14, 32), (3, 3), (2, 2), (1, 0, 1, 1), (1, 1)),
