@@ -152,22 +152,62 @@ def test_the_inline_strategy_leaves_depthwise_int8_convs_alone_with_the_reason(f
     np.testing.assert_array_equal(_run(_protected(protected), x[:64]), _run(_fused(q), x[:64]))
 
 
-def test_a_grouped_int8_conv_is_covered_under_the_rerun_strategy_and_a_sampled_error_corrected():
-    """The zoo's CNN with a groups=4 conv (random weights; calibrated and run on real Fashion-MNIST images):
-    the grouped conv has the same fused check and rerun as the depthwise ones, bit-identical when clean."""
+@functools.lru_cache(maxsize=None)
+def _grouped():
+    """The zoo's CNN with a groups=4 conv (random weights) quantised QDQ U8S8 on real Fashion-MNIST images, and 200
+    real test images."""
     pytest.importorskip("torch")
     from onnx_ecc import datasets, zoo
-    from onnx_ecc.transform.calibration import probe
     from onnx_ecc.zoo.pretrained import fashion_rgb32
     from onnx_ecc.zoo.quantised import quantize_qdq
 
     data = datasets.load("fashion-mnist")
-    q = quantize_qdq(zoo.grouped_cnn(), fashion_rgb32(data.x_train[:128]))
+    return quantize_qdq(zoo.grouped_cnn(), fashion_rgb32(data.x_train[:128])), fashion_rgb32(data.x_test[:200])
+
+
+def test_a_grouped_int8_conv_is_coded_group_by_group_inline_and_a_wrong_accumulator_per_group_corrected():
+    """groups=4 (8 input, 16 output channels per group): a code per group, bit-identical when clean with no flag;
+    a +2^24 error in one accumulator of each group's every output vector corrected."""
+    from test_int8 import _with_accumulator_faults
+
+    q, x = _grouped()
+    protected = onnx_ecc.transform(q)
+    record = read_protection(protected)
+    layer = next(p for p in record["protected"] if p["groups"] > 1)
+    assert layer["groups"] == 4 and layer["kind"] == "int-code" and not record["skipped"] and len(record["protected"]) == 4
+    from onnx_ecc.transform.inspection import format_report
+
+    assert "x4 groups, exact" in format_report(protected)
+    got, counts = _deltas(record["model_id"], lambda: _run(_protected(protected), x))
+    clean = _run(_fused(q), x)
+    np.testing.assert_array_equal(got, clean)
+    assert counts[layer["name"]].runs == 4 and counts[layer["name"]].flagged == 0  # one IntDecode per group
+    from onnx_ecc.transform.calibration import probe
+
+    names = [f"{layer['name']}__ecc_group{g}" for g in range(4)]  # each group's accumulators: <name>__ecc_acc
+    feeds = {protected.graph.input[0].name: x[:8]}
+    shapes = {k: v.shape for k, v in probe(protected, [f"{n}__ecc_acc" for n in names])(feeds).items()}
+    sess = _protected(_with_accumulator_faults(protected, names))
+    rng = np.random.default_rng(0)
+    for i, n in enumerate(names):
+        fault = np.zeros(shapes[f"{n}__ecc_acc"], np.int32)  # [N, H, W, 16 channels + digit columns]
+        fault[..., rng.integers(0, 16)] = (1 << 24) * (1 if i % 2 else -1)
+        feeds[f"{n}__fault"] = fault
+    got, counts = _deltas(record["model_id"], lambda: sess.run(None, feeds)[0])
+    np.testing.assert_array_equal(got, clean[:8])
+    assert counts[layer["name"]].corrected_values >= 4 * 8 * 16 * 16 and counts[layer["name"]].uncorrectable == 0
+
+
+def test_a_grouped_int8_conv_is_covered_under_the_rerun_strategy_and_a_sampled_error_corrected():
+    """The same model under the rerun strategy: the grouped conv keeps its fused kernel with the exact sample
+    check, bit-identical when clean; a sampled error is flagged and the run decoded (its groups' IntDecodes)."""
+    from onnx_ecc.transform.calibration import probe
+
+    q, x = _grouped()
     protected = onnx_ecc.transform(q, strategy="rerun")
     record = read_protection(protected)
-    grouped = _depthwise(protected)
+    grouped = [p for p in record["protected"] if p["groups"] > 1]
     assert [p["groups"] for p in grouped] == [4] and not record["skipped"] and len(record["protected"]) == 4
-    x = fashion_rgb32(data.x_test[:200])
     sess = _protected(protected)
     got, counts = _deltas(record["model_id"], lambda: _run(sess, x))
     clean = _run(_fused(q), x)
@@ -180,5 +220,5 @@ def test_a_grouped_int8_conv_is_covered_under_the_rerun_strategy_and_a_sampled_e
     fault[_position(shape, grouped[0]["sample_stride"], True)] = 64
     feeds = {protected.graph.input[0].name: x[:16], f"{tensor}__fault": fault}
     got, counts = _deltas(record["model_id"], lambda: _protected(_with_added_fault(protected, tensor)).run(None, feeds)[0])
-    assert counts[f"{layer} (sample check)"].flagged > 0
+    assert counts[f"{layer} (sample check)"].flagged > 0 and counts[layer].runs == 4
     np.testing.assert_array_equal(got, clean[:16])

@@ -12,6 +12,11 @@ no false alarm), corrects one wrong accumulator per block and output vector, add
 Outputs are uint8: an int8 output (int8 activations) is shifted by 128 and its DequantizeLinear
 consumers get the shifted zero point (exact). The MatMulInteger keeps the layer's name.
 
+A grouped conv (more than one input and output channel per group) is coded group by group: a Slice of
+the group's input channels -> Im2ColNhwc -> MatMulInteger -> IntDecode each, joined by a Concat (channels
+last). Depthwise convs have no dense product to code and are left alone (the rerun strategy checks them:
+strategies/int_recompute.py).
+
 Convs keep activations channels last from one to the next: a conv whose input is the NCHW
 Transpose of a channels-last tensor (the output of a rewritten conv) reads that tensor directly,
 and a MaxPool on a rewritten conv's output (DequantizeLinear -> MaxPool -> QuantizeLinear with the
@@ -233,8 +238,9 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
     attrs = node.attrs
     conv = node.op == "Conv"
     if conv:
-        if int(attrs.get("group", 1)) != 1:
-            raise Skip("grouped / depthwise int8 conv: checked under --strategy rerun only (strategies/int_recompute.py)")
+        groups = int(attrs.get("group", 1))
+        if groups > 1 and (wq.shape[1] == 1 or wq.shape[0] // groups == 1):  # no dense product to code per group
+            raise Skip("depthwise int8 conv: checked under --strategy rerun only (strategies/int_recompute.py)")
         if wq.ndim != 4:
             raise Skip("only 2-D convolutions")
         if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
@@ -264,12 +270,11 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
         if not np.allclose(np.broadcast_to(sb.ravel(), (m,)), np.float32(sx) * swv, rtol=1e-6, atol=0):
             raise Skip("bias scale is not input scale x weight scale")
         bias = bq.astype(np.int64).ravel()
-    block, parity = min(options.block, m), options.parity
+    groups = int(attrs.get("group", 1)) if conv else 1
+    mg = m // groups  # output channels per group: a grouped conv is coded group by group
+    block, parity = min(options.block, mg), options.parity
     if parity > 4:
         raise Skip("int8 layers take at most 4 checks per block")
-    digits, planes, g = integer.parity_rows(w2d, block, parity)
-    w_aug = np.ascontiguousarray(np.concatenate([w2d, digits]).T.astype(np.int8))   # [K, M + P]
-    p = digits.shape[0]
     scale = (np.float32(sx) * swv / np.float32(sy[()] if sy.ndim == 0 else sy.ravel()[0])).astype(np.float32)
     zx_u8, zy_u8 = _u8(zx, xtype), _u8(int(zy.ravel()[0]), zy.dtype)
     name = node.name
@@ -278,32 +283,51 @@ def protect_quantised(graph: gs.Graph, node: gs.Node, options, model_id: str) ->
         if nhwc is None:
             nhwc = gs.Variable(f"{name}__ecc_x_nhwc", dtype=xq.dtype)
             graph.nodes.append(gs.Node("Transpose", f"{name}__ecc_to_nhwc", {"perm": [0, 2, 3, 1]}, [xq], [nhwc]))
-        cols = gs.Variable(f"{name}__ecc_im2col", dtype=np.uint8)
-        emit_node(graph, ops.IM2COL_NHWC, [nhwc], [cols], f"{name}__ecc_im2col",
-                  dict(kernel_shape=[int(kh), int(kw)], strides=list(attrs.get("strides", [1, 1])),
-                       pads=list(attrs.get("pads", [0, 0, 0, 0])), dilations=list(attrs.get("dilations", [1, 1])),
-                       pad_value=zx_u8))
-        a, a_zp = cols, _const(f"{name}__ecc_x_zp", np.uint8(zx_u8))
-    else:
-        a, a_zp = xq, _const(f"{name}__ecc_x_zp", np.array(zx, xtype))
-    acc = gs.Variable(f"{name}__ecc_acc", dtype=np.int32)
-    graph.nodes.append(gs.Node("MatMulInteger", name, {}, [a, _const(f"{name}__ecc_w_aug", w_aug), a_zp], [acc]))
-    decoded = gs.Variable(f"{name}__ecc_nhwc", dtype=np.uint8) if conv else None
     target = yq
     if zy.dtype == np.int8:  # the uint8 output replaces yq; its DequantizeLinear consumers take the shifted zero point
         target = _u8_target(graph, yq)
     q.outputs.clear()
     node.outputs.clear()
-    emit_node(graph, ops.INT_DECODE, [acc], [decoded if conv else target], f"{name}__ecc_decode",
-              dict(axis=-1, data_channels=int(m), block=int(block), parity=int(parity),
-                   generator=[int(v) for v in g.ravel()], planes=[int(v) for v in planes],
-                   bias=[int(v) for v in bias], bias_parity=integer.bias_parity(bias, block, parity),
-                   scale=[float(v) for v in scale], zero_point=int(zy_u8), mode=options.mode,
-                   fail_stop=int(options.fail_stop), layer=name, model_id=model_id))
+    decoded = gs.Variable(f"{name}__ecc_nhwc", dtype=np.uint8) if conv else None
+    parts, p = [], 0
+    for gi in range(groups):
+        tag, rows = ("" if groups == 1 else f"__ecc_group{gi}"), slice(gi * mg, (gi + 1) * mg)
+        digits, planes, g = integer.parity_rows(w2d[rows], block, parity)
+        w_aug = np.ascontiguousarray(np.concatenate([w2d[rows], digits]).T.astype(np.int8))   # [K, M + P]
+        p += digits.shape[0]
+        if conv:
+            x_g = nhwc
+            if groups > 1:  # this group's input channels (channels last)
+                cg = wq.shape[1]
+                x_g = gs.Variable(f"{name}{tag}__ecc_x", dtype=nhwc.dtype)
+                graph.nodes.append(gs.Node("Slice", f"{name}{tag}__ecc_x", {}, [nhwc] + [
+                    _const(f"{name}{tag}__ecc_x_{k}", np.array([v], np.int64))
+                    for k, v in (("starts", gi * cg), ("ends", (gi + 1) * cg), ("axes", 3))], [x_g]))
+            cols = gs.Variable(f"{name}{tag}__ecc_im2col", dtype=np.uint8)
+            emit_node(graph, ops.IM2COL_NHWC, [x_g], [cols], f"{name}{tag}__ecc_im2col",
+                      dict(kernel_shape=[int(kh), int(kw)], strides=list(attrs.get("strides", [1, 1])),
+                           pads=list(attrs.get("pads", [0, 0, 0, 0])), dilations=list(attrs.get("dilations", [1, 1])),
+                           pad_value=zx_u8))
+            a, a_zp = cols, _const(f"{name}{tag}__ecc_x_zp", np.uint8(zx_u8))
+        else:
+            a, a_zp = xq, _const(f"{name}__ecc_x_zp", np.array(zx, xtype))
+        acc = gs.Variable(f"{name}{tag}__ecc_acc", dtype=np.int32)
+        graph.nodes.append(gs.Node("MatMulInteger", f"{name}{tag}" if gi else name, {},
+                                   [a, _const(f"{name}{tag}__ecc_w_aug", w_aug), a_zp], [acc]))
+        out = gs.Variable(f"{name}{tag}__ecc_nhwc", dtype=np.uint8) if groups > 1 else (decoded if conv else target)
+        emit_node(graph, ops.INT_DECODE, [acc], [out], f"{name}{tag}__ecc_decode",
+                  dict(axis=-1, data_channels=int(mg), block=int(block), parity=int(parity),
+                       generator=[int(v) for v in g.ravel()], planes=[int(v) for v in planes],
+                       bias=[int(v) for v in bias[rows]], bias_parity=integer.bias_parity(bias[rows], block, parity),
+                       scale=[float(v) for v in scale[rows]], zero_point=int(zy_u8), mode=options.mode,
+                       fail_stop=int(options.fail_stop), layer=name, model_id=model_id))
+        parts.append(out)
+    if groups > 1:  # the groups' outputs side by side, channels last
+        graph.nodes.append(gs.Node("Concat", f"{name}__ecc_join", {"axis": -1}, parts, [decoded]))
     if conv:
         graph.nodes.append(gs.Node("Transpose", f"{name}__ecc_to_nchw", {"perm": [0, 3, 1, 2]}, [decoded], [target]))
         _pool_channels_last(graph, decoded, target)  # MaxPools after the conv run channels last
-    checks = parity * ((m + block - 1) // block)
-    return Protected(name, node.op, KIND, int(m), int(p), int(block), int(parity), 1,
+    checks = parity * groups * ((mg + block - 1) // block)
+    return Protected(name, node.op, KIND, int(m), int(p), int(block), int(parity), int(groups),
                      params=int(wq.size + (m if has_bias else 0)), extra_params=int(p * k + (checks if has_bias else 0)),
                      macs_per_vector=int(m * k), extra_macs_per_vector=float(p * k + parity * m), dtype="int8")

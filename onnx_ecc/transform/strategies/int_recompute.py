@@ -1,5 +1,6 @@
-"""Grouped and depthwise int8 QDQ convs under the rerun strategy: fused on the fast path with the exact
-sample check, recomputed in the rerun from a weight copy of their own.
+"""Depthwise int8 QDQ convs (any grouped conv the inline rule leaves alone) under the rerun strategy: fused on
+the fast path with the exact sample check, recomputed in the rerun from a weight copy of their own. Grouped
+convs with several channels per group have the inline rule's code group by group (rules/quantised.py).
 
 Why: an int8 depthwise conv's output channel c reads only input channel c, so a parity channel over a
 block of them is no conv of the same input, and its int32 accumulators are only visible if the layer
@@ -28,7 +29,8 @@ KIND = "int-recompute"
 
 
 def grouped_int8_convs(model: onnx.ModelProto, fused: set[str]) -> list[str]:
-    """The fused-able QDQ convs (``fused``: int_sample_check.fused_qdq_layers) with group > 1."""
+    """The fused-able QDQ convs (``fused``: int_sample_check.fused_qdq_layers) with group > 1 (those the inline rule
+    did not protect are this module's)."""
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.name in fused
             and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 

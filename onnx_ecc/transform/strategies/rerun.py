@@ -75,8 +75,9 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     full, record = protect_inline(model, full_options, model_id)
     full = merge_parity_products(full)
     fused = fused_qdq_layers(model)
-    full = recompute_from_own_weights(full, [c for c in grouped_int8_convs(model, fused)
-                                             if options.mode_of(c) != "none"], record)  # int_recompute.py
+    left = {s["name"] for s in record["skipped"] if options.mode_of(s["name"]) != "none"}  # depthwise: no inline code
+    full = recompute_from_own_weights(full, [c for c in grouped_int8_convs(model, fused) if c in left],
+                                      record)  # int_recompute.py
     checked = [p for p in record["protected"] if options.mode_of(p["name"]) == "check"]
     # QDQ layers (int8 weights, products of two int8 activations, operator forms expressed as QDQ above,
     # grouped / depthwise convs) keep their fused kernels with exact sample checks (int_sample_check.py);
