@@ -222,3 +222,14 @@ def test_a_grouped_int8_conv_is_covered_under_the_rerun_strategy_and_a_sampled_e
     got, counts = _deltas(record["model_id"], lambda: _protected(_with_added_fault(protected, tensor)).run(None, feeds)[0])
     assert counts[f"{layer} (sample check)"].flagged > 0 and counts[layer].runs == 4
     np.testing.assert_array_equal(got, clean[:16])
+
+
+def test_layer_mode_decode_of_a_depthwise_int8_conv_is_refused_and_none_leaves_it_alone():
+    q, protected, x = _case("qdq", "u8s8")
+    layer = _depthwise(protected)[0]["name"]
+    with pytest.raises(Exception, match="no inline decoding"):
+        onnx_ecc.transform(q, strategy="rerun", layer_modes=((layer, "decode"),))
+    alone = onnx_ecc.transform(q, strategy="rerun", layer_modes=((layer, "none"),))
+    record = read_protection(alone)
+    assert [s["name"] for s in record["skipped"]] == [layer] and len(_depthwise(alone)) == 3
+    np.testing.assert_array_equal(_run(_protected(alone), x[:32]), _run(_fused(q), x[:32]))
