@@ -204,6 +204,7 @@ ECC_INLINE void CheckChannel(const DepthwiseConfig& cfg, int64_t c, const float*
 typedef double D8 __attribute__((vector_size(64), aligned(8)));
 typedef int64_t L8 __attribute__((vector_size(64), aligned(8)));
 constexpr int64_t kSmallPlane = 1024;
+constexpr int64_t kSmallStrideW = 4;  // column strides of the eight-plane path (its class sums on the stack)
 
 ECC_INLINE D8 ToD8(sweep::F8 v) { return __builtin_convertvector(v, D8); }
 ECC_INLINE sweep::F8 AbsF8(sweep::F8 v) {
@@ -213,7 +214,7 @@ ECC_INLINE D8 AbsD8(D8 v) { return reinterpret_cast<D8>(reinterpret_cast<L8>(v) 
 
 bool SmallPlanes(const DepthwiseConfig& cfg, int64_t h, int64_t w) {
   const int64_t hp = h + cfg.pad_t + cfg.pad_b;
-  return cfg.stride_w == 1 && h * w <= kSmallPlane && cfg.OutH(h) * cfg.OutW(w) <= kSmallPlane && hp * cfg.kw <= 1024 &&
+  return cfg.stride_w <= kSmallStrideW && h * w <= kSmallPlane && cfg.OutH(h) * cfg.OutW(w) <= kSmallPlane && hp * cfg.kw <= 1024 &&
          hp <= 256 && cfg.kh * cfg.kw <= 64;
 }
 
@@ -261,9 +262,10 @@ ECC_INLINE void RowSums8(const float* v, int64_t rows, int64_t w, D8* t, D8* tab
   }
 }
 
-// Checks planes p .. p + 7 (all of stride_w 1 and small), transposed into xt and yt
+// Checks planes p .. p + 7 (small, stride_w <= kSmallStrideW), transposed into xt and yt
 // (TransposePlanes); returns a bit per plane whose check failed somewhere (those are left to
-// CheckChannel).
+// CheckChannel). A column stride above 1 sums each residue class in column order in double, as
+// CheckChannel does.
 ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, int64_t h, int64_t w, const int64_t* taps,
                                  const float* xt, const float* yt, D8* a, D8* aabs, D8* rows, D8* rows_abs,
                                  D8* actual) {
@@ -272,18 +274,35 @@ ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, int64_t 
   const int64_t kh = cfg.kh, kw = cfg.kw;
   const D8 dz = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t i = 0; i < hp * kw; ++i) a[i] = aabs[i] = dz;
-  RowSums8(xt, h, w, rows, rows_abs);
+  const int64_t sw = cfg.stride_w;
+  if (sw == 1) RowSums8(xt, h, w, rows, rows_abs);
+  D8 cls[kSmallStrideW], clsabs[kSmallStrideW];
   for (int64_t i = 0; i < h; ++i) {
     const float* row = xt + i * w * 8;
+    if (sw == 1) {
+      cls[0] = rows[i];
+      clsabs[0] = rows_abs[i];
+    } else {
+      for (int64_t r = 0; r < sw; ++r) {
+        D8 v = dz, va = dz;
+        for (int64_t q = r; q < w; q += sw) {
+          const sweep::F8 xq = sweep::Load8(row + q * 8);
+          v += ToD8(xq);
+          va += ToD8(AbsF8(xq));
+        }
+        cls[r] = v;
+        clsabs[r] = va;
+      }
+    }
     for (int64_t j = 0; j < kw; ++j) {
-      const int64_t lo_end = taps[3 * j + 1], hi_begin = taps[3 * j + 2];  // residue class 0 (stride 1)
-      D8 v = rows[i], va = rows_abs[i];
-      for (int64_t q = 0; q < lo_end; ++q) {
+      const int64_t r = taps[3 * j], lo_end = taps[3 * j + 1], hi_begin = taps[3 * j + 2];
+      D8 v = cls[r], va = clsabs[r];
+      for (int64_t q = r; q < lo_end; q += sw) {
         const sweep::F8 xq = sweep::Load8(row + q * 8);
         v -= ToD8(xq);
         va -= ToD8(AbsF8(xq));
       }
-      for (int64_t q = hi_begin; q < w; ++q) {
+      for (int64_t q = hi_begin; q < w; q += sw) {
         const sweep::F8 xq = sweep::Load8(row + q * 8);
         v -= ToD8(xq);
         va -= ToD8(AbsF8(xq));

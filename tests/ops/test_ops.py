@@ -144,6 +144,36 @@ def test_depthwise_check_matches_reference(strides, pads, dil):
     np.testing.assert_allclose(got, clean, atol=1e-5)
 
 
+@pytest.mark.parametrize("strides", [(2, 2), (1, 2), (1, 3)])
+def test_strided_depthwise_check_of_many_small_planes_matches_reference(strides):
+    """Planes checked eight at a time (column strides up to 4): each faulty plane found, as the oracle finds it."""
+    rng = np.random.default_rng(7 + sum(strides))
+    c, h, w = 16, 14, 13
+    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    x = rng.standard_normal((3, c, h, w)).astype(np.float32)
+    pads = [1, 1, 1, 1]
+    conv = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=c, strides=list(strides), pads=pads)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(wt, "w"), onnx.numpy_helper.from_array(b, "b")]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    y = ort.InferenceSession(conv.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    clean = y.copy()
+    planes = rng.choice(3 * c, 7, replace=False)
+    for p in planes:
+        n, ch = divmod(int(p), c)
+        y[n, ch, rng.integers(y.shape[2]), rng.integers(y.shape[3])] += 3.0
+    attrs = dict(weights=onnx.numpy_helper.from_array(wt), bias=onnx.numpy_helper.from_array(b),
+                 weight_sums=(wt.reshape(c, -1).astype(np.float64).sum(1) + b).tolist(),
+                 strides=list(strides), pads=pads, dilations=[1, 1], tolerance=16.0)
+    got = _session(_single_op_model(ops.DEPTHWISE_CHECK, ["X", "Y"], attrs)).run(None, {"X": x, "Y": y})[0]
+    want, counts = depthwise_check(x, y, **dict(attrs, weights=wt, bias=b))
+    assert counts["corrected_blocks"] == 7
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got, clean, atol=1e-5)
+
+
 @pytest.mark.parametrize("case", ["channels", "dtype", "generator", "mode"])
 def test_bad_tensors_and_attributes_give_ort_errors(case):
     layout = Layout(16, 8, 2)
