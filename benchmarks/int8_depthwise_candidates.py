@@ -29,16 +29,17 @@ def _models(c: int, stride: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.integers(-127, 128, (c, 1, 3, 3), dtype=np.int8)
     conv = dict(group=c, kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.01, np.float32), "s"),
-             numpy_helper.from_array(np.array(0.002, np.float32), "sw"), numpy_helper.from_array(np.array(3, np.uint8), "z"),
-             numpy_helper.from_array(np.array(0, np.int8), "zw"), numpy_helper.from_array(np.array(0.05, np.float32), "sy")]
+    inits = [numpy_helper.from_array(v, k) for k, v in (
+        ("w", w), ("s", np.array(0.01, np.float32)), ("sw", np.array(0.002, np.float32)), ("z", np.array(3, np.uint8)),
+        ("zw", np.array(0, np.int8)), ("sy", np.array(0.05, np.float32)))]
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, None)
     nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
              helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wf"]),
              helper.make_node("Conv", ["xf", "wf"], ["yf"], **conv),
              helper.make_node("QuantizeLinear", ["yf", "sy", "z"], ["y"])]
-    qdq = helper.make_model(helper.make_graph(nodes, "qdq", [x], [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-                                              inits), opset_imports=[helper.make_opsetid("", 17)])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, None)
+    qdq = helper.make_model(helper.make_graph(nodes, "qdq", [x], [y], inits),
+                            opset_imports=[helper.make_opsetid("", 17)])
     integer = helper.make_model(helper.make_graph(
         [helper.make_node("ConvInteger", ["x", "w", "z"], ["y"], **conv)], "int", [x],
         [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits[:1] + inits[3:4]),
@@ -77,12 +78,13 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
-    print(f"{'channels':>8s} {'size':>5s} {'stride':>6s} {'batch':>5s} {'fused ms':>9s} {'convinteger':>12s} {'twice':>6s}")
+    print(" ".join(f"{h:>{n}s}" for h, n in (("channels", 8), ("size", 5), ("stride", 6), ("batch", 5),
+                                               ("fused ms", 9), ("convinteger", 12), ("twice", 6))))
     for batch in (int(b) for b in args.batches.split(",")):
         for c, size, stride in SHAPES:
             r = measure(c, size, stride, batch, args.repeats)
-            print(f"{c:8d} {size:5d} {stride:6d} {batch:5d} {r['fused_ms']:9.3f} {r['convinteger']:12.2f} {r['twice']:6.2f}",
-                  flush=True)
+            print(f"{c:8d} {size:5d} {stride:6d} {batch:5d} {r['fused_ms']:9.3f} {r['convinteger']:12.2f} "
+                  f"{r['twice']:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def format_report(model: onnx.ModelProto) -> str:
         if p["kind"] == "code":
             code = f"R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "")
         elif p["kind"] == "int-code":  # int8 layers (rules/quantised.py): exact integer checks
-            code = f"int8 R={p['parity']} per {p['block']}" + (f" x{p['groups']} groups" if p["groups"] > 1 else "") + ", exact"
+            groups = f" x{p['groups']} groups" if p["groups"] > 1 else ""
+            code = f"int8 R={p['parity']} per {p['block']}{groups}, exact"
         elif p["kind"] == "int-recompute":  # grouped / depthwise int8 convs (strategies/int_recompute.py)
             code = f"int8 x{p['groups']} groups: rerun from a weight copy"
         else:
