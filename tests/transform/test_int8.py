@@ -16,23 +16,17 @@ import onnx_ecc
 from onnx_ecc.runtime.counters import read_counters
 from onnx_ecc.transform.record import read_protection
 
+from conftest import pretrained_with_data
+
 pytest.importorskip("onnxruntime.quantization")
 
 
 @functools.lru_cache(maxsize=None)
 def _case(name: str, variant: str):
     """(QDQ model, protected model, real test images) of a pretrained model, once per session."""
-    pytest.importorskip("torch")
-    from onnx_ecc import datasets, zoo
     from onnx_ecc.zoo.quantised import quantize_qdq
 
-    try:
-        if name == "mnist_cnn":
-            model, data = zoo.mnist_cnn(), datasets.load("mnist")
-        else:
-            model, data = zoo.fashion_mlp(), datasets.load("fashion-mnist")
-    except Exception as e:  # package or data missing: say which
-        pytest.skip(f"{name} or its data unavailable: {e}")
+    model, data = pretrained_with_data(name)
     shape = (-1,) + tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
     qdq = quantize_qdq(model, data.x_train[:128].reshape(shape), variant)
     return qdq, onnx_ecc.transform(qdq), data.x_test[:200].reshape(shape).astype(np.float32)

@@ -20,6 +20,7 @@ import onnx_ecc
 from onnx_ecc.runtime.counters import read_counters
 from onnx_ecc.transform.calibration import probe
 from onnx_ecc.transform.record import read_protection
+from conftest import pretrained_with_data
 from test_int8 import _flip, _fused, _protected, _run, _with_accumulator_faults
 
 pytest.importorskip("onnxruntime.quantization")
@@ -32,18 +33,10 @@ def _case(name: str, fmt: str):
     """(quantised model, protected model, inputs) of a zoo model, once per session: real test images for the
     pretrained models, seeded random token embeddings for the encoder (random weights, no data of its own)."""
     pytest.importorskip("torch")
-    from onnx_ecc import datasets, zoo
+    from onnx_ecc import zoo
     from onnx_ecc.zoo.quantised import quantize_dynamic_int8, quantize_operator
 
-    try:
-        if name == "bert_encoder":
-            model, data = zoo.bert_encoder(), None
-        elif name == "mnist_cnn":
-            model, data = zoo.mnist_cnn(), datasets.load("mnist")
-        else:
-            model, data = zoo.fashion_mlp(), datasets.load("fashion-mnist")
-    except Exception as e:  # package or data missing: say which
-        pytest.skip(f"{name} or its data unavailable: {e}")
+    model, data = (zoo.bert_encoder(), None) if name == "bert_encoder" else pretrained_with_data(name)
     shape = (-1,) + tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
     if data is None:
         x = np.random.default_rng(0).standard_normal((16,) + shape[1:]).astype(np.float32)
