@@ -7,7 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <string>
+
+#include "onnx_ecc/counters.h"
 #include "onnx_ecc/decode.h"
+#include "onnx_ecc/ort_attrs.h"
 
 namespace onnx_ecc {
 
@@ -96,5 +100,16 @@ struct SharedCounts {
     return t;
   }
 };
+
+// Adds a run's counts to its layer's counters; under fail_stop, uncorrectable `what` (code blocks,
+// rows) make the run an error.
+inline OrtStatusPtr ReportRun(LayerCounters* counters, const DecodeCounts& total, bool fail_stop, const std::string& name,
+                              const char* what) {
+  counters->Add(total);
+  if (fail_stop && total.uncorrectable > 0)
+    return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " " + what +
+                                     " failed their checks");
+  return nullptr;
+}
 
 }  // namespace onnx_ecc

@@ -122,15 +122,10 @@ struct Int32DecodeKernel : IntDecodeAttrs {
         Job job{&cfg, in.y, z.GetTensorMutableData<int32_t>(), outer, inner,
                 (inner + kSpan - 1) / kSpan, std::max<int64_t>(1, 16384 / std::max<int64_t>(cfg.channels(), 1)), &counts};
         const int64_t items = inner == 1 ? (outer + job.rows_per_item - 1) / job.rows_per_item : outer * job.spans;
-        if (items == 1) Run(&job, 0);
-        else ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);
+        RunItems(ctx, &Run, static_cast<size_t>(items), &job, outer * inner * cfg.channels());
       }
       counts.Add(bias_counts);
-      const DecodeCounts total = counts.Total(outer * inner * cfg.blocks());
-      counters->Add(total);
-      if (fail_stop && total.uncorrectable > 0)
-        return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " block(s) failed their checks");
-      return nullptr;
+      return ReportRun(counters, counts.Total(outer * inner * cfg.blocks()), fail_stop, name, "block(s)");
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }

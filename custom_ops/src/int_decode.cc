@@ -178,15 +178,10 @@ struct IntDecodeKernel : IntDecodeAttrs {
         const int64_t chunk = std::max<int64_t>(1, 16384 / std::max<int64_t>(cfg.channels(), 1));
         Job job{&cfg, in.y, z.GetTensorMutableData<uint8_t>(), rows, chunk, &counts};
         const int64_t items = (rows + chunk - 1) / chunk;
-        if (items == 1) Run(&job, 0);
-        else ctx.ParallelFor(&Run, static_cast<size_t>(items), 0, &job);
+        RunItems(ctx, &Run, static_cast<size_t>(items), &job, rows * cfg.channels());
       }
       counts.Add(bias_counts);
-      const DecodeCounts total = counts.Total(rows * cfg.blocks());
-      counters->Add(total);
-      if (fail_stop && total.uncorrectable > 0)
-        return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " block(s) failed their checks");
-      return nullptr;
+      return ReportRun(counters, counts.Total(rows * cfg.blocks()), fail_stop, name, "block(s)");
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }

@@ -369,11 +369,7 @@ struct DecodeKernel : DecodeAttrs {
       RunItems(ctx, &Run, static_cast<size_t>(job.split.items), &job, outer * inner * (L.total_channels + L.data_channels));
       const DecodeCounts total = counts.Total(outer * inner * blocks);
       learner.EndRun(run, total.flagged > 0);
-      counters->Add(total);
-      if (fail_stop && total.uncorrectable > 0)
-        return Error(ORT_FAIL, name,
-                     "uncorrectable error: " + std::to_string(total.uncorrectable) + " code block(s) failed their checks");
-      return nullptr;
+      return ReportRun(counters, total, fail_stop, name, "code block(s)");
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }
@@ -427,11 +423,7 @@ struct DepthwiseKernel : DepthwiseAttrs {
       if (planes > 0)
         RunItems(ctx, &Run, static_cast<size_t>((planes + per_item - 1) / per_item), &job,
                  planes * (xs[2] * xs[3] + 2 * ys[2] * ys[3]));
-      const DecodeCounts total = counts.Total(planes * ys[2]);
-      counters->Add(total);
-      if (fail_stop && total.uncorrectable > 0)
-        return Error(ORT_FAIL, name, "uncorrectable error: " + std::to_string(total.uncorrectable) + " row(s) failed their checks");
-      return nullptr;
+      return ReportRun(counters, counts.Total(planes * ys[2]), fail_stop, name, "row(s)");
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }
