@@ -119,24 +119,32 @@ ECC_HD inline uint8_t RequantizeU8(int32_t acc, int32_t bias, float scale, int32
   return static_cast<uint8_t>(static_cast<int32_t>(FloatBits(f)) - 0x4B400000 + zp);
 }
 
+// The check of block kb at position p of y [C, inner] (inner = 1: a channels-last row): its
+// syndromes and IntDecide's verdict; true, with the channel and the error e, where one wrong
+// accumulator is to be fixed (the counts say what was found either way).
+ECC_HD inline bool IntBlockToFix(const IntCode& c, const int32_t* y, int64_t inner, int64_t p, int64_t kb,
+                                 DecodeCounts& n, int64_t* ch, int64_t* e) {
+  const int64_t c0 = kb * c.block;
+  const int b = c.BlockSize(kb), R = static_cast<int>(c.parity);
+  int64_t s[kIntMaxParity];
+  IntSyndromes(y + c0 * inner + p, b, y + c.data_channels * inner + p, c.planes + kb * R, c.offsets + kb * R,
+               c.generator, c.block, R, c.base, s, inner);
+  int64_t any = 0;
+  for (int r = 0; r < R; ++r) any |= s[r];
+  if (!any) return false;
+  int where = -1;
+  if (IntDecide(c, s, b, &where, e, n) != kIntFixed) return false;
+  *ch = c0 + where;
+  return true;
+}
+
 // IntDecode's check of block kb of one channels-last row y [data channels, digit columns], once
 // its row z [data channels] holds the requantised values: the one wrong accumulator of the block
 // corrected and requantised again.
 ECC_HD inline void IntDecodeRowCheck(const IntCode& c, const int32_t* y, uint8_t* z, int64_t kb, DecodeCounts& n) {
-  const int64_t c0 = kb * c.block;
-  const int b = c.BlockSize(kb), R = static_cast<int>(c.parity);
-  int64_t s[kIntMaxParity];
-  IntSyndromes(y + c0, b, y + c.data_channels, c.planes + kb * R, c.offsets + kb * R, c.generator, c.block, R, c.base,
-               s);
-  int64_t any = 0;
-  for (int r = 0; r < R; ++r) any |= s[r];
-  if (!any) return;
-  int where = -1;
-  int64_t e = 0;
-  if (IntDecide(c, s, b, &where, &e, n) == kIntFixed) {
-    const int64_t ch = c0 + where;
+  int64_t ch = 0, e = 0;
+  if (IntBlockToFix(c, y, 1, 0, kb, n, &ch, &e))
     z[ch] = RequantizeU8(IntFixed(y[ch], e), c.bias[ch], c.scale[ch], c.zero_point);
-  }
 }
 
 // IntDecode's item (the CUDA kernel's): block kb of a row requantised, then checked. The CPU
@@ -153,20 +161,9 @@ ECC_HD inline void IntDecodeRowBlock(const IntCode& c, const int32_t* y, uint8_t
 // corrected (+ bias, wrapping as int32).
 ECC_HD inline void Int32DecodeCheck(const IntCode& c, const int32_t* y, int32_t* z, int64_t inner, int64_t p,
                                     int64_t kb, DecodeCounts& n) {
-  const int64_t c0 = kb * c.block;
-  const int b = c.BlockSize(kb), R = static_cast<int>(c.parity);
-  int64_t s[kIntMaxParity];
-  IntSyndromes(y + c0 * inner + p, b, y + c.data_channels * inner + p, c.planes + kb * R, c.offsets + kb * R,
-               c.generator, c.block, R, c.base, s, inner);
-  int64_t any = 0;
-  for (int r = 0; r < R; ++r) any |= s[r];
-  if (!any) return;
-  int where = -1;
-  int64_t e = 0;
-  if (IntDecide(c, s, b, &where, &e, n) == kIntFixed) {
-    const int64_t ch = c0 + where;
+  int64_t ch = 0, e = 0;
+  if (IntBlockToFix(c, y, inner, p, kb, n, &ch, &e))
     z[ch * inner + p] = AddWrapped(IntFixed(y[ch * inner + p], e), c.bias[ch]);
-  }
 }
 
 // Int32Decode's item (the CUDA kernel's): block kb at position p written (+ bias), then checked.
