@@ -155,14 +155,19 @@ void CheckParity(const ParityCheckConfig& cfg, const float* y, int64_t ycs, int6
 // ---- attributes and inputs, shared with the CUDA wrapper (ort_attrs.h) -----------------------
 
 OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheckAttrs* k) {
-  k->name = "ParityCheck(" + AttrString(info, "layer", "") + ")";
+  return ParseParityAttrsOf(info, OpId::kParityCheck, k);
+}
+
+OrtStatusPtr ParseParityAttrsOf(const Ort::ConstKernelInfo& info, OpId op, ParityCheckAttrs* k) {
+  const std::string op_name = Spec(op).name;
+  k->name = op_name + "(" + AttrString(info, "layer", "") + ")";
   std::string err = k->cfg.layout.Init(AttrInt(info, "data_channels", 0), 1, AttrInt(info, "block", 0),
                                        AttrInt(info, "parity", 0));
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->cfg.generator = AttrFloats(info, "generator", true);
   k->cfg.gain = AttrFloats(info, "noise_gain", true);
   k->cfg.offset = AttrFloats(info, "noise_offset", true);
-  k->cfg.tolerance = TableAttrFloat(info, OpId::kParityCheck, "tolerance");
+  k->cfg.tolerance = TableAttrFloat(info, op, "tolerance");
   err = k->cfg.Validate();
   if (!err.empty()) return Error(ORT_INVALID_ARGUMENT, k->name, err);
   k->cfg.Prepare();
@@ -170,7 +175,7 @@ OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheck
   k->stride = AttrInt(info, "stride", 1);
   if (k->stride < 1) return Error(ORT_INVALID_ARGUMENT, k->name, "stride must be >= 1");
   k->fail_stop = AttrInt(info, "fail_stop", 0) != 0;
-  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), "ParityCheck");
+  k->counters = CountersFor(AttrString(info, "model_id", ""), AttrString(info, "layer", ""), op_name);
   return nullptr;
 }
 

@@ -195,6 +195,33 @@ PARITY_CHECK = OpDecl(
     ) + _reporting("a block fails"),
 )
 
+PRODUCT_CHECK = OpDecl(
+    name="ProductCheck",
+    doc=(
+        "Checks a product of two activations C = A B (attention's scores and context) for the rerun "
+        "strategy in one node: per batch index, the parity P = A_rows (B Gᵀ) of every stride-th row "
+        "of A (accumulated in float32), then ParityCheck's test of C's same rows against P. A "
+        "[..., M, K], B [..., K, N], C [..., M, N] with the same leading axes (no broadcasting). "
+        "CPU only. Raised is Flag or any block failing."
+    ),
+    inputs=(("A", False), ("B", False), ("C", False), ("Flag", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of C (the last)", default=-1),
+        Attr("stride", _A.INT, "check rows 0, stride, 2 stride, ... of each product (axis -2)", default=1),
+        Attr("data_channels", _A.INT, "columns N of C", required=True),
+        Attr("block", _A.INT, "columns per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block", required=True),
+        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
+        Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
+             required=True),
+        Attr("noise_offset", _A.FLOATS, "per block and check: rounding-noise bound independent of the values",
+             required=True),
+        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
+             default=DEFAULT_TOLERANCE),
+    ) + _reporting("a block fails"),
+)
+
 SAMPLE_CHECK = OpDecl(
     name="SampleCheck",
     doc=(
@@ -340,7 +367,7 @@ INT_SAMPLE_CHECK = OpDecl(
 )
 
 ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK,
-                               INT_DECODE, INT32_DECODE, IM2COL_NHWC, INT_SAMPLE_CHECK)
+                               INT_DECODE, INT32_DECODE, IM2COL_NHWC, INT_SAMPLE_CHECK, PRODUCT_CHECK)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

@@ -307,6 +307,49 @@ class ParityCheck(OpRun):
         return (np.array([raised]),)
 
 
+def product_check_parity(a: np.ndarray, b: np.ndarray, *, block, parity, generator, data_channels=None, stride=1,
+                         **_ignored) -> tuple[np.ndarray, np.ndarray]:
+    """What ProductCheck compares, computed as its kernel does (float32): (C's checked rows as
+    [vectors, N] and their parity P = A_rows (B Gᵀ) as [vectors, checks]) for A [..., M, K] and
+    B [..., K, N]; the rows are every stride-th row of each product."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    n = int(data_channels or b.shape[-1])
+    layout, r = Layout(n, int(block), int(parity)), int(parity)
+    g, gens, start, goff = np.zeros((r * len(layout.block_sizes), n), np.float32), np.asarray(generator), 0, 0
+    for k, size in enumerate(layout.block_sizes):  # [checks, N]: block k's rows of the generator
+        g[k * r:(k + 1) * r, start:start + size] = gens[goff:goff + r * size].reshape(r, size)
+        start, goff = start + size, goff + r * size
+    p = a[..., ::int(stride), :] @ (b @ g.T)
+    return p.reshape(-1, p.shape[-1])
+
+
+def product_check_ratios(a: np.ndarray, b: np.ndarray, c: np.ndarray, *, stride=1, **attrs) -> np.ndarray:
+    """parity_check_ratios of a ProductCheck: C's checked rows against their parity."""
+    c = np.asarray(c)
+    rows = c[..., ::int(stride), :].reshape(-1, c.shape[-1])
+    return parity_check_ratios(rows, product_check_parity(a, b, stride=stride, **attrs), **attrs)
+
+
+def product_check(a, b, c, flag: bool = False, *, tolerance=ops.DEFAULT_TOLERANCE, **attrs) -> tuple[bool, int]:
+    """Oracle of ProductCheck: (raised, number of blocks of checked rows that fail)."""
+    a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+    if not (a.ndim == b.ndim == c.ndim >= 2 and a.shape[:-2] == b.shape[:-2] == c.shape[:-2]
+            and a.shape[-1] == b.shape[-2] and c.shape[-2:] == (a.shape[-2], b.shape[-1])):
+        raise ValueError(f"ProductCheck needs A [..., M, K], B [..., K, N], C [..., M, N]: {a.shape}, {b.shape}, {c.shape}")
+    ratios = product_check_ratios(a, b, c, **attrs)
+    failed = int(np.count_nonzero(~(ratios <= float(tolerance)).all(axis=2)))
+    return bool(flag) or failed > 0, failed
+
+
+class ProductCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, A, B, C, Flag=None, **attrs):  # noqa: N803
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        raised, _ = product_check(A, B, C, bool(Flag is not None and np.asarray(Flag).ravel()[0]), **attrs)
+        return (np.array([raised]),)
+
+
 def _activate(x: np.ndarray, activation: str, params) -> np.ndarray:
     """The conv activations SampleCheck knows, in float32 as onnxruntime applies them."""
     if activation == "Relu":
@@ -390,7 +433,7 @@ class SampleCheck(OpRun):
         return (np.array([raised]),)
 
 
-REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck]
+REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck, ProductCheck]
 
 
 def requantize_u8(acc, bias, scale, zero_point: int) -> np.ndarray:

@@ -70,6 +70,8 @@ def _conv_check(layer: dict) -> str:
         return f"{exact}sample check every {stride} rows/columns"
     if "sum_check_tolerance" in layer:
         return "sum check"
+    if "product_check_stride" in layer:  # a product of two activations: its parity computed in the check
+        return f"product check every {layer['product_check_stride']} rows"
     return "parity check"
 
 

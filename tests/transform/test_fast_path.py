@@ -36,8 +36,10 @@ def test_linear_layers_are_checked_by_a_parity_product_and_not_decoded_on_the_fa
     protected = protected_model(name, strategy="rerun")
     onnx.checker.check_model(protected, full_check=True)
     top = [n for n in protected.graph.node if n.domain == ops.DOMAIN]
-    assert {n.op_type for n in top} == {ops.PARITY_CHECK.name}
+    # the weight layers' ParityChecks, and a ProductCheck of each product of two activations
+    assert {n.op_type for n in top if n.op_type != ops.PRODUCT_CHECK.name} == {ops.PARITY_CHECK.name}
     assert len(top) == len(read_protection(protected)["protected"]) > 0  # products of activations too
+    assert len([n for n in top if n.op_type == ops.PRODUCT_CHECK.name]) == (4 if name == "transformer_encoder" else 0)
     # the layers' weights are the original ones: the parity comes from a product of its own
     originals = {i.name for i in model.graph.initializer}
     weight_layers = [p["name"] for p in read_protection(protected)["protected"] if p["params"] > 0]

@@ -135,3 +135,46 @@ def test_products_without_a_static_column_count_are_left_alone_with_the_reason()
     record = read_protection(onnx_ecc.transform(model))
     assert record["protected"] == []
     assert "static size" in record["skipped"][0]["reason"]
+
+
+def test_bert_attention_products_are_checked_by_product_checks_and_a_gross_error_is_corrected():
+    """Under the rerun strategy every attention product of the BERT encoder (MatMul, the same batch
+    axes) is checked by one ProductCheck reading its operands and output; a gross error in a
+    product's output at a sampled row (row 0 of one head) fails that check and the rerun corrects it."""
+    model = zoo_model("bert_encoder")
+    products = _products(model)
+    assert len(products) == 12  # scores and context of each of the 6 layers
+    protected = onnx_ecc.transform(model, strategy="rerun")
+    checks = {n.name: n for n in protected.graph.node if n.op_type == "ProductCheck"}
+    nodes = {n.name: n for n in model.graph.node}
+    by_layer = {}
+    for n in checks.values():
+        layer = next(a.s.decode() for a in n.attribute if a.name == "layer")
+        by_layer[layer] = n
+    assert set(by_layer) == set(products)
+    for layer in products:  # reads A, B and C of its product
+        assert list(by_layer[layer].input[:3]) == list(nodes[layer].input) + list(nodes[layer].output)
+    # the products' old fast-path nodes (strided Slice of A, B Gᵀ and A B' MatMuls) are gone
+    assert not [n.name for n in protected.graph.node if n.name.endswith(("__ecc_b_checks", "__ecc_parity_rows"))]
+    feeds = _attention_feeds(model, seed=4)
+    clean = _plain(model, feeds)
+    session = onnx_ecc.ProtectedSession(protected)
+    np.testing.assert_allclose(session.run(None, feeds)[0], clean, rtol=1e-5, atol=1e-5)
+    assert session.last_report.checks_failed == 0 and session.last_report.flagged == 0
+    shapes = {k: v.shape for k, v in probe(model, [nodes[p].output[0] for p in products])(feeds).items()}
+    for layer in (products[0], products[7]):  # the scores of layer 0, the context of layer 3
+        shape = shapes[nodes[layer].output[0]]
+        where = int(np.prod(shape[1:])) + 5 * shape[-1] * 8 + 3  # batch 1, head 1, row 8: a sampled row
+        assert (where // shape[-1]) % shape[-2] % 8 == 0
+        wrong = _plain(with_wrong_value(model, nodes[layer].output[0], shape, "x-16", where), feeds)
+        assert not np.allclose(wrong, clean, rtol=1e-4, atol=1e-4), layer  # the error matters
+        faulty = with_wrong_value(protected, _product_tensor(protected, layer), shape, "x-16", where)
+        session = onnx_ecc.ProtectedSession(faulty)
+        model_id = next(a.s.decode() for a in by_layer[layer].attribute if a.name == "model_id")
+        before = onnx_ecc.read_counters(model_id).get(f"{layer} (parity check)")
+        got = session.run(None, feeds)[0]
+        report = session.last_report
+        assert report.checks_failed > 0 and report.uncorrectable == 0, (layer, report.summary())
+        after = onnx_ecc.read_counters(model_id)[f"{layer} (parity check)"]  # this product's ProductCheck
+        assert (after - before if before else after).flagged == 1, layer
+        np.testing.assert_allclose(got, clean, rtol=1e-4, atol=1e-4, err_msg=layer)

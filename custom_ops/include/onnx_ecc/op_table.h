@@ -97,6 +97,13 @@ inline constexpr Port kIm2ColNhwcOutputs[] = {{"Y", kU8, false, false}};
 inline constexpr FloatDefault kIm2ColNhwcDefaults[] = {{nullptr, 0.f}};
 inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
 
+// ParityCheck's check of an activation product C = A B with its parity computed in the kernel.
+inline constexpr Port kProductCheckInputs[] = {{"A", kF, false, false}, {"B", kF, false, false},
+                                               {"C", kF, false, false}, {"Flag", kB, true, false}};
+inline constexpr Port kProductCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kProductCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kProductCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
+
 // The exact sample check of int8 layers (int_sample_check.h): no float attributes.
 inline constexpr Port kIntSampleCheckInputs[] = {{"A", kU8S8, false, false}, {"Y", kU8S8, false, false},
                                                  {"W", kS8, true, false},    {"Bias", kI32, true, false},
@@ -117,7 +124,8 @@ inline constexpr IntDefault kIntSampleCheckIntDefaults[] = {{nullptr, 0}};
   X(IntDecode, ParseIntDecodeAttrs, IntDecodeKernel, IntDecodeCudaKernel)           \
   X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, Int32DecodeCudaKernel)   \
   X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, Im2ColCudaKernel)                   \
-  X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, IntSampleCheckCudaKernel)
+  X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, IntSampleCheckCudaKernel) \
+  X(ProductCheck, ParseProductCheckAttrs, ProductCheckKernel, NoKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
 // parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).

@@ -108,6 +108,9 @@ struct ParityCheckAttrs : CheckAttrs<ParityCheckConfig> {
   int64_t stride = 1;  // check every stride-th vector (channels last only); P holds only those
 };
 OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheckAttrs* out);
+// The same for op ``op`` (ParityCheck or ProductCheck, which share the attributes): its name, its
+// table's tolerance default and its counters' op.
+OrtStatusPtr ParseParityAttrsOf(const Ort::ConstKernelInfo& info, OpId op, ParityCheckAttrs* out);
 
 // ParityCheck's inputs, checked (types, Y's channels, P's shape, Flag) and laid out as
 // Y = [outer, data_channels, inner], P = [outer, checks, inner]. flag: whether Flag is given (it
@@ -120,6 +123,13 @@ struct ParityInputs {
   int64_t y_row_stride = 1;      // rows of Y between checked vectors (channels last)
 };
 OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx, ParityInputs* in);
+
+// ProductCheck (product_check.cc): ParityCheck's attributes (axis unused; stride: the row stride
+// of each product), the parity of C = A B computed from A and B.
+using ProductCheckAttrs = ParityCheckAttrs;
+inline OrtStatusPtr ParseProductCheckAttrs(const Ort::ConstKernelInfo& info, ProductCheckAttrs* out) {
+  return ParseParityAttrsOf(info, OpId::kProductCheck, out);
+}
 
 using SampleCheckAttrs = CheckAttrs<SampleCheckConfig>;
 OrtStatusPtr ParseSampleCheckAttrs(const Ort::ConstKernelInfo& info, SampleCheckAttrs* out);

@@ -35,6 +35,7 @@ class PlacedParityCheck:
     p: str
     node: str
     half: bool = False  # a float16 layer (checked in float32, its noise in float16 steps)
+    operands: tuple[str, str] | None = None  # a ProductCheck's A and B (y is then C; p is "")
 
 
 def linear_rows(node: gs.Node):
@@ -108,6 +109,41 @@ def product_row_stride(node: gs.Node, stride: int) -> int:
     return stride if isinstance(rows, int) and rows > 0 and stride > 1 and rows % stride == 0 else 1
 
 
+def symbolic_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Tensor name -> shape (ints and dim names) from onnxruntime's symbolic shape inference, which,
+    unlike onnx's, carries the batch dim's name through attention's Reshapes and Transposes; {}
+    where it fails (an op it does not know, for example)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=False)  # no dims assumed equal
+    except Exception:
+        return {}
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+            shapes[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                              for d in v.type.tensor_type.shape.dim]
+    return shapes
+
+
+def fused_product(node: gs.Node, form, shapes: dict[str, list]) -> bool:
+    """Whether a product of two activations is checked by one ProductCheck node (its parity
+    computed in the kernel): a float32 MatMul whose operands have the same rank and provably the
+    same leading (batch) axes (equal sizes, or the same dim name in ``shapes``: symbolic_shapes),
+    as attention's scores and context do; else by a separate parity product and a ParityCheck."""
+    a, b = form.a, form.b
+    if node.op != "MatMul" or form.parity is not None:
+        return False
+    if any(t.dtype is None or np.dtype(t.dtype) != np.float32 for t in (a, b, node.outputs[0])):
+        return False
+    sa, sb = shapes.get(a.name, a.shape), shapes.get(b.name, b.shape)
+    if sa is None or sb is None or len(sa) != len(sb) or len(sa) < 2:
+        return False
+    # equal sizes or dim names only: a broadcast axis differs, unnamed dims are not known equal
+    return all(x is not None and x == y and x != 0 for x, y in zip(sa[:-2], sb[:-2]))
+
+
 def strided_rows(graph: gs.Graph, a: gs.Variable, stride: int) -> gs.Variable:
     """Every ``stride``-th row (axis -2) of a batched matrix ``a``."""
     rows = gs.Variable(f"{a.name}__ecc_strided_rows", dtype=a.dtype)
@@ -159,8 +195,27 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
     checks: list[PlacedParityCheck] = []
     flag = graph.tensors()[flag_name] if flag_name else None
     stride, cache = max(1, int(options.sample_stride)), {}
+    products = [n for n in graph.nodes if n.name in wanted and n.op == "MatMul" and is_activation_product(n)]
+    shapes = symbolic_shapes(model) if products else {}
     for node in list(graph.nodes):
         if node.name not in wanted or node.op not in ("Gemm", "MatMul", "Einsum"):
+            continue
+        if is_activation_product(node) and fused_product(node, product_form(node), shapes):
+            # one ProductCheck: every stride-th row of each product, its parity from A and B in the kernel
+            form = product_form(node)
+            layout = layout_for(form.columns, options)
+            raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
+            attrs = dict(axis=-1, stride=stride, data_channels=layout.data_channels, block=layout.block,
+                         parity=layout.parity, generator=layout.generator_attribute(),
+                         noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * len(layout.output_noise_gains()),
+                         tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
+                         fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,
+                         model_id=model_id)
+            inputs = [form.a, form.b, node.outputs[0], flag if flag is not None else gs.Variable.empty()]
+            emit_node(graph, ops.PRODUCT_CHECK, inputs, [raised], f"{node.name}__ecc_product_check", attrs)
+            checks.append(PlacedParityCheck(node.name, node.outputs[0].name, "", f"{node.name}__ecc_product_check",
+                                            operands=(form.a.name, form.b.name)))
+            flag = raised
             continue
         if is_activation_product(node):
             # as for a weight layer, every stride-th output row is checked (a MatMul whose row count
@@ -215,8 +270,13 @@ def calibrate_parity_checks(model: onnx.ModelProto, checks: list[PlacedParityChe
     """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
     from onnx_ecc.transform.calibration import calibrate_checks
 
-    return calibrate_checks(model, {s.node: (s.layer, (s.y, s.p)) for s in checks}, feeds_list, options,
-                            lambda v, attrs: {"parity": parity_check_ratios(v[0], v[1], **attrs)},
+    from onnx_ecc.ops.oracles import product_check_ratios
+
+    def ratios(v, attrs):  # a ProductCheck reads (A, B, C), a ParityCheck (Y, P)
+        return {"parity": product_check_ratios(*v, **attrs) if len(v) == 3 else parity_check_ratios(v[0], v[1], **attrs)}
+
+    return calibrate_checks(model, {s.node: (s.layer, s.operands + (s.y,) if s.operands else (s.y, s.p))
+                                    for s in checks}, feeds_list, options, ratios,
                             floors={s.layer: FLOAT16_TOLERANCE_FLOOR for s in checks if s.half})
 
 

@@ -126,6 +126,7 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     macs = layer_macs(model)
+    product_checked = {c.layer for c in parity_checks if c.operands}
     for p in record["protected"]:
         p["op"] = user_ops.get(p["name"], p["op"])  # the op in the user's model (its operator form)
         p["vectors_per_sample"] = p.get("vectors_per_sample") or macs.get(p["name"], 0) // max(p["macs_per_vector"], 1)
@@ -135,6 +136,8 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
                 p["sum_check_tolerance"] = tolerances[check.layer]
         if p["name"] in tolerances:
             p["parity_check_tolerance"] = tolerances[p["name"]]
+        if p["name"] in product_checked:  # one ProductCheck (parity_check.py: fused_product)
+            p["product_check_stride"] = int(options.sample_stride)
         for check in int_checks:
             if p["name"] == check.layer:  # exact: no tolerance
                 p["sample_check_tolerance"], p["sample_stride"] = 0.0, list(check.strides)
