@@ -112,4 +112,15 @@ inline OrtStatusPtr ReportRun(LayerCounters* counters, const DecodeCounts& total
   return nullptr;
 }
 
+// A parity check's run (ParityCheck, ProductCheck): counts added, Raised written (set by an
+// earlier check or by this one); under fail_stop a failed block makes the run an error.
+inline OrtStatusPtr ReportParityRun(Ort::KernelContext& ctx, LayerCounters* counters, const DecodeCounts& total,
+                                    bool raised, bool fail_stop, const std::string& name) {
+  counters->Add(total);
+  WriteRaised(ctx, raised || total.flagged > 0);
+  if (fail_stop && total.flagged > 0)
+    return Error(ORT_FAIL, name, "error detected: " + std::to_string(total.flagged) + " block(s) failed the parity check");
+  return nullptr;
+}
+
 }  // namespace onnx_ecc

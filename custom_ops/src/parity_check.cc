@@ -267,12 +267,7 @@ struct ParityCheckKernel : ParityCheckAttrs {
         RunItems(ctx, &Run, static_cast<size_t>(job.split.items), &job,
                  in.outer * in.inner * (L.data_channels + L.parity * blocks));
       }
-      const DecodeCounts total = counts.Total(in.outer * in.inner * blocks);
-      counters->Add(total);
-      WriteRaised(ctx, raised || total.flagged > 0);
-      if (fail_stop && total.flagged > 0)
-        return Error(ORT_FAIL, name, "error detected: " + std::to_string(total.flagged) + " block(s) failed the parity check");
-      return nullptr;
+      return ReportParityRun(ctx, counters, counts.Total(in.outer * in.inner * blocks), raised, fail_stop, name);
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }

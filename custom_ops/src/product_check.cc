@@ -201,12 +201,7 @@ struct ProductCheckKernel : ProductCheckAttrs {
         const int64_t floats = in.batch * (in.k * (in.n + checks) + rows * (in.k + in.n + checks));
         RunItems(ctx, &Run, static_cast<size_t>(in.batch), &job, floats);
       }
-      const DecodeCounts total = counts.Total(in.batch * rows * blocks);
-      counters->Add(total);
-      WriteRaised(ctx, raised || total.flagged > 0);
-      if (fail_stop && total.flagged > 0)
-        return Error(ORT_FAIL, name, "error detected: " + std::to_string(total.flagged) + " block(s) failed the parity check");
-      return nullptr;
+      return ReportParityRun(ctx, counters, counts.Total(in.batch * rows * blocks), raised, fail_stop, name);
     } catch (const std::exception& e) {
       return Error(ORT_FAIL, name, e.what());
     }

@@ -255,6 +255,21 @@ SAMPLE_CHECK = OpDecl(
     ) + _reporting("a sample fails"),
 )
 
+def _int_code_attrs(digits: str) -> tuple[Attr, ...]:
+    """The integer code's attributes, shared by IntDecode and Int32Decode (``digits``: what carries the digits)."""
+    return (
+        Attr("data_channels", _A.INT, "output channels M of the layer", required=True),
+        Attr("block", _A.INT, "data channels per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block (at most 4)", required=True),
+        Attr("generator", _A.INTS, "row-major parity x block integer generator (row 0 all ones)", required=True),
+        Attr("planes", _A.INTS, f"per block and check: how many digit {digits} carry its parity value",
+             required=True),
+        Attr("plane_base", _A.INT, "base of the digits", default=256),
+        Attr("bias", _A.INTS, "int32 bias per data channel, added after the check (none: zeros)"),
+        Attr("bias_parity", _A.INTS, "per block and check: sum_i g_ri bias_i, the bias's own check"),
+    )
+
+
 INT_DECODE = OpDecl(
     name="IntDecode",
     doc=(
@@ -271,14 +286,7 @@ INT_DECODE = OpDecl(
     outputs=(("Z", False),),
     attrs=(
         Attr("axis", _A.INT, "channel axis of Y (the last: channels last)", default=-1),
-        Attr("data_channels", _A.INT, "output channels M of the layer", required=True),
-        Attr("block", _A.INT, "data channels per code block (the last may be shorter)", required=True),
-        Attr("parity", _A.INT, "checks per block (at most 4)", required=True),
-        Attr("generator", _A.INTS, "row-major parity x block integer generator (row 0 all ones)", required=True),
-        Attr("planes", _A.INTS, "per block and check: how many digit columns carry its parity value", required=True),
-        Attr("plane_base", _A.INT, "base of the digits", default=256),
-        Attr("bias", _A.INTS, "int32 bias per data channel, added after the check (none: zeros)"),
-        Attr("bias_parity", _A.INTS, "per block and check: sum_i g_ri bias_i, the bias's own check"),
+    ) + _int_code_attrs("columns") + (
         Attr("scale", _A.FLOATS, "requantisation scale (s_x * s_w) / s_y in float32: one, or one per data channel",
              required=True),
         Attr("zero_point", _A.INT, "zero point of the uint8 output", default=0),
@@ -302,14 +310,7 @@ INT32_DECODE = OpDecl(
     outputs=(("Z", False),),
     attrs=(
         Attr("axis", _A.INT, "channel axis of Y (-1: channels last; 1: NCHW ConvInteger outputs)", default=-1),
-        Attr("data_channels", _A.INT, "output channels M of the layer", required=True),
-        Attr("block", _A.INT, "data channels per code block (the last may be shorter)", required=True),
-        Attr("parity", _A.INT, "checks per block (at most 4)", required=True),
-        Attr("generator", _A.INTS, "row-major parity x block integer generator (row 0 all ones)", required=True),
-        Attr("planes", _A.INTS, "per block and check: how many digit channels carry its parity value", required=True),
-        Attr("plane_base", _A.INT, "base of the digits", default=256),
-        Attr("bias", _A.INTS, "int32 bias per data channel, added after the check (none: zeros)"),
-        Attr("bias_parity", _A.INTS, "per block and check: sum_i g_ri bias_i, the bias's own check"),
+    ) + _int_code_attrs("channels") + (
         Attr("mode", _A.STRING, "'correct' or 'detect'", default="correct"),
     ) + _reporting("a block cannot be corrected"),
     types=(("Y", ("I32", ("tensor(int32)",), "int32 accumulators")),
