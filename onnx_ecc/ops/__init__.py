@@ -168,6 +168,19 @@ SUM_CHECK = OpDecl(
     ),
 )
 
+def _parity_test_attrs() -> tuple[Attr, ...]:
+    """The float code's test, shared by ParityCheck and ProductCheck: generator, noise bounds, tolerance."""
+    return (
+        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
+        Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
+             required=True),
+        Attr("noise_offset", _A.FLOATS, "per block and check: rounding-noise bound independent of the values",
+             required=True),
+        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
+             default=DEFAULT_TOLERANCE),
+    )
+
+
 PARITY_CHECK = OpDecl(
     name="ParityCheck",
     doc=(
@@ -185,14 +198,7 @@ PARITY_CHECK = OpDecl(
         Attr("block", _A.INT, "channels per code block (the last may be shorter)", required=True),
         Attr("parity", _A.INT, "checks per block; block k's are P's channels k*parity .. k*parity+parity-1",
              required=True),
-        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
-        Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
-             required=True),
-        Attr("noise_offset", _A.FLOATS, "per block and check: rounding-noise bound independent of the values",
-             required=True),
-        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
-             default=DEFAULT_TOLERANCE),
-    ) + _reporting("a block fails"),
+    ) + _parity_test_attrs() + _reporting("a block fails"),
 )
 
 PRODUCT_CHECK = OpDecl(
@@ -212,14 +218,7 @@ PRODUCT_CHECK = OpDecl(
         Attr("data_channels", _A.INT, "columns N of C", required=True),
         Attr("block", _A.INT, "columns per code block (the last may be shorter)", required=True),
         Attr("parity", _A.INT, "checks per block", required=True),
-        Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
-        Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
-             required=True),
-        Attr("noise_offset", _A.FLOATS, "per block and check: rounding-noise bound independent of the values",
-             required=True),
-        Attr("tolerance", _A.FLOAT, "threshold = tolerance * eps32 * (noise_gain * scale + noise_offset)",
-             default=DEFAULT_TOLERANCE),
-    ) + _reporting("a block fails"),
+    ) + _parity_test_attrs() + _reporting("a block fails"),
 )
 
 SAMPLE_CHECK = OpDecl(
