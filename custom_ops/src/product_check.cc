@@ -1,6 +1,6 @@
 // ProductCheck: the rerun strategy's check of a product of two activations C = A B (attention's
-// Q Kᵀ and P V) in one CPU kernel. Per batch index: B' = B Gᵀ per code block (a small per-thread
-// buffer), the parity P = A B' of every stride-th row of A, and ParityCheck's test (CheckParity,
+// Q Kᵀ and P V, C = alpha A B) in one CPU kernel. Per batch index: B' = B Gᵀ per code block (a small
+// per-thread buffer), the parity P = alpha A B' of every stride-th row of A, and ParityCheck's test (CheckParity,
 // the same configuration, thresholds and counters) of C's same rows against P. Replaces the
 // Slice, two MatMuls and Reshape that fed a ParityCheck. B' and P are accumulated in float32, as
 // the MatMuls they replace are (dot products in eight interleaved lanes); their rounding is what the noise bounds (noise_gain) and the
@@ -26,12 +26,6 @@ struct ProductInputs {
   const bool* flag = nullptr;
   int64_t batch = 1, m = 0, k = 0, n = 0;
 };
-
-std::string ShapeText(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
 
 OrtStatusPtr ReadProductInputs(const ProductCheckAttrs& k, Ort::KernelContext& ctx, ProductInputs* in) {
   const std::string& name = k.name;
@@ -180,6 +174,8 @@ struct ProductCheckKernel : ProductCheckAttrs {
     float* p = bg + K * checks;   // [rows, checks]: P = A_rows B'
     ChecksOfB(cfg, b, K, N, bg);
     ParityOfRows(a, s * K, j->rows, K, bg, checks, p);
+    if (j->k->alpha != 1.f)  // C = alpha (A B), as onnxruntime's fused MatMul scales the product
+      for (int64_t e = 0; e < j->rows * checks; ++e) p[e] *= j->k->alpha;
     DecodeCounts cnt;
     CheckParity(cfg, c, 1, s * N, p, 1, checks, j->rows, cnt);
     j->counts->Add(cnt);

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from onnx_ecc.io import ModelFileError, check_output_path, load_model, save_model
-from onnx_ecc.transform.options import CONV_CHECKS, FILTER_CHECKS, SUPPORTED_OPS
+from onnx_ecc.transform.options import CONV_CHECKS, DEVICES, FILTER_CHECKS, SUPPORTED_OPS
 
 
 def add_arguments(parser) -> None:
@@ -36,6 +36,9 @@ def add_arguments(parser) -> None:
                         help="how a sample check sees a corrupted conv weight: 'sums' (each output channel's "
                              "stored filter sum compared on every run; default) or 'parity' (parity filters in "
                              "the strided copy: blind where the weight's inputs are zero at every sample)")
+    parser.add_argument("--device", choices=list(DEVICES), default="cpu",
+                        help="execution provider the rerun strategy's checks are built for: cpu (one CPU node "
+                             "per Gemm / MatMul check; default) or cuda (only ops with CUDA kernels)")
     parser.add_argument("--budget", type=float, default=None, metavar="RATIO",
                         help="latency budget as a ratio to the original (e.g. 1.10): measure each layer's cost "
                              "here and protect the layers with the most risk per cost that fit (rerun strategy)")
@@ -63,7 +66,8 @@ def run(args) -> int:
                                    absorb_activation=not args.no_absorb, verify=not args.no_verify,
                                    weight_checks=args.weight_checks, depthwise=not args.no_depthwise,
                                    strategy=args.strategy, conv_check=args.conv_check,
-                                   sample_stride=args.sample_stride, filter_checks=args.filter_checks, budget=args.budget, budget_batch=args.budget_batch)
+                                   sample_stride=args.sample_stride, filter_checks=args.filter_checks, budget=args.budget,
+                                   budget_batch=args.budget_batch, device=args.device)
         check_output_path(args.output, inputs=[args.model])
         model = load_model(args.model)
         protected = transform(model, options)

@@ -169,7 +169,7 @@ SUM_CHECK = OpDecl(
 )
 
 def _parity_test_attrs() -> tuple[Attr, ...]:
-    """The float code's test, shared by ParityCheck and ProductCheck: generator, noise bounds, tolerance."""
+    """The float code's test, shared by ParityCheck, ProductCheck and LinearCheck: generator, noise bounds, tolerance."""
     return (
         Attr("generator", _A.FLOATS, "per block, row-major parity x block_size generator, concatenated", required=True),
         Attr("noise_gain", _A.FLOATS, "per block and check: rounding-noise bound per unit of the block's scale",
@@ -205,8 +205,8 @@ PRODUCT_CHECK = OpDecl(
     name="ProductCheck",
     doc=(
         "Checks a product of two activations C = A B (attention's scores and context) for the rerun "
-        "strategy in one node: per batch index, the parity P = A_rows (B Gᵀ) of every stride-th row "
-        "of A (accumulated in float32), then ParityCheck's test of C's same rows against P. A "
+        "strategy in one node: per batch index, the parity P = alpha A_rows (B Gᵀ) of every stride-th "
+        "row of A (accumulated in float32), then ParityCheck's test of C's same rows against P. A "
         "[..., M, K], B [..., K, N], C [..., M, N] with the same leading axes (no broadcasting). "
         "CPU only. Raised is Flag or any block failing."
     ),
@@ -215,8 +215,32 @@ PRODUCT_CHECK = OpDecl(
     attrs=(
         Attr("axis", _A.INT, "channel axis of C (the last)", default=-1),
         Attr("stride", _A.INT, "check rows 0, stride, 2 stride, ... of each product (axis -2)", default=1),
+        Attr("alpha", _A.FLOAT, "C = alpha A B: a scale of A that onnxruntime fuses into the product "
+             "(attention's 1/sqrt(d)), so that A can be the unscaled operand", default=1.0),
         Attr("data_channels", _A.INT, "columns N of C", required=True),
         Attr("block", _A.INT, "columns per code block (the last may be shorter)", required=True),
+        Attr("parity", _A.INT, "checks per block", required=True),
+    ) + _parity_test_attrs() + _reporting("a block fails"),
+)
+
+LINEAR_CHECK = OpDecl(
+    name="LinearCheck",
+    doc=(
+        "Checks a weight layer Y = X W (+ bias) left untouched, for the rerun strategy, in one node: the "
+        "parity P = X_rows WG (+ PB) of every stride-th row of X (all axes but the last flattened; "
+        "accumulated in float32), then ParityCheck's test of Y's same rows against P. WG [K, checks] "
+        "is the layer's parity weights (W Gᵀ, times Gemm's alpha), PB [checks] the parity of its "
+        "bias (times beta). X [..., K] and Y [..., N] with the same leading axes. CPU only. Raised "
+        "is Flag or any block failing."
+    ),
+    inputs=(("X", False), ("WG", False), ("Y", False), ("Flag", True), ("PB", True)),
+    outputs=(("Raised", False),),
+    attrs=(
+        Attr("axis", _A.INT, "channel axis of Y (the last)", default=-1),
+        Attr("stride", _A.INT, "check rows 0, stride, 2 stride, ... of X and Y (all axes but the last "
+             "flattened)", default=1),
+        Attr("data_channels", _A.INT, "outputs N of the layer", required=True),
+        Attr("block", _A.INT, "outputs per code block (the last may be shorter)", required=True),
         Attr("parity", _A.INT, "checks per block", required=True),
     ) + _parity_test_attrs() + _reporting("a block fails"),
 )
@@ -367,7 +391,8 @@ INT_SAMPLE_CHECK = OpDecl(
 )
 
 ALL_OPS: tuple[OpDecl, ...] = (DECODE, DEPTHWISE_CHECK, INJECT_FAULT, SUM_CHECK, PARITY_CHECK, SAMPLE_CHECK,
-                               INT_DECODE, INT32_DECODE, IM2COL_NHWC, INT_SAMPLE_CHECK, PRODUCT_CHECK)
+                               INT_DECODE, INT32_DECODE, IM2COL_NHWC, INT_SAMPLE_CHECK, PRODUCT_CHECK,
+                               LINEAR_CHECK)
 
 # Type constraint of the inputs and outputs that are not float32 tensors.
 _TYPES = {"Seed": ("I", "tensor(int64)", "seed"), "Flag": ("B", "tensor(bool)", "check flag"),

@@ -308,10 +308,10 @@ class ParityCheck(OpRun):
 
 
 def product_check_parity(a: np.ndarray, b: np.ndarray, *, block, parity, generator, data_channels=None, stride=1,
-                         **_ignored) -> tuple[np.ndarray, np.ndarray]:
-    """What ProductCheck compares, computed as its kernel does (float32): (C's checked rows as
-    [vectors, N] and their parity P = A_rows (B Gᵀ) as [vectors, checks]) for A [..., M, K] and
-    B [..., K, N]; the rows are every stride-th row of each product."""
+                         alpha=1.0, **_ignored) -> np.ndarray:
+    """The parity ProductCheck compares C's checked rows with, computed as its kernel does
+    (float32): P = alpha A_rows (B Gᵀ) as [vectors, checks] for A [..., M, K] and B [..., K, N];
+    the rows are every stride-th row of each product."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     n = int(data_channels or b.shape[-1])
     layout, r = Layout(n, int(block), int(parity)), int(parity)
@@ -320,6 +320,8 @@ def product_check_parity(a: np.ndarray, b: np.ndarray, *, block, parity, generat
         g[k * r:(k + 1) * r, start:start + size] = gens[goff:goff + r * size].reshape(r, size)
         start, goff = start + size, goff + r * size
     p = a[..., ::int(stride), :] @ (b @ g.T)
+    if float(alpha) != 1.0:
+        p = p * np.float32(alpha)
     return p.reshape(-1, p.shape[-1])
 
 
@@ -347,6 +349,54 @@ class ProductCheck(OpRun):
     def _run(self, A, B, C, Flag=None, **attrs):  # noqa: N803
         attrs = {k: v for k, v in attrs.items() if v is not None}
         raised, _ = product_check(A, B, C, bool(Flag is not None and np.asarray(Flag).ravel()[0]), **attrs)
+        return (np.array([raised]),)
+
+
+def linear_check_parity(x: np.ndarray, wg: np.ndarray, pb: np.ndarray | None = None, *, stride=1,
+                        **_ignored) -> np.ndarray:
+    """The parity LinearCheck compares Y's checked rows with, bit for bit as its kernel computes it:
+    P = X_rows WG (+ PB) as [vectors, checks], X's rows being every stride-th row of X [..., K]
+    flattened to [rows, K]; per check, PB (or 0) plus the products of k = 0, 1, ... in order, each
+    product and sum rounded to float32 (the kernel's multiply and add, no fused multiply-add)."""
+    x, wg = np.asarray(x, np.float32), np.asarray(wg, np.float32)
+    rows = x.reshape(-1, x.shape[-1])[::int(stride)]
+    p = np.zeros((rows.shape[0], wg.shape[1]), np.float32)
+    if pb is not None:
+        p += np.asarray(pb, np.float32).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(rows.shape[1]):
+            p += rows[:, k:k + 1] * wg[k]
+    return p
+
+
+def linear_check_ratios(x: np.ndarray, wg: np.ndarray, y: np.ndarray, pb: np.ndarray | None = None, *, stride=1,
+                        **attrs) -> np.ndarray:
+    """parity_check_ratios of a LinearCheck: Y's checked rows against their parity."""
+    y = np.asarray(y)
+    rows = y.reshape(-1, y.shape[-1])[::int(stride)]
+    return parity_check_ratios(rows, linear_check_parity(x, wg, pb, stride=stride), **attrs)
+
+
+def linear_check(x, wg, y, flag: bool = False, pb=None, *, tolerance=ops.DEFAULT_TOLERANCE, **attrs) -> tuple[bool, int]:
+    """Oracle of LinearCheck: (raised, number of blocks of checked rows that fail)."""
+    x, wg, y = np.asarray(x), np.asarray(wg), np.asarray(y)
+    n = int(attrs.get("data_channels") or y.shape[-1])
+    layout = Layout(n, int(attrs["block"]), int(attrs["parity"]))
+    checks = layout.parity * len(layout.block_sizes)
+    if not (x.ndim == y.ndim >= 1 and x.shape[:-1] == y.shape[:-1] and y.shape[-1] == n
+            and wg.shape == (x.shape[-1], checks)):
+        raise ValueError(f"LinearCheck needs X [..., K], WG [K, checks], Y [..., N]: {x.shape}, {wg.shape}, {y.shape}")
+    ratios = linear_check_ratios(x, wg, y, pb, **attrs)
+    failed = int(np.count_nonzero(~(ratios <= float(tolerance)).all(axis=2)))
+    return bool(flag) or failed > 0, failed
+
+
+class LinearCheck(OpRun):
+    op_domain = ops.DOMAIN
+
+    def _run(self, X, WG, Y, Flag=None, PB=None, **attrs):  # noqa: N803
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        raised, _ = linear_check(X, WG, Y, bool(Flag is not None and np.asarray(Flag).ravel()[0]), PB, **attrs)
         return (np.array([raised]),)
 
 
@@ -433,7 +483,7 @@ class SampleCheck(OpRun):
         return (np.array([raised]),)
 
 
-REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck, ProductCheck]
+REFERENCE_OPS = [Decode, DepthwiseCheck, SumCheck, ParityCheck, SampleCheck, ProductCheck, LinearCheck]
 
 
 def requantize_u8(acc, bias, scale, zero_point: int) -> np.ndarray:

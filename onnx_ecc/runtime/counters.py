@@ -49,7 +49,7 @@ class LayerCounts:
 # Ops of the rerun strategy's fast path, which only check (a failure makes the run decode), and
 # the suffix their counters get next to the same layer's decoder.
 FAST_PATH_CHECKS = {"SumCheck": " (sum check)", "ParityCheck": " (parity check)", "SampleCheck": " (sample check)",
-                    "ProductCheck": " (parity check)",
+                    "ProductCheck": " (parity check)", "LinearCheck": " (parity check)",
                     "IntSampleCheck": " (sample check)"}
 
 

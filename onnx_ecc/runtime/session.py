@@ -37,7 +37,7 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
     """SessionOptions with onnx-ecc's custom-op library registered and onnxruntime's
     priority-based execution order (unless another was chosen): with it, the rerun strategy's
     checks read each layer's output right after the layer instead of after the whole network
-    (see transform.common.order_checks_last); unprotected models run as fast with it."""
+    (see transform.common.order_checks); unprotected models run as fast with it."""
     options = options or ort.SessionOptions()
     _lib()  # keep the library (and its counters) loaded after this session ends
     options.register_custom_ops_library(library_path())

@@ -230,16 +230,28 @@ def layout_for(channels: int, options, groups: int = 1) -> Layout:
 
 
 
+# Checks that read a Gemm / MatMul output (rows, no blocked layout): placed right after their layer.
+EARLY_CHECKS = ("ParityCheck", "ProductCheck", "LinearCheck")
+
+
 def _check_rank(node) -> int:
-    """0 for the original's nodes, 1 for the standard nodes a check adds, 2 for onnx-ecc's ops."""
+    """-1 for the checks of Gemm / MatMul layers and products, 0 for the original's nodes, 1 for
+    the standard nodes a check adds, 2 for onnx-ecc's other ops."""
     if node.domain == ops.DOMAIN:
-        return 2
+        return -1 if node.op_type in EARLY_CHECKS else 2
     return 1 if "__ecc_" in node.name else 0
 
 
-def order_checks_last(model, rank=_check_rank) -> None:
-    """Reorder ``model.graph.node`` in place: a topological order that puts the original's nodes
-    first as far as their inputs allow, then the standard nodes checks add, then onnx-ecc's ops."""
+def order_checks(model, rank=_check_rank) -> None:
+    """Reorder ``model.graph.node`` in place: a topological order by ``rank`` among the nodes ready
+    at each step. onnxruntime's priority-based order runs the ready node of lowest index first.
+
+    A Gemm / MatMul check then runs right after its layer, while the output is in cache, and the
+    output's buffer is freed as early as in the original (BERT-style encoder, 128 tokens:
+    ProductCheck 220 -> 80 µs, the rerun ratio 1.07-1.10 -> 1.03-1.04). Conv checks come after
+    the original's nodes as far as their inputs allow: onnxruntime's blocked-layout pass gives the
+    convs it rewrites new (last) indices, and conv checks placed first made every activation stay
+    alive to the end (MobileNetV2 batch 8: 1.28 -> 1.43)."""
     import heapq
 
     graph = model.graph

@@ -11,6 +11,7 @@ STRATEGIES = ("inline", "rerun")
 LAYER_MODES = ("check", "decode", "none")
 CONV_CHECKS = ("auto", "sample", "sum")
 FILTER_CHECKS = ("parity", "sums")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,11 @@ class TransformOptions:
     budget_batch: batch size the budget is measured at.
     budget_weight_share: weight of a layer's share of the parameters (memory faults) in its risk,
         against its share of the layer outputs (compute faults).
+    device: the execution provider the rerun strategy's fast path is built for. 'cpu' checks a
+        float32 Gemm / MatMul and a product of two activations with one CPU node each
+        (LinearCheck, ProductCheck: the parity computed in the kernel from the layer's input);
+        'cuda' uses only ops that have CUDA kernels (a parity product and a ParityCheck), so
+        that no check copies a layer's output to the host.
     """
 
     parity: int = 2
@@ -93,6 +99,7 @@ class TransformOptions:
     budget: float | None = None
     budget_batch: int = 8
     budget_weight_share: float = 0.5
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.parity < 1 or self.parity > 16:
@@ -114,6 +121,8 @@ class TransformOptions:
             raise ValueError(f"conv_check must be one of {CONV_CHECKS}, got {self.conv_check!r}")
         if self.filter_checks not in FILTER_CHECKS:
             raise ValueError(f"filter_checks must be one of {FILTER_CHECKS}, got {self.filter_checks!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.sample_stride < 2:
             raise ValueError(f"sample_stride must be >= 2, got {self.sample_stride}")
         bad = sorted({m for _, m in self.layer_modes} - set(LAYER_MODES))

@@ -13,6 +13,7 @@ from onnx_ecc import ops
 from onnx_ecc.runtime import optimized
 from onnx_ecc.transform.record import read_protection
 from onnx_ecc.transform.calibration import probe
+from onnx_ecc.ops.oracles import linear_check_ratios
 from onnx_ecc.transform.strategies.parity_check import parity_check_ratios
 
 
@@ -30,16 +31,23 @@ def _tol(clean):
     return dict(rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(clean).max())))
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("name", ["mlp", "transformer_encoder"])
-def test_linear_layers_are_checked_by_a_parity_product_and_not_decoded_on_the_fast_path(name):
+def test_linear_layers_are_checked_by_a_parity_product_and_not_decoded_on_the_fast_path(name, device):
+    """For the CPU each weight layer gets one LinearCheck (its parity from the layer's input in the
+    kernel); for CUDA a parity product and a ParityCheck, ops with CUDA kernels."""
     model = zoo_model(name)
-    protected = protected_model(name, strategy="rerun")
+    protected = protected_model(name, strategy="rerun", device=device)
     onnx.checker.check_model(protected, full_check=True)
     top = [n for n in protected.graph.node if n.domain == ops.DOMAIN]
-    # the weight layers' ParityChecks, and a ProductCheck of each product of two activations
-    assert {n.op_type for n in top if n.op_type != ops.PRODUCT_CHECK.name} == {ops.PARITY_CHECK.name}
+    weight_check = ops.LINEAR_CHECK.name if device == "cpu" else ops.PARITY_CHECK.name
+    # the weight layers' checks, and a ProductCheck of each product of two activations (CPU)
+    assert {n.op_type for n in top if n.op_type != ops.PRODUCT_CHECK.name} == {weight_check}
     assert len(top) == len(read_protection(protected)["protected"]) > 0  # products of activations too
-    assert len([n for n in top if n.op_type == ops.PRODUCT_CHECK.name]) == (4 if name == "transformer_encoder" else 0)
+    products = len([n for n in top if n.op_type == ops.PRODUCT_CHECK.name])
+    assert products == (4 if name == "transformer_encoder" and device == "cpu" else 0)
+    if device == "cpu":  # no copies of the inputs' rows and no parity products left
+        assert not [n.name for n in protected.graph.node if n.name.endswith(("__ecc_rows", "__ecc_parity"))]
     # the layers' weights are the original ones: the parity comes from a product of its own
     originals = {i.name for i in model.graph.initializer}
     weight_layers = [p["name"] for p in read_protection(protected)["protected"] if p["params"] > 0]
@@ -83,16 +91,26 @@ def test_a_gross_error_in_a_linear_output_is_caught_and_recomputed():
         np.testing.assert_allclose(got, clean, **_tol(clean))
 
 
-def test_parity_check_kernel_agrees_with_the_numpy_ratios():
-    """The tolerance calibrated from parity_check_ratios is what the kernel applies: scaled just
-    under the worst clean ratio of one layer, that layer's check fires; just over, it does not."""
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_parity_check_kernel_agrees_with_the_numpy_ratios(device):
+    """The tolerance calibrated from the numpy ratios (linear_check_ratios of a LinearCheck,
+    parity_check_ratios of a ParityCheck) is what the kernel applies: scaled just under the worst
+    clean ratio of one layer, that layer's check fires; just over, it does not."""
     model = zoo_model("mlp")
-    protected = protected_model("mlp", tolerance=None, strategy="rerun")
-    node = next(n for n in protected.graph.node if n.op_type == ops.PARITY_CHECK.name)
+    protected = protected_model("mlp", tolerance=None, strategy="rerun", device=device)
+    op = ops.LINEAR_CHECK.name if device == "cpu" else ops.PARITY_CHECK.name
+    node = next(n for n in protected.graph.node if n.op_type == op)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     feeds = feeds_for(model, batch=4, seed=1)
-    values = probe(protected, node.input[:2])(feeds)
-    worst = float(parity_check_ratios(values[node.input[0]], values[node.input[1]], **attrs).max())
+    if device == "cpu":
+        x, wg, y = node.input[:3]
+        constants = {t.name: onnx.numpy_helper.to_array(t) for t in protected.graph.initializer}
+        values = probe(protected, [x, y])(feeds)
+        pb = constants[node.input[4]] if len(node.input) > 4 and node.input[4] else None
+        worst = float(linear_check_ratios(values[x], constants[wg], values[y], pb, **attrs).max())
+    else:
+        values = probe(protected, node.input[:2])(feeds)
+        worst = float(parity_check_ratios(values[node.input[0]], values[node.input[1]], **attrs).max())
     assert worst > 0
     for factor, fires in ((0.9, True), (1.1, False)):
         changed = onnx.ModelProto()

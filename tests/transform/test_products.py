@@ -152,8 +152,25 @@ def test_bert_attention_products_are_checked_by_product_checks_and_a_gross_error
         layer = next(a.s.decode() for a in n.attribute if a.name == "layer")
         by_layer[layer] = n
     assert set(by_layer) == set(products)
-    for layer in products:  # reads A, B and C of its product
-        assert list(by_layer[layer].input[:3]) == list(nodes[layer].input) + list(nodes[layer].output)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    scales = {n.output[0]: float(numpy_helper.to_array(n.attribute[0].t)) for n in model.graph.node
+              if n.op_type == "Constant" and n.attribute[0].t.dims == []}
+    for layer in products:  # reads A, B and C of its product; a scaled operand unscaled, with alpha
+        check, want, alpha = by_layer[layer], [], 1.0
+        for t in nodes[layer].input:
+            mul = producers.get(t)
+            if mul is not None and mul.op_type == "Mul" and mul.input[1] in scales:
+                want.append(mul.input[0])
+                alpha *= scales[mul.input[1]]
+            else:
+                want.append(t)
+        assert list(check.input[:3]) == want + list(nodes[layer].output)
+        got_alpha = next((a.f for a in check.attribute if a.name == "alpha"), 1.0)
+        assert got_alpha == pytest.approx(alpha, rel=1e-6)
+    assert any(next((a.f for a in n.attribute if a.name == "alpha"), 1.0) != 1.0 for n in checks.values())
+    # so that onnxruntime still fuses each scale into its product, as in the original
+    fused = [sum(n.op_type == "FusedMatMul" for n in optimized.optimized_graph(m).node) for m in (model, protected)]
+    assert fused[1] == fused[0] == 6
     # the products' old fast-path nodes (strided Slice of A, B Gᵀ and A B' MatMuls) are gone
     assert not [n.name for n in protected.graph.node if n.name.endswith(("__ecc_b_checks", "__ecc_parity_rows"))]
     feeds = _attention_feeds(model, seed=4)

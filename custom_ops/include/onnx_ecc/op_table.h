@@ -101,8 +101,15 @@ inline constexpr IntDefault kIm2ColNhwcIntDefaults[] = {{nullptr, 0}};
 inline constexpr Port kProductCheckInputs[] = {{"A", kF, false, false}, {"B", kF, false, false},
                                                {"C", kF, false, false}, {"Flag", kB, true, false}};
 inline constexpr Port kProductCheckOutputs[] = {{"Raised", kB, false, false}};
-inline constexpr FloatDefault kProductCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr FloatDefault kProductCheckDefaults[] = {{"alpha", 1.f}, {"tolerance", kDefaultTolerance}};
 inline constexpr IntDefault kProductCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
+
+// ParityCheck's check of a weight layer Y = X W (+ bias) with its parity computed in the kernel.
+inline constexpr Port kLinearCheckInputs[] = {{"X", kF, false, false}, {"WG", kF, false, false}, {"Y", kF, false, false},
+                                              {"Flag", kB, true, false}, {"PB", kF, true, false}};
+inline constexpr Port kLinearCheckOutputs[] = {{"Raised", kB, false, false}};
+inline constexpr FloatDefault kLinearCheckDefaults[] = {{"tolerance", kDefaultTolerance}};
+inline constexpr IntDefault kLinearCheckIntDefaults[] = {{nullptr, 0}};  // none the C++ side reads from the table
 
 // The exact sample check of int8 layers (int_sample_check.h): no float attributes.
 inline constexpr Port kIntSampleCheckInputs[] = {{"A", kU8S8, false, false}, {"Y", kU8S8, false, false},
@@ -125,7 +132,8 @@ inline constexpr IntDefault kIntSampleCheckIntDefaults[] = {{nullptr, 0}};
   X(Int32Decode, ParseInt32DecodeAttrs, Int32DecodeKernel, Int32DecodeCudaKernel)   \
   X(Im2ColNhwc, ParseIm2ColAttrs, Im2ColKernel, Im2ColCudaKernel)                   \
   X(IntSampleCheck, ParseIntSampleCheckAttrs, IntSampleCheckKernel, IntSampleCheckCudaKernel) \
-  X(ProductCheck, ParseProductCheckAttrs, ProductCheckKernel, NoKernel)
+  X(ProductCheck, ParseProductCheckAttrs, ProductCheckKernel, NoKernel)             \
+  X(LinearCheck, ParseLinearCheckAttrs, LinearCheckKernel, NoKernel)
 
 // The kernel structs the table names, defined by the files that implement them (ort_ops.cc,
 // parity_check.cc, sample_check.cc, custom_ops/cuda/ort_cuda_ops.cc).

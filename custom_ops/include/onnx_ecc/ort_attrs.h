@@ -3,6 +3,7 @@
 // that both accept and reject exactly the same nodes.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -37,6 +38,12 @@ int64_t TableAttrInt(const Ort::ConstKernelInfo& info, OpId op, const char* name
 
 // An ORT status "onnx-ecc <where>: <msg>".
 OrtStatusPtr Error(OrtErrorCode code, const std::string& where, const std::string& msg);
+// A shape as "[d0, d1, ...]", for error messages.
+inline std::string ShapeText(const std::vector<int64_t>& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
 
 // The fast-path checks' optional Flag input (one bool, host memory) at ``index``: sets *raised
 // to it (false when absent); an error status names the op when it is not one bool.
@@ -108,7 +115,7 @@ struct ParityCheckAttrs : CheckAttrs<ParityCheckConfig> {
   int64_t stride = 1;  // check every stride-th vector (channels last only); P holds only those
 };
 OrtStatusPtr ParseParityCheckAttrs(const Ort::ConstKernelInfo& info, ParityCheckAttrs* out);
-// The same for op ``op`` (ParityCheck or ProductCheck, which share the attributes): its name, its
+// The same for op ``op`` (ParityCheck, ProductCheck or LinearCheck, which share the attributes): its name, its
 // table's tolerance default and its counters' op.
 OrtStatusPtr ParseParityAttrsOf(const Ort::ConstKernelInfo& info, OpId op, ParityCheckAttrs* out);
 
@@ -125,10 +132,22 @@ struct ParityInputs {
 OrtStatusPtr ReadParityInputs(const ParityCheckAttrs& k, Ort::KernelContext& ctx, ParityInputs* in);
 
 // ProductCheck (product_check.cc): ParityCheck's attributes (axis unused; stride: the row stride
-// of each product), the parity of C = A B computed from A and B.
-using ProductCheckAttrs = ParityCheckAttrs;
+// of each product) and alpha, the parity of C = alpha A B computed from A and B.
+struct ProductCheckAttrs : ParityCheckAttrs {
+  float alpha = 1.f;
+};
 inline OrtStatusPtr ParseProductCheckAttrs(const Ort::ConstKernelInfo& info, ProductCheckAttrs* out) {
-  return ParseParityAttrsOf(info, OpId::kProductCheck, out);
+  if (OrtStatusPtr st = ParseParityAttrsOf(info, OpId::kProductCheck, out)) return st;
+  out->alpha = TableAttrFloat(info, OpId::kProductCheck, "alpha");
+  if (!std::isfinite(out->alpha)) return Error(ORT_INVALID_ARGUMENT, out->name, "alpha must be finite");
+  return nullptr;
+}
+
+// LinearCheck (linear_check.cc): ParityCheck's attributes (axis unused; stride: the row stride of
+// X and Y flattened to rows), the parity of Y = X W computed from X and the parity weights W Gᵀ.
+using LinearCheckAttrs = ParityCheckAttrs;
+inline OrtStatusPtr ParseLinearCheckAttrs(const Ort::ConstKernelInfo& info, LinearCheckAttrs* out) {
+  return ParseParityAttrsOf(info, OpId::kLinearCheck, out);
 }
 
 using SampleCheckAttrs = CheckAttrs<SampleCheckConfig>;

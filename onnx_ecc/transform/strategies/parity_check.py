@@ -35,7 +35,9 @@ class PlacedParityCheck:
     p: str
     node: str
     half: bool = False  # a float16 layer (checked in float32, its noise in float16 steps)
-    operands: tuple[str, str] | None = None  # a ProductCheck's A and B (y is then C; p is "")
+    # a ProductCheck's A and B (y is then C; p is ""), or a LinearCheck's X, WG and PB ('' if none)
+    operands: tuple[str, ...] | None = None
+    kind: str = "parity"  # the node's op: 'parity' (ParityCheck), 'product' or 'linear'
 
 
 def linear_rows(node: gs.Node):
@@ -159,21 +161,47 @@ def parity_product(graph: gs.Graph, node: gs.Node, layout: Layout, rows, bias, a
                    x: gs.Variable | None = None) -> gs.Variable:
     """Append the separate parity product of ``node`` (a MatMul or Gemm reading the same input, or
     ``x``: its sampled rows)."""
-    m = layout.parity_matrix()
-    dtype = rows.dtype if rows.dtype in FLOAT_TYPES else np.float32  # the weights' own type
-    weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(dtype))  # [K, checks]
-    p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=dtype)
-    w = gs.Constant(separate_parity_name(node.name, "w"), weight)
+    w, b = parity_weights(node, layout, rows, bias)
+    p = gs.Variable(f"{node.outputs[0].name}__ecc_parity", dtype=w.values.dtype)
     x = node.inputs[0] if x is None else x
     if node.op == "MatMul":
         graph.nodes.append(gs.Node("MatMul", f"{node.name}__ecc_parity", {}, [x, w], [p]))
     else:
-        inputs = [x, w]
-        if bias is not None:
-            inputs.append(gs.Constant(separate_parity_name(node.name, "b"), (m @ bias).astype(dtype)))
         graph.nodes.append(gs.Node("Gemm", f"{node.name}__ecc_parity", {"alpha": alpha, "beta": beta},
-                                   inputs, [p]))
+                                   [x, w] + ([b] if b is not None else []), [p]))
     return p
+
+
+def parity_weights(node: gs.Node, layout: Layout, rows, bias) -> tuple[gs.Constant, gs.Constant | None]:
+    """A layer's parity weights W Gᵀ [K, checks] and its bias's parity G bias (None without a bias),
+    in the weights' own type, under the names the fast path and the decoding graph share."""
+    m = layout.parity_matrix()
+    dtype = rows.dtype if rows.dtype in FLOAT_TYPES else np.float32
+    weight = np.ascontiguousarray((m @ np.asarray(rows, np.float64)).T.astype(dtype))
+    b = None if bias is None else gs.Constant(separate_parity_name(node.name, "b"), (m @ bias).astype(dtype))
+    return gs.Constant(separate_parity_name(node.name, "w"), weight), b
+
+
+def unscaled_operand(t: gs.Variable) -> tuple[gs.Variable, float]:
+    """(x, s) where ``t`` is x times a constant float32 scalar s (attention's 1/sqrt(d) on Q, which
+    onnxruntime fuses into the product when nothing else reads the scaled tensor), else (t, 1)."""
+    if not isinstance(t, gs.Variable) or len(t.inputs) != 1 or t.inputs[0].op != "Mul":
+        return t, 1.0
+    mul = t.inputs[0]
+    for i in (0, 1):
+        value, other = constant_value(mul.inputs[i]), mul.inputs[1 - i]
+        if (value is not None and value.size == 1 and value.dtype == np.float32 and isinstance(other, gs.Variable)
+                and constant_value(other) is None and np.isfinite(value).all()):
+            return other, float(value.ravel()[0])
+    return t, 1.0
+
+
+def _check_attrs(layout: Layout, options, stride: int, gains, offsets, layer: str, model_id: str) -> dict:
+    """The attributes ParityCheck, ProductCheck and LinearCheck share."""
+    return dict(axis=-1, stride=stride, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
+                generator=layout.generator_attribute(), noise_gain=gains, noise_offset=offsets,
+                tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
+                fail_stop=int(options.fail_stop and options.mode == "detect"), layer=layer, model_id=model_id)
 
 
 def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_id: str,
@@ -200,21 +228,21 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
     for node in list(graph.nodes):
         if node.name not in wanted or node.op not in ("Gemm", "MatMul", "Einsum"):
             continue
-        if is_activation_product(node) and fused_product(node, product_form(node), shapes):
-            # one ProductCheck: every stride-th row of each product, its parity from A and B in the kernel
+        if options.device == "cpu" and is_activation_product(node) and fused_product(node, product_form(node), shapes):
+            # one ProductCheck: every stride-th row of each product, its parity from A and B in the
+            # kernel; a constant scale of an operand becomes alpha (so that it stays fused)
             form = product_form(node)
             layout = layout_for(form.columns, options)
+            (a, sa), (b, sb) = unscaled_operand(form.a), unscaled_operand(form.b)
             raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
-            attrs = dict(axis=-1, stride=stride, data_channels=layout.data_channels, block=layout.block,
-                         parity=layout.parity, generator=layout.generator_attribute(),
-                         noise_gain=layout.output_noise_gains(), noise_offset=[0.0] * len(layout.output_noise_gains()),
-                         tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
-                         fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,
-                         model_id=model_id)
-            inputs = [form.a, form.b, node.outputs[0], flag if flag is not None else gs.Variable.empty()]
+            gains = layout.output_noise_gains()
+            attrs = _check_attrs(layout, options, stride, gains, [0.0] * len(gains), node.name, model_id)
+            if sa * sb != 1.0:
+                attrs["alpha"] = float(np.float32(sa * sb))
+            inputs = [a, b, node.outputs[0], flag if flag is not None else gs.Variable.empty()]
             emit_node(graph, ops.PRODUCT_CHECK, inputs, [raised], f"{node.name}__ecc_product_check", attrs)
             checks.append(PlacedParityCheck(node.name, node.outputs[0].name, "", f"{node.name}__ecc_product_check",
-                                            operands=(form.a.name, form.b.name)))
+                                            operands=(a.name, b.name), kind="product"))
             flag = raised
             continue
         if is_activation_product(node):
@@ -244,6 +272,21 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             # in every row whose input k is non-zero, so sampled rows see it unless the input is
             # sparse (after a Relu) - then every row is checked; a transient error is seen in a sampled row
             node_stride = 1 if may_be_sparse(node.inputs[0]) else stride
+            if options.device == "cpu" and not _is_half(node) and (alpha, beta) == (1.0, 1.0):
+                # one LinearCheck: the sampled rows' parity from X and W Gᵀ in the kernel
+                w, b = parity_weights(node, layout, rows, bias)
+                _, offsets = layout.noise_bounds(rows, None if bias is None else np.abs(bias))
+                raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
+                attrs = _check_attrs(layout, options, node_stride, layout.output_noise_gains(), offsets, node.name,
+                                     model_id)
+                inputs = [node.inputs[0], w, node.outputs[0], flag if flag is not None else gs.Variable.empty()]
+                emit_node(graph, ops.LINEAR_CHECK, inputs + ([b] if b is not None else []), [raised],
+                          f"{node.name}__ecc_linear_check", attrs)
+                checks.append(PlacedParityCheck(node.name, node.outputs[0].name, "", f"{node.name}__ecc_linear_check",
+                                                operands=(node.inputs[0].name, w.name, b.name if b is not None else ""),
+                                                kind="linear"))
+                flag = raised
+                continue
             x = sampled_rows(graph, node.inputs[0], rows.shape[1], node_stride, cache)
             p = parity_product(graph, node, layout, rows, bias, alpha, beta, x)
             _, offsets = layout.noise_bounds(abs(alpha) * rows, None if bias is None else abs(beta) * np.abs(bias))
@@ -253,11 +296,7 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             y = cast(graph, y, np.float32, f"{node.name}__ecc_y32")
             p = cast(graph, p, np.float32, f"{node.name}__ecc_p32")
         raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
-        attrs = dict(axis=-1, stride=node_stride, data_channels=layout.data_channels, block=layout.block, parity=layout.parity,
-                     generator=layout.generator_attribute(), noise_gain=gains,
-                     noise_offset=offsets, tolerance=float(options.tolerance or ops.DEFAULT_TOLERANCE),
-                     fail_stop=int(options.fail_stop and options.mode == "detect"), layer=node.name,
-                     model_id=model_id)
+        attrs = _check_attrs(layout, options, node_stride, gains, offsets, node.name, model_id)
         inputs = [y, p, flag if flag is not None else gs.Variable.empty()]
         emit_node(graph, ops.PARITY_CHECK, inputs, [raised], f"{node.name}__ecc_parity_check", attrs)
         checks.append(PlacedParityCheck(node.name, y.name, p.name, f"{node.name}__ecc_parity_check", half))
@@ -270,13 +309,16 @@ def calibrate_parity_checks(model: onnx.ModelProto, checks: list[PlacedParityChe
     """Set each ParityCheck's tolerance to margin x the largest clean ratio seen (or the given tolerance)."""
     from onnx_ecc.transform.calibration import calibrate_checks
 
-    from onnx_ecc.ops.oracles import product_check_ratios
+    from onnx_ecc.ops.oracles import linear_check_ratios, product_check_ratios
 
-    def ratios(v, attrs):  # a ProductCheck reads (A, B, C), a ParityCheck (Y, P)
-        return {"parity": product_check_ratios(*v, **attrs) if len(v) == 3 else parity_check_ratios(v[0], v[1], **attrs)}
+    def ratios(v, attrs):  # a ProductCheck reads (A, B, C), a LinearCheck (X, WG, PB, Y), a ParityCheck (Y, P)
+        if len(v) == 3:
+            return {"parity": product_check_ratios(*v, **attrs)}
+        if len(v) == 4:
+            return {"parity": linear_check_ratios(v[0], v[1], v[3], v[2], **attrs)}
+        return {"parity": parity_check_ratios(v[0], v[1], **attrs)}
 
-    return calibrate_checks(model, {s.node: (s.layer, s.operands + (s.y,) if s.operands else (s.y, s.p))
-                                    for s in checks}, feeds_list, options, ratios,
+    return calibrate_checks(model, {s.node: (s.layer, s.operands + (s.y,) if s.operands else (s.y, s.p)) for s in checks}, feeds_list, options, ratios,
                             floors={s.layer: FLOAT16_TOLERANCE_FLOOR for s in checks if s.half})
 
 
@@ -288,10 +330,19 @@ def _is_half(node: gs.Node) -> bool:
     return node.outputs[0].dtype is not None and np.dtype(node.outputs[0].dtype) == np.float16
 
 
-def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:
+JOINT = "__joint"  # suffix of a joined parity product's name (its first layer's product + JOINT)
+
+
+def joint_products(model: onnx.ModelProto) -> set[str]:
+    """Names of the joined parity products (merge_parity_products) in ``model``."""
+    return {n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(JOINT)}
+
+
+def merge_parity_products(model: onnx.ModelProto, only: set[str] | None = None) -> onnx.ModelProto:
     """One MatMul for the parity products of all layers that read the same input (the query, key
     and value projections of attention), split per layer: each thin product would read the input
-    once more. Deterministic names, so the fast path and the decoding graph share the weights."""
+    once more. Deterministic names, so the fast path and the decoding graph share the weights;
+    ``only``: join just the groups of these joined names (those of the fast path)."""
     from onnx_ecc.transform import _restore_model_fields
 
     graph = gs.import_onnx(model)
@@ -304,9 +355,11 @@ def merge_parity_products(model: onnx.ModelProto) -> onnx.ModelProto:
         if len(group) < 2:
             continue
         group.sort(key=lambda n: n.name)
+        name = f"{group[0].name}{JOINT}"
+        if only is not None and name not in only:
+            continue
         widths = [int(n.inputs[1].values.shape[1]) for n in group]
         weight = np.concatenate([n.inputs[1].values for n in group], axis=1)
-        name = f"{group[0].name}__joint"
         joint = gs.Variable(f"{name}_out", dtype=weight.dtype)
         graph.nodes.append(gs.Node("MatMul", name, {}, [group[0].inputs[0], gs.Constant(f"{name}_w", weight)], [joint]))
         outputs = [n.outputs[0] for n in group]

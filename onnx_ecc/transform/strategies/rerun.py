@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
 from onnx_ecc import ops
-from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, order_checks_last
+from onnx_ecc.transform.common import absorbable_residual, constant_value, emit_node, order_checks
 
 FAST_SUFFIX = "__ecc_fast"
 RERUN_SUFFIX = "__ecc_rerun"
@@ -58,7 +58,8 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     the recomputation.
     """
     from onnx_ecc.transform import calibration_feeds, protect_inline
-    from onnx_ecc.transform.strategies.parity_check import add_parity_checks, calibrate_parity_checks, merge_parity_products
+    from onnx_ecc.transform.strategies.parity_check import (add_parity_checks, calibrate_parity_checks, joint_products,
+                                                             merge_parity_products)
     from onnx_ecc.transform.rules import operator_format
     from onnx_ecc.transform.rules.quantised import KIND as INT_KIND
     from onnx_ecc.transform.strategies.int_recompute import KIND as RECOMPUTE_KIND
@@ -73,7 +74,6 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     model, user_ops = operator_format.as_qdq_model(model)
     full_options = dataclasses.replace(options, strategy="inline", separate_parity=True)
     full, record = protect_inline(model, full_options, model_id)
-    full = merge_parity_products(full)
     fused = fused_qdq_layers(model)
     left = {s["name"] for s in record["skipped"] if options.mode_of(s["name"]) != "none"}  # depthwise: no inline code
     full = recompute_from_own_weights(full, [c for c in grouped_int8_convs(model, fused) if c in left],
@@ -111,22 +111,25 @@ def protect_rerun(model: onnx.ModelProto, options, model_id: str) -> tuple[onnx.
     linears = [p["name"] for p in checked if p["op"] != "Conv"]
     main, _ = protect_inline(model, dataclasses.replace(options, separate_parity=True), model_id, modes=("decode",))
     # the checks' flags are chained in the layers' order (convs, then the Gemm / MatMul layers
-    # that usually follow them), which order_checks_last relies on
+    # that usually follow them), which order_checks relies on
     main, int_checks, flag = add_int_sample_checks(main, int8, options, model_id, None)
     main, sample_checks, flag = add_sample_checks(main, sampled, options, model_id, flag)
     main, checks, flag = add_sum_checks(main, convs, options, model_id, flag)
     main, parity_checks, flag = add_parity_checks(main, linears, options, model_id, flag)
     main = merge_parity_products(main)
+    # the decoding graph joins the same parity products as the fast path (whose LinearChecks read
+    # each layer's own parity weights), so that every parity weight is stored once
+    full = merge_parity_products(full, only=joint_products(main))
     feeds = calibration_feeds(model)
     tolerances = calibrate_parity_checks(main, parity_checks, feeds, options) if parity_checks else {}
     sample_tolerances = calibrate_sample_checks(main, sample_checks, feeds, options) if sample_checks else {}
     if checks:
         tolerances.update(calibrate_sum_checks(main, checks, feeds, options))
-    order_checks_last(main)
+    order_checks(main)
     out = wrap_with_rerun(main, full if options.mode == "correct" else None, flag)
     record["options"]["strategy"] = "rerun"
     macs = layer_macs(model)
-    product_checked = {c.layer for c in parity_checks if c.operands}
+    product_checked = {c.layer for c in parity_checks if c.kind == "product"}
     for p in record["protected"]:
         p["op"] = user_ops.get(p["name"], p["op"])  # the op in the user's model (its operator form)
         p["vectors_per_sample"] = p.get("vectors_per_sample") or macs.get(p["name"], 0) // max(p["macs_per_vector"], 1)
