@@ -195,3 +195,27 @@ def test_bert_attention_products_are_checked_by_product_checks_and_a_gross_error
         after = onnx_ecc.read_counters(model_id)[f"{layer} (parity check)"]  # this product's ProductCheck
         assert (after - before if before else after).flagged == 1, layer
         np.testing.assert_allclose(got, clean, rtol=1e-4, atol=1e-4, err_msg=layer)
+
+
+def test_a_constant_scale_of_a_product_operand_becomes_its_alpha():
+    """unscaled_operand: x * s, s * x and x / s give (x, s) or (x, 1/s); a scale that is not a
+    constant float32 scalar leaves the operand as it is."""
+    import onnx_graphsurgeon as gs
+
+    from onnx_ecc.transform.strategies.parity_check import unscaled_operand
+
+    x, y = gs.Variable("x", np.float32, [2, 4]), gs.Variable("y", np.float32, [2, 4])
+
+    def scaled(op, inputs):
+        out = gs.Variable(f"{op}_{len(inputs)}_{id(inputs)}", np.float32, [2, 4])
+        gs.Node(op, f"n{id(inputs)}", inputs=inputs, outputs=[out])
+        return out
+
+    s = gs.Constant("s", np.array(8.0, np.float32))
+    assert unscaled_operand(scaled("Mul", [x, s])) == (x, 8.0)
+    assert unscaled_operand(scaled("Mul", [s, x])) == (x, 8.0)
+    assert unscaled_operand(scaled("Div", [x, s])) == (x, 0.125)
+    for kept in (scaled("Div", [s, x]), scaled("Mul", [x, y]),
+                 scaled("Mul", [x, gs.Constant("v", np.ones(4, np.float32))]),
+                 scaled("Mul", [x, gs.Constant("d", np.array(8.0, np.float64))]), x):
+        assert unscaled_operand(kept) == (kept, 1.0)

@@ -183,16 +183,18 @@ def parity_weights(node: gs.Node, layout: Layout, rows, bias) -> tuple[gs.Consta
 
 
 def unscaled_operand(t: gs.Variable) -> tuple[gs.Variable, float]:
-    """(x, s) where ``t`` is x times a constant float32 scalar s (attention's 1/sqrt(d) on Q, which
-    onnxruntime fuses into the product when nothing else reads the scaled tensor), else (t, 1)."""
-    if not isinstance(t, gs.Variable) or len(t.inputs) != 1 or t.inputs[0].op != "Mul":
+    """(x, s) where ``t`` is x times (or divided by) a constant float32 scalar, s the factor
+    (attention's 1/sqrt(d) on Q, which onnxruntime fuses into the product when nothing else reads
+    the scaled tensor), else (t, 1)."""
+    if not isinstance(t, gs.Variable) or len(t.inputs) != 1 or t.inputs[0].op not in ("Mul", "Div"):
         return t, 1.0
-    mul = t.inputs[0]
-    for i in (0, 1):
-        value, other = constant_value(mul.inputs[i]), mul.inputs[1 - i]
+    op = t.inputs[0]
+    for i in ((0, 1) if op.op == "Mul" else (1,)):  # x * s, s * x or x / s
+        value, other = constant_value(op.inputs[i]), op.inputs[1 - i]
         if (value is not None and value.size == 1 and value.dtype == np.float32 and isinstance(other, gs.Variable)
-                and constant_value(other) is None and np.isfinite(value).all()):
-            return other, float(value.ravel()[0])
+                and constant_value(other) is None and np.isfinite(value).all() and value.ravel()[0] != 0):
+            factor = float(value.ravel()[0])
+            return other, factor if op.op == "Mul" else float(np.float32(1.0) / np.float32(factor))
     return t, 1.0
 
 
