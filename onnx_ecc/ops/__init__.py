@@ -230,8 +230,9 @@ LINEAR_CHECK = OpDecl(
         "parity P = X_rows WG (+ PB) of every stride-th row of X (all axes but the last flattened; "
         "accumulated in float32), then ParityCheck's test of Y's same rows against P. WG [K, checks] "
         "is the layer's parity weights (W Gᵀ, times Gemm's alpha), PB [checks] the parity of its "
-        "bias (times beta). X [..., K] and Y [..., N] with the same leading axes. CPU only. Raised "
-        "is Flag or any block failing."
+        "bias (times beta). X [..., K] and Y [..., N] with the same leading axes. CPU only (a float16 "
+        "layer's values are given as float32: Casts that onnxruntime merges with its own). Raised is "
+        "Flag or any block failing."
     ),
     inputs=(("X", False), ("WG", False), ("Y", False), ("Flag", True), ("PB", True)),
     outputs=(("Raised", False),),

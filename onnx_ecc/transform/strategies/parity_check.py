@@ -274,19 +274,29 @@ def add_parity_checks(model: onnx.ModelProto, layers: list[str], options, model_
             # in every row whose input k is non-zero, so sampled rows see it unless the input is
             # sparse (after a Relu) - then every row is checked; a transient error is seen in a sampled row
             node_stride = 1 if may_be_sparse(node.inputs[0]) else stride
-            if options.device == "cpu" and not _is_half(node) and (alpha, beta) == (1.0, 1.0):
-                # one LinearCheck: the sampled rows' parity from X and W Gᵀ in the kernel
+            if options.device == "cpu" and (alpha, beta) == (1.0, 1.0):
+                # one LinearCheck: the sampled rows' parity from X and W Gᵀ in the kernel (a float16
+                # layer read through Casts to float32, its noise bounds in float16 rounding steps)
                 w, b = parity_weights(node, layout, rows, bias)
                 _, offsets = layout.noise_bounds(rows, None if bias is None else np.abs(bias))
+                gains, half = layout.output_noise_gains(), _is_half(node)
+                if half:
+                    gains, offsets = [g * FLOAT16_NOISE for g in gains], [o * FLOAT16_NOISE for o in offsets]
                 raised = gs.Variable(f"{node.name}__ecc_raised", dtype=np.bool_, shape=[1])
-                attrs = _check_attrs(layout, options, node_stride, layout.output_noise_gains(), offsets, node.name,
-                                     model_id)
-                inputs = [node.inputs[0], w, node.outputs[0], flag if flag is not None else gs.Variable.empty()]
-                emit_node(graph, ops.LINEAR_CHECK, inputs + ([b] if b is not None else []), [raised],
+                attrs = _check_attrs(layout, options, node_stride, gains, offsets, node.name, model_id)
+                x, w32, y, b32 = node.inputs[0], w, node.outputs[0], b
+                if half:  # onnxruntime runs float16 Gemm / MatMul in float32 on the CPU and merges these
+                    # Casts with its own: the check reads the float32 values, and adds no pass
+                    x = cast(graph, x, np.float32, f"{node.name}__ecc_x32")
+                    y = cast(graph, y, np.float32, f"{node.name}__ecc_y32")
+                    w32 = cast(graph, w, np.float32, f"{node.name}__ecc_wg32")  # folded at load
+                    b32 = None if b is None else cast(graph, b, np.float32, f"{node.name}__ecc_pb32")
+                inputs = [x, w32, y, flag if flag is not None else gs.Variable.empty()]
+                emit_node(graph, ops.LINEAR_CHECK, inputs + ([b32] if b32 is not None else []), [raised],
                           f"{node.name}__ecc_linear_check", attrs)
                 checks.append(PlacedParityCheck(node.name, node.outputs[0].name, "", f"{node.name}__ecc_linear_check",
-                                                operands=(node.inputs[0].name, w.name, b.name if b is not None else ""),
-                                                kind="linear"))
+                                                half, (node.inputs[0].name, w.name, b.name if b is not None else ""),
+                                                "linear"))
                 flag = raised
                 continue
             x = sampled_rows(graph, node.inputs[0], rows.shape[1], node_stride, cache)
