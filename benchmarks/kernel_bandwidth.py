@@ -5,11 +5,12 @@ overhead.py), on fault-free inputs of realistic shapes, so that only the fast pa
 
 - ``Decode`` on NCHW conv outputs (8, C, H, W) and on rows [rows, C] (block 32, parity 2);
 - ``DepthwiseCheck`` of a 3x3, stride-1, pad-1 depthwise conv on (8, C, H, W);
-- ``ParityCheck`` of Y (8, C, H, W) or [rows, C] against its separately computed parity P;
+- ``ParityCheck`` of Y (8, C, H, W) or [rows, C] against its separately computed parity P, and
+  of every 8th row of [1024, 384] (``/8``: stride 8, as the BERT encoder's rerun fast path);
 - ``SumCheck`` (a few hundred bytes: only its latency is printed).
 
 An op's bytes are what it must at least move: Decode reads Y and writes Z; DepthwiseCheck reads
-X and Y and writes Z; ParityCheck reads Y and P. GB/s = those bytes / median seconds per run.
+X and Y and writes Z; ParityCheck reads Y (its sampled rows) and P. GB/s = those bytes / median seconds per run.
 
 The reference is a plain copy of as many bytes, timed in the same rounds: a one-node
 ``Add(x, zero)`` whose float32 input holds half the op's bytes and whose zero is a graph input
@@ -45,6 +46,8 @@ from onnx_ecc.codes import Layout
 
 NCHW = [(8, 32, 112, 112), (8, 144, 56, 56), (8, 192, 28, 28), (8, 576, 14, 14), (8, 1280, 7, 7)]
 ROWS = [(256, 384), (256, 1536), (1024, 1024), (4096, 4096)]
+# ParityCheck with stride: the BERT encoder's rerun fast path checks every 8th row of a MatMul output.
+STRIDED_ROWS = [((1024, 384), 8)]
 BLOCK, PARITY = 32, 2
 
 
@@ -119,15 +122,19 @@ def depthwise_case(shape):
     return model, {"X": x, "Y": y}, x.nbytes + 2 * y.nbytes
 
 
-def parity_case(shape, rows: bool):
+def parity_case(shape, rows: bool, stride: int = 1):
+    """ParityCheck of Y against P; stride > 1 (rows only): P holds the checks of every stride-th
+    row, and the bytes are those rows' and P's (what the op reads)."""
     rng = np.random.default_rng(3)
     layout = Layout(shape[1], BLOCK, PARITY)
     y = _encoded(rng, layout, rng.standard_normal(shape, dtype=np.float32), 1)
     data = np.ascontiguousarray(np.take(y, range(layout.data_channels), axis=1))
-    par = np.ascontiguousarray(np.take(y, range(layout.data_channels, layout.total_channels), axis=1))
-    node = ops.PARITY_CHECK.make_node(["Y", "P"], ["Raised"], "op", axis=1 if not rows else -1, **_code_attrs(layout, "parity"))
+    par = np.ascontiguousarray(np.take(y, range(layout.data_channels, layout.total_channels), axis=1)[::stride])
+    extra = {"stride": stride} if stride > 1 else {}
+    node = ops.PARITY_CHECK.make_node(["Y", "P"], ["Raised"], "op", axis=1 if not rows else -1,
+                                      **_code_attrs(layout, "parity"), **extra)
     model = _model([node], [("Y", TensorProto.FLOAT), ("P", TensorProto.FLOAT)], [("Raised", TensorProto.BOOL)])
-    return model, {"Y": data, "P": par}, data.nbytes + par.nbytes
+    return model, {"Y": data, "P": par}, data[::stride].nbytes + par.nbytes
 
 
 def sum_check_case(batch=8, channels=1280, taps=9):
@@ -175,6 +182,8 @@ def cases(selected: set[str], quick: bool):
             yield "ParityCheck", "x".join(map(str, s)), lambda s=s: parity_case(s, rows=False)
         for s in rows:
             yield "ParityCheck", "x".join(map(str, s)), lambda s=s: parity_case(s, rows=True)
+        for s, stride in STRIDED_ROWS:
+            yield "ParityCheck", "x".join(map(str, s)) + f" /{stride}", lambda s=s, k=stride: parity_case(s, True, k)
     if "SumCheck" in selected:
         yield "SumCheck", "8x1280 means", sum_check_case
 

@@ -6,12 +6,17 @@
 // (copy, Relu, + residual). The float operations and their order are those of the scalar code
 // they replaced, and the library is built with -ffp-contract=off, so that every ISA clone
 // (ECC_CLONES: AVX-512, AVX2 and the x86-64-v2 baseline, chosen at load time) gives the same bits.
+// ParityCheck's rows of 32-value blocks also have an AVX-512-only test (Quad512, chosen at run
+// time), which passes exactly the blocks RowQuad2 passes and sends the rest back to it.
 #pragma once
 
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "onnx_ecc/decode_math.h"
 
@@ -367,6 +372,116 @@ ECC_INLINE unsigned RowQuad2(const float* yd, const float* yp, const float* rd, 
   for (int m = 0; m < 4; ++m) mask |= static_cast<unsigned>((bad[2 * m] | bad[2 * m + 1]) != 0) << m;
   return mask;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ONNX_ECC_NO_CLONES)
+#define ECC_ROWS512 1
+// Functions compiled for AVX-512 only, called after a run-time check (Has512()).
+#define ECC_AVX512 __attribute__((target("avx512f")))
+#define ECC_AVX512_INLINE inline __attribute__((always_inline, target("avx512f")))
+
+// Whether this CPU runs the AVX-512 row sweeps.
+inline bool Has512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+// RowQuad2's generator for blocks of 32, reordered for Quad512: per quad of blocks, per step s
+// of 8 values, per pair of blocks (2h, 2h + 1) and check q, 16 floats: g_q of block 2h at values
+// 8s..8s+7, then g_q of block 2h + 1 at the same values (one 512-bit load each). Copies of 8
+// floats: a work item reorders its blocks' generators once, in well under a row's time.
+constexpr int kQuadGenFloats = 256;
+inline void PackQuadGen(const float* gen, float* out) {
+  for (int s = 0; s < 4; ++s)
+    for (int h = 0; h < 2; ++h)
+      for (int q = 0; q < 2; ++q)
+        for (int half = 0; half < 2; ++half, out += 8) std::memcpy(out, gen + 64 * (2 * h + half) + 32 * q + 8 * s, 32);
+}
+
+// Sixteen floats (one AVX-512 register) and their loads.
+typedef float F16 __attribute__((vector_size(64)));
+typedef int32_t I16 __attribute__((vector_size(64)));
+ECC_AVX512_INLINE F16 Load16(const float* p) {
+  F16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+ECC_AVX512_INLINE I16 Max16(I16 a, I16 b) { return a > b ? a : b; }  // MaxKey8 on 16 lanes
+
+// RowQuad2<kNone, 32>'s float test of four row blocks in 512-bit registers: lanes 0..7 of a
+// register hold block 2h's eight lane sums and lanes 8..15 block 2h + 1's, so one multiply and
+// one add serve two blocks. Each lane sum takes the same products in the same order (its first
+// product is not added to 0, which can only change the sign of a zero sum, and |s| is what is
+// tested); the eight sums of each check are transposed with 2-source permutes and added to -p_q
+// in lane order as RowQuad2 does; the scale is the same exact max, taken over |bits| and failed
+// (not used) when any value is Inf or NaN. So with finite values a block passes here exactly when
+// it passes RowQuad2, and a quad holding Inf or NaN fails: a quad with a failure is tested again
+// by RowQuad2, whose bits decide (the caller's job). gp: the quad's PackQuadGen. Returns the
+// failing blocks as bits 0..3.
+ECC_AVX512_INLINE unsigned Quad512(const float* yd, const float* yp, const float* gp, const float* gain_f,
+                                   const float* offset_f) {
+  F16 acc[2][2];
+  I16 key[2];
+  for (int h = 0; h < 2; ++h) {
+    const float* x = yd + 64 * h;
+    const float* g = gp + 32 * h;
+    for (int s = 0; s < 4; ++s, g += 64) {
+      const F16 a = __builtin_shufflevector(Load8(x + 8 * s), Load8(x + 32 + 8 * s), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                            10, 11, 12, 13, 14, 15);
+      const F16 p0 = a * Load16(g);
+      const F16 p1 = a * Load16(g + 16);
+      const I16 k = reinterpret_cast<I16>(a) & 0x7fffffff;
+      if (s == 0) {
+        acc[h][0] = p0;
+        acc[h][1] = p1;
+        key[h] = k;
+      } else {
+        acc[h][0] += p0;
+        acc[h][1] += p1;
+        key[h] = Max16(key[h], k);
+      }
+    }
+  }
+  // Rows r = 2m + q (p's order): acc[h][q] holds rows 4h + q (lanes 0..7) and 4h + 2 + q (8..15).
+  // Stage 1: rows 0..3 (or 4..7) of lanes 0..3 and of lanes 4..7, element 4 l + r.
+#define ECC_LO4 0, 16, 8, 24, 1, 17, 9, 25, 2, 18, 10, 26, 3, 19, 11, 27
+#define ECC_HI4 4, 20, 12, 28, 5, 21, 13, 29, 6, 22, 14, 30, 7, 23, 15, 31
+  const F16 m0 = __builtin_shufflevector(acc[0][0], acc[0][1], ECC_LO4);
+  const F16 m1 = __builtin_shufflevector(acc[0][0], acc[0][1], ECC_HI4);
+  const F16 m2 = __builtin_shufflevector(acc[1][0], acc[1][1], ECC_LO4);
+  const F16 m3 = __builtin_shufflevector(acc[1][0], acc[1][1], ECC_HI4);
+  // Stage 2: lanes l and l + 1 of rows 0..7 as [lane l | lane l + 1].
+#define ECC_L01 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23
+#define ECC_L23 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31
+  const F16 t[4] = {__builtin_shufflevector(m0, m2, ECC_L01), __builtin_shufflevector(m0, m2, ECC_L23),
+                    __builtin_shufflevector(m1, m3, ECC_L01), __builtin_shufflevector(m1, m3, ECC_L23)};
+#undef ECC_LO4
+#undef ECC_HI4
+#undef ECC_L01
+#undef ECC_L23
+  const F8 p = Load8(yp);
+  F8 c = -p;
+  for (int i = 0; i < 4; ++i) {
+    c += __builtin_shufflevector(t[i], t[i], 0, 1, 2, 3, 4, 5, 6, 7);
+    c += __builtin_shufflevector(t[i], t[i], 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+  // Scale: block m's largest |bits| in lanes 4m..4m+3, then in lanes 2m, 2m + 1 with its checks'.
+  I16 w = Max16(__builtin_shufflevector(key[0], key[1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+                __builtin_shufflevector(key[0], key[1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31));
+  w = Max16(w, __builtin_shufflevector(w, w, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  w = Max16(w, __builtin_shufflevector(w, w, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  const I8 pk = reinterpret_cast<I8>(p) & 0x7fffffff;
+  const I8 k = MaxKey8(__builtin_shufflevector(w, w, 0, 1, 4, 5, 8, 9, 12, 13),
+                      MaxKey8(pk, __builtin_shufflevector(pk, pk, 1, 0, 3, 2, 5, 4, 7, 6)));
+  const F8 thr = Load8(gain_f) * reinterpret_cast<F8>(k) + Load8(offset_f);
+  const F8 ac = reinterpret_cast<F8>(reinterpret_cast<I8>(c) & 0x7fffffff);
+  const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(reinterpret_cast<__m256>(ac), reinterpret_cast<__m256>(thr), _CMP_NLE_UQ),
+                                  reinterpret_cast<__m256>(k > 0x7f7fffff));  // Inf or NaN: fail
+  const unsigned bits = static_cast<unsigned>(_mm256_movemask_ps(bad));
+  if (!bits) return 0;
+  const unsigned pairs = (bits | bits >> 1) & 0x55u;  // block m fails when check 2m or 2m + 1 does
+  return (pairs & 1u) | (pairs >> 1 & 2u) | (pairs >> 2 & 4u) | (pairs >> 3 & 8u);
+}
+#endif
 
 }  // namespace sweep
 }  // namespace onnx_ecc
