@@ -232,6 +232,23 @@ ECC_INLINE void TransposePlanes(const float* planes, int64_t len, float* out, in
     for (int l = 0; l < 8; ++l) out[e * stride + l] = planes[l * len + e];
 }
 
+// The filter's weights and biases of planes p .. p + lanes - 1 by lane: wl[t * lanes + l] is tap
+// t of plane p + l's channel, bl[l] its bias. Consecutive channels' weights are one [lanes, K]
+// block, transposed by tiles; a run that wraps past the last channel is gathered one by one.
+ECC_INLINE void LaneWeights(const DepthwiseConfig& cfg, int64_t p, int lanes, float* wl, float* bl) {
+  const int64_t taps = cfg.kh * cfg.kw, c0 = p % cfg.channels;
+  if (c0 + lanes <= cfg.channels) {
+    for (int half = 0; half < lanes / 8; ++half)
+      TransposePlanes(cfg.weights.data() + (c0 + 8 * half) * taps, taps, wl + 8 * half, lanes);
+    std::memcpy(bl, cfg.bias.data() + c0, sizeof(float) * lanes);
+    return;
+  }
+  for (int64_t l = 0, c = c0; l < lanes; ++l, c = c + 1 < cfg.channels ? c + 1 : 0) {
+    for (int64_t t = 0; t < taps; ++t) wl[t * lanes + l] = cfg.weights[c * taps + t];
+    bl[l] = cfg.bias[c];
+  }
+}
+
 // RowSums of `rows` rows of width w, row i's value q at v[(i * w + q) * 8 + lane], per lane.
 ECC_INLINE void RowSums8(const float* v, int64_t rows, int64_t w, D8* t, D8* tabs) {
   const int64_t w8 = w - w % 8;
@@ -341,6 +358,29 @@ ECC_INLINE unsigned CheckPlanes8(const DepthwiseConfig& cfg, int64_t p, int64_t 
   return mask;
 }
 
+// One group of kLanes small planes from p: transposes x and y into xt (kLanes * (H W + H_out
+// W_out) floats, y's after x's) and runs the float filter on it (scratch fs); returns a bit per
+// plane left to the double check (all of them with the filter off). Not inlined, and cloned
+// itself: its vectors and pointers get the registers to themselves (inlined into
+// DepthwiseCheckPlanes, the transposes' pointers were spilled to the stack).
+template <int kLanes>
+ECC_CLONES __attribute__((noinline)) unsigned FilterGroup(const DepthwiseConfig& cfg, const dwfilter::Filter& filter,
+                                                          int64_t p, const float* x, const float* y, int64_t h,
+                                                          int64_t w, float* xt, float* fs) {
+  const int64_t plane_in = h * w, plane_out = cfg.OutH(h) * cfg.OutW(w);
+  const int64_t hp = h + cfg.pad_t + cfg.pad_b;
+  float* yt = xt + kLanes * plane_in;
+  for (int half = 0; half < kLanes / 8; ++half) {
+    TransposePlanes(x + (p + 8 * half) * plane_in, plane_in, xt + 8 * half, kLanes);
+    TransposePlanes(y + (p + 8 * half) * plane_out, plane_out, yt + 8 * half, kLanes);
+  }
+  if (!filter.on) return (1u << kLanes) - 1;
+  float wl[kLanes * 64], bl[kLanes];  // SmallPlanes: at most 64 taps
+  LaneWeights(cfg, p, kLanes, wl, bl);
+  return dwfilter::FilterPlanes<kLanes>(cfg, filter, wl, bl, xt, yt, h, w, fs, fs + kLanes * cfg.kw * hp,
+                                        fs + 2 * kLanes * cfg.kw * hp);
+}
+
 // Scratch sizes: hp * kw tap sums and a slack that 8 rows' reads may run into (twice),
 // max(H, H_out) row sums (three), stride_w classes (twice).
 int64_t Slack(const DepthwiseConfig& cfg) { return 8 * cfg.stride_h; }
@@ -408,13 +448,6 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
     D8* rows8 = aabs8 + hp * cfg.kw;
     D8* rows_abs8 = rows8 + h;
     D8* actual8 = rows_abs8 + std::max(h, hout);
-    if (cfg.relu) {
-      ECC_IVDEP
-      for (int64_t i = (p1 - p0 - (p1 - p0) % 8) * plane_out, e = 0; e < i; ++e)
-        z[p0 * plane_out + e] = y[p0 * plane_out + e] > 0.f ? y[p0 * plane_out + e] : 0.f;
-    } else {
-      std::memcpy(z + p0 * plane_out, y + p0 * plane_out, sizeof(float) * (p1 - p0 - (p1 - p0) % 8) * plane_out);
-    }
     // The float filter first (depthwise_filter.h); the double check only for the eights of planes
     // it leaves. Sixteen planes at a time on planes up to 16 wide (faster there, slower on
     // wider ones: measured at 7x7, 14x14 and 28x28).
@@ -423,6 +456,16 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
     thread_local std::vector<float> fs, ft16;
     if (filter.on) fs.resize(static_cast<size_t>((by16 ? 16 : 8) * (2 * cfg.kw + 1) * hp));
     if (by16) ft16.resize(static_cast<size_t>(16 * (plane_in + plane_out)));
+    // The output first, in one pass (fused into the transposes of Y, the copy measured slower at
+    // 14x14 in kernel_bandwidth.py, 0.38-0.48 of a copy against 0.44-0.68: Z written in scattered
+    // pieces of eight planes while cold).
+    if (cfg.relu) {
+      ECC_IVDEP
+      for (int64_t i = (p1 - p0 - (p1 - p0) % 8) * plane_out, e = 0; e < i; ++e)
+        z[p0 * plane_out + e] = y[p0 * plane_out + e] > 0.f ? y[p0 * plane_out + e] : 0.f;
+    } else {
+      std::memcpy(z + p0 * plane_out, y + p0 * plane_out, sizeof(float) * (p1 - p0 - (p1 - p0) % 8) * plane_out);
+    }
     float* xt = ft.data();
     float* yt = ft.data() + 8 * plane_in;
     while (pl + 8 <= p1) {
@@ -430,21 +473,10 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
       unsigned unsure = 0xffu;   // bit l: plane pl + l left to the double check
       bool transposed8 = false;  // whether xt, yt hold planes pl .. pl + 7
       if (n == 16) {
-        float* x16 = ft16.data();
-        float* y16 = x16 + 16 * plane_in;
-        for (int half = 0; half < 2; ++half) {
-          TransposePlanes(x + (pl + 8 * half) * plane_in, plane_in, x16 + 8 * half, 16);
-          TransposePlanes(y + (pl + 8 * half) * plane_out, plane_out, y16 + 8 * half, 16);
-        }
-        unsure = dwfilter::FilterPlanes<16>(cfg, filter, pl, x16, y16, h, w, fs.data(), fs.data() + 16 * cfg.kw * hp,
-                                            fs.data() + 32 * cfg.kw * hp);
+        unsure = FilterGroup<16>(cfg, filter, pl, x, y, h, w, ft16.data(), fs.data());
       } else {
-        TransposePlanes(x + pl * plane_in, plane_in, xt);
-        TransposePlanes(y + pl * plane_out, plane_out, yt);
+        unsure = FilterGroup<8>(cfg, filter, pl, x, y, h, w, xt, fs.data());
         transposed8 = true;
-        if (filter.on)
-          unsure = dwfilter::FilterPlanes<8>(cfg, filter, pl, xt, yt, h, w, fs.data(), fs.data() + 8 * cfg.kw * hp,
-                                             fs.data() + 16 * cfg.kw * hp);
       }
       for (int half = 0; half < n / 8; ++half, pl += 8) {
         unsigned bad = 0;
@@ -455,13 +487,12 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
           }
           bad = CheckPlanes8(cfg, pl, h, w, taps, xt, yt, a8, aabs8, rows8, rows_abs8, actual8);
         }
-        for (int l = 0; l < 8; ++l) {
-          const int64_t q = pl + l, c = q % cfg.channels;
-          if (bad >> l & 1u)
-            CheckChannel(cfg, c, x + q * plane_in, h, w, y + q * plane_out, z + q * plane_out, verified[c] != 0, counts,
-                         s);
-          else
-            counts.vectors += hout;
+        // The planes that passed are counted at once; only the failing ones are visited.
+        counts.vectors += (8 - __builtin_popcount(bad)) * hout;
+        for (unsigned m = bad; m != 0; m &= m - 1) {
+          const int64_t q = pl + __builtin_ctz(m), c = q % cfg.channels;
+          CheckChannel(cfg, c, x + q * plane_in, h, w, y + q * plane_out, z + q * plane_out, verified[c] != 0, counts,
+                       s);
         }
       }
     }

@@ -118,32 +118,58 @@ inline Filter MakeFilter(const DepthwiseConfig& cfg, int64_t w) {
 }
 
 // Sum of the lanes v[q * L ..] for q in [lo, hi) in four chains (ChainDepth roundings), and of |v|.
+// From four values on, each chain starts at its first value (no add to zero) and the last one to
+// three values go to different chains: a term goes through at most n / 4 + 2 roundings.
 template <typename FV, int64_t L>
 ECC_INLINE void ChainSums(const float* v, int64_t lo, int64_t hi, FV* s, FV* sabs) {
   const FV z = {};
-  FV c0 = z, c1 = z, c2 = z, c3 = z, a0 = z, a1 = z, a2 = z, a3 = z;
-  int64_t q = lo;
+  if (hi - lo < 4) {
+    FV c = z, a = z;
+    for (int64_t q = lo; q < hi; ++q) {
+      const FV x0 = Load<FV>(v + q * L);
+      c += x0;
+      a += Abs(x0);
+    }
+    *s = c;
+    *sabs = a;
+    return;
+  }
+  FV c0 = Load<FV>(v + lo * L), c1 = Load<FV>(v + (lo + 1) * L), c2 = Load<FV>(v + (lo + 2) * L),
+     c3 = Load<FV>(v + (lo + 3) * L);
+  FV a0 = Abs(c0), a1 = Abs(c1), a2 = Abs(c2), a3 = Abs(c3);
+  int64_t q = lo + 4;
   for (; q + 4 <= hi; q += 4) {
     const FV x0 = Load<FV>(v + q * L), x1 = Load<FV>(v + (q + 1) * L), x2 = Load<FV>(v + (q + 2) * L),
              x3 = Load<FV>(v + (q + 3) * L);
     c0 += x0; c1 += x1; c2 += x2; c3 += x3;
     a0 += Abs(x0); a1 += Abs(x1); a2 += Abs(x2); a3 += Abs(x3);
   }
-  for (; q < hi; ++q) {
+  if (q < hi) {
     const FV x0 = Load<FV>(v + q * L);
     c0 += x0;
     a0 += Abs(x0);
+  }
+  if (q + 1 < hi) {
+    const FV x1 = Load<FV>(v + (q + 1) * L);
+    c1 += x1;
+    a1 += Abs(x1);
+  }
+  if (q + 2 < hi) {
+    const FV x2 = Load<FV>(v + (q + 2) * L);
+    c2 += x2;
+    a2 += Abs(x2);
   }
   *s = (c0 + c1) + (c2 + c3);
   *sabs = (a0 + a1) + (a2 + a3);
 }
 
-// Planes p .. p + kLanes - 1, transposed (xt: value e of plane p + l at xt[e * kLanes + l], yt likewise):
+// Planes p .. p + kLanes - 1 (their weights and biases by lane in wl, bl: wl[t * kLanes + l] is
+// tap t of lane l), transposed (xt: value e of plane p + l at xt[e * kLanes + l], yt likewise):
 // returns a bit per plane with a row that does not pass (those go to the double path).
 // Scratch: a and aabs hold kw * hp * kLanes floats, tabs hp * kLanes (hp = padded input rows).
 template <int kLanes>
-ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, int64_t p, const float* xt,
-                                 const float* yt, int64_t h, int64_t w, float* a, float* aabs, float* tabs) {
+ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, const float* wl, const float* bl,
+                                 const float* xt, const float* yt, int64_t h, int64_t w, float* a, float* aabs, float* tabs) {
   typedef typename Lanes<kLanes>::F FV;
   constexpr int64_t L = kLanes;
   const int64_t hout = cfg.OutH(h), wout = cfg.OutW(w);
@@ -186,12 +212,9 @@ ECC_INLINE unsigned FilterPlanes(const DepthwiseConfig& cfg, const Filter& f, in
   }
   // Weights, their magnitudes and their rows' sums of magnitudes (for R; a float sum of kw
   // values, whose relative error the doubled kR covers) per lane.
-  FV wv[64], wa[64], wrow[64], bias = z;
-  for (int64_t l = 0, c = p % cfg.channels; l < kLanes; ++l, c = c + 1 < cfg.channels ? c + 1 : 0) {
-    const float* wt = cfg.weights.data() + c * kh * kw;
-    for (int64_t t = 0; t < kh * kw; ++t) wv[t][l] = wt[t];
-    bias[l] = cfg.bias[c];
-  }
+  FV wv[64], wa[64], wrow[64];
+  for (int64_t t = 0; t < kh * kw; ++t) wv[t] = Load<FV>(wl + t * L);
+  const FV bias = Load<FV>(bl);
   for (int64_t i = 0; i < kh; ++i) {
     FV s = z;
     for (int64_t j = 0; j < kw; ++j) {
