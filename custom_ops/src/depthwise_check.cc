@@ -456,8 +456,8 @@ void DepthwiseCheckPlanes(const DepthwiseConfig& cfg, int64_t p0, int64_t p1, co
     thread_local std::vector<float> fs, ft16;
     if (filter.on) fs.resize(static_cast<size_t>((by16 ? 16 : 8) * (2 * cfg.kw + 1) * hp));
     if (by16) ft16.resize(static_cast<size_t>(16 * (plane_in + plane_out)));
-    // The output first, in one pass (fused into the transposes of Y, the copy measured slower at
-    // 14x14 in kernel_bandwidth.py, 0.38-0.48 of a copy against 0.44-0.68: Z written in scattered
+    // The output first, in one pass: a copy fused into Y's transposes measured slower at 14x14
+    // in kernel_bandwidth.py (0.38-0.48 of a copy against 0.44-0.68; Z written in scattered
     // pieces of eight planes while cold).
     if (cfg.relu) {
       ECC_IVDEP

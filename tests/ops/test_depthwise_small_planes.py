@@ -1,6 +1,5 @@
 """DepthwiseCheck on many small planes, where the kernel transposes groups of eight or sixteen
-planes and writes their output from the same loads of Y (the copy, or Relu, fused into the
-transpose): every row the oracle keeps is Y (or Relu(Y)) bit for bit, every row it repairs is
+planes after writing their output in one pass (Y, or Relu(Y)): every row the oracle keeps is Y (or Relu(Y)) bit for bit, every row it repairs is
 repaired, and the counts agree, with channel runs that wrap past the last channel, a group
 tail of eight, and planes left to the scalar path."""
 
