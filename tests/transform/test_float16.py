@@ -163,3 +163,32 @@ def test_rerun_checks_keep_float16_convs_in_the_blocked_layout(name):
     # our own casts of the (small) samples and residuals, at most two per checked conv
     n_convs = sum(n.op_type == "Conv" for n in original.graph.node)
     assert casts_p - casts_o <= 2 * n_convs
+
+
+def test_float16_bert_encoder_is_protected_under_rerun_and_a_query_weight_flip_is_corrected():
+    """A check of Q/K/V keeps onnxruntime from running the LayerNormalization before them in
+    float32 (SkipLayerNormalization unfused): the protected outputs then carry float16 rounding of
+    the normalisation's input, within the verification's 8 float16 steps, and no false alarm."""
+    from onnx_ecc.transform.verification import FLOAT16_RTOL, random_feeds
+
+    half = _half(zoo_model("bert_encoder"))
+    protected = onnx_ecc.transform(half, strategy="rerun")
+    record = read_protection(protected)
+    assert {p["name"] for p in record["protected"]} >= {n.name for n in half.graph.node if n.op_type == "MatMul"
+                                                         and any(i.name == n.input[1] for i in half.graph.initializer)}
+    feeds = random_feeds(half, seed=7)
+    want = _plain(half, feeds)
+    session = onnx_ecc.ProtectedSession(protected)
+    got = session.run(None, feeds)[0]
+    assert session.last_report.flagged == 0 and session.last_report.checks_failed == 0
+    scale = float(np.abs(want).max())
+    assert 0 < np.abs(got - want).max() <= FLOAT16_RTOL * scale  # not bit-equal: the normalisation's rounding
+    query = next(n for n in half.graph.node if n.name == "/2/attn/q/MatMul")
+    wrong_model = flip_weight_bit(half, query.input[1], (5, 17), 14)[0]
+    wrong = _plain(wrong_model, feeds)
+    assert np.abs(wrong - want).max() > 5 * FLOAT16_RTOL * scale  # far beyond rounding: the flip matters
+    weight = next(n for n in protected.graph.node if n.name == query.name).input[1]
+    session = onnx_ecc.ProtectedSession(flip_weight_bit(protected, weight, (5, 17), 14)[0])
+    repaired = session.run(None, feeds)[0]
+    assert session.last_report.checks_failed > 0 and session.last_report.uncorrectable == 0
+    np.testing.assert_allclose(repaired, got, rtol=FLOAT16_RTOL, atol=FLOAT16_RTOL * scale)
