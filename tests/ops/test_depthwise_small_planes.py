@@ -1,7 +1,7 @@
 """DepthwiseCheck on many small planes, where the kernel transposes groups of eight or sixteen
-planes after writing their output in one pass (Y, or Relu(Y)): every row the oracle keeps is Y (or Relu(Y)) bit for bit, every row it repairs is
-repaired, and the counts agree, with channel runs that wrap past the last channel, a group
-tail of eight, and planes left to the scalar path."""
+planes after writing their output in one pass (Y, or Relu(Y)): every row the oracle keeps is Y
+(or Relu(Y)) bit for bit, every row it repairs is repaired, and the counts agree, with channel
+runs that wrap past the last channel, a group tail of eight, and planes left to the scalar path."""
 
 from __future__ import annotations
 
